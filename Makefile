@@ -1,0 +1,34 @@
+# Every target creates the virtual environment on first use; re-running is cheap.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Locally the slow tail is skipped; CI (CI=true) and `make test-all` run everything.
+PYTEST_MARK := $(if $(filter true 1 yes,$(CI)),,-m "not slow")
+
+.PHONY: venv demo test test-all bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ffhq-tools demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_MARK)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ffhq_tools models eval leaderboards bench tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

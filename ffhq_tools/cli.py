@@ -1,0 +1,67 @@
+"""The `ffhq-tools` command: a root parser whose verbs come from each package's `cli` module.
+
+Each provider module exposes `add_verbs(subparsers)`; it must import heavy libraries (torch,
+dlib, h5py) inside its handlers only, so `ffhq-tools --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ffhq_tools import __version__
+from ffhq_tools.errors import FfhqToolsError
+
+VERB_PROVIDERS = (
+    "ffhq_tools.doctor",
+    "ffhq_tools.weights_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ffhq-tools",
+        description="Build FFHQ-style face datasets, train StyleGAN-family models, score them "
+                    "with the papers' metrics and regenerate the papers' tables.",
+    )
+    parser.add_argument("--version", action="version", version=f"ffhq-tools {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    for provider in VERB_PROVIDERS:
+        importlib.import_module(provider).add_verbs(verbs)
+    return parser
+
+
+def verb_names(parser: argparse.ArgumentParser | None = None) -> list[list[str]]:
+    """Every verb path (including nested ones such as ['weights', 'list'])."""
+    parser = parser or build_parser()
+    paths: list[list[str]] = []
+
+    def walk(p: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    paths.append(prefix + [name])
+                    walk(sub, prefix + [name])
+
+    walk(parser, [])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except FfhqToolsError as exc:
+        print(f"ffhq-tools {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
