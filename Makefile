@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ffhq-tools demo
+	$(VENV)/bin/ffhq-tools doctor
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_MARK)
