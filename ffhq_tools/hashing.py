@@ -33,5 +33,5 @@ def pixel_md5(pixels: np.ndarray) -> str:
 
 def sha256_matches(actual: str, expected: str) -> bool:
     """Full hashes must be equal; a hub-style prefix (8+ hex digits) must be a prefix."""
-    expected = expected.lower()
-    return actual.lower() == expected if len(expected) == 64 else actual.lower().startswith(expected)
+    actual, expected = actual.lower(), expected.lower()
+    return actual == expected if len(expected) == 64 else actual.startswith(expected)
