@@ -16,6 +16,7 @@ from ffhq_tools.errors import FfhqToolsError
 VERB_PROVIDERS = (
     "ffhq_tools.doctor",
     "ffhq_tools.weights_cli",
+    "ffhq_tools.crawl.cli",
 )
 
 

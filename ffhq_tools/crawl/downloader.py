@@ -1,0 +1,212 @@
+"""Download the files of an FFHQ-schema manifest: threads, per-host limits, a global rate
+limit, retries with backoff and Retry-After, verification before a file reaches its final
+path, resume by skipping what is already there, and failures.jsonl for what never worked."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ffhq_tools.atomic import append_jsonl, atomic_path
+from ffhq_tools.crawl.http import FetchError, HttpSettings, fetch, redact
+from ffhq_tools.crawl.manifest import (
+    FileSpec,
+    load_manifest,
+    manifest_specs,
+    resolve_inside,
+    select_specs,
+)
+from ffhq_tools.crawl.ratelimit import HostGate, RateLimiter, backoff_delay
+from ffhq_tools.crawl.verify import FileRecord, VerifyError, verify_file
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    workers: int = 32
+    per_host: int = 8
+    requests_per_second: float | None = None
+    attempts: int = 10
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    max_retry_after: float = 600.0
+    http: HttpSettings = field(default_factory=HttpSettings)
+    verify_existing: bool = False
+    decode: bool = False
+    progress: bool = True
+
+
+@dataclass
+class FileResult:
+    """status: 'downloaded' (this run), 'present' (already on disk) or 'failed'."""
+
+    spec: FileSpec
+    path: Path
+    status: str
+    attempts: int = 0
+    reason: str = ""
+    record: FileRecord | None = None
+
+
+@dataclass
+class DownloadReport:
+    results: list[FileResult]
+    failures_path: Path
+    bytes_downloaded: int
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def summary(self) -> str:
+        text = (f"{len(self.results)} files: {self.count('downloaded')} downloaded, "
+                f"{self.count('present')} already present, {self.count('failed')} failed; "
+                f"{self.bytes_downloaded / 1e6:.1f} MB in {self.seconds:.1f} s")
+        if self.failed:
+            text += f"; reasons in {self.failures_path}"
+        return text
+
+
+def failures_file_name(shard: tuple[int, int] | None) -> str:
+    return "failures.jsonl" if shard is None else f"failures-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+def remove_stale_temps(finals: list[Path]) -> int:
+    """Delete temp files (.NAME.XXXX.part) a killed run left beside these final paths."""
+    names_by_dir: dict[Path, set[str]] = defaultdict(set)
+    for final in finals:
+        names_by_dir[final.parent].add(final.name)
+    removed = 0
+    for folder, names in names_by_dir.items():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".part")):
+                continue
+            if name[1:-len(".part")].rsplit(".", 1)[0] in names and not entry.is_symlink():
+                entry.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+class _Worker:
+    def __init__(self, out_dir: Path, options: DownloadOptions, failures_path: Path):
+        self.out_dir, self.options, self.failures_path = out_dir, options, failures_path
+        self.gate = HostGate(options.per_host)
+        self.limiter = RateLimiter(options.requests_per_second)
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+
+    def run(self, spec: FileSpec, final: Path) -> FileResult:
+        if final.exists():
+            present = self._existing(spec, final)
+            if present is not None:
+                return present
+        reason, attempt = "", 0
+        for attempt in range(1, self.options.attempts + 1):
+            if attempt > 1:
+                time.sleep(backoff_delay(attempt - 2, self.options.backoff_base,
+                                         self.options.backoff_cap))
+            try:
+                record = self._attempt(spec, final)
+                return FileResult(spec, final, "downloaded", attempt, record=record)
+            except FetchError as exc:
+                reason = exc.reason
+                if exc.retry_after is not None:
+                    self.gate.pause(spec.host, min(exc.retry_after, self.options.max_retry_after))
+                if not exc.retryable:
+                    break
+            except VerifyError as exc:
+                reason = f"verification failed: {exc.reason}"
+        return self._fail(spec, final, attempt, reason)
+
+    def _existing(self, spec: FileSpec, final: Path) -> FileResult | None:
+        if not self.options.verify_existing:
+            if spec.file_size is None or final.stat().st_size == spec.file_size:
+                return FileResult(spec, final, "present")
+            return None
+        try:
+            record = verify_file(final, spec, decode=self.options.decode)
+        except VerifyError:
+            return None
+        return FileResult(spec, final, "present", record=record)
+
+    def _attempt(self, spec: FileSpec, final: Path) -> FileRecord:
+        with atomic_path(final) as tmp:
+            with open(tmp, "wb") as out, self.gate.slot(spec.host):
+                self.limiter.acquire()
+                result = fetch(spec.url, out, self.options.http, self._count)
+            record = verify_file(tmp, spec, size=result.size, md5=result.md5,
+                                 decode=self.options.decode)
+            os.chmod(tmp, 0o644)
+            resolve_inside(self.out_dir, spec.file_path)
+        return record
+
+    def _fail(self, spec: FileSpec, final: Path, attempts: int, reason: str) -> FileResult:
+        append_jsonl(self.failures_path, {
+            "index": spec.index, "file_url": redact(spec.url), "file_path": spec.file_path,
+            "reason": reason, "attempts": attempts,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return FileResult(spec, final, "failed", attempts, reason)
+
+
+def download_files(specs: list[FileSpec], out_dir: str | Path,
+                   options: DownloadOptions = DownloadOptions(),
+                   failures_name: str = "failures.jsonl") -> DownloadReport:
+    """Download and verify every spec into out_dir; never raises for a single bad file."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finals = [resolve_inside(out_dir, spec.file_path) for spec in specs]
+    remove_stale_temps(finals)
+    failures_path = out_dir / failures_name
+    failures_path.unlink(missing_ok=True)
+    worker = _Worker(out_dir, options, failures_path)
+    start = time.monotonic()
+    results: list[FileResult | None] = [None] * len(specs)
+    bar = tqdm(total=len(specs), unit="file", desc="download", file=sys.stderr,
+               disable=not options.progress, dynamic_ncols=True)
+    failed = 0
+    with bar, ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        futures = {pool.submit(worker.run, spec, final): i
+                   for i, (spec, final) in enumerate(zip(specs, finals, strict=True))}
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                results[futures[future]] = result
+                failed += result.status == "failed"
+                elapsed = max(time.monotonic() - start, 1e-9)
+                bar.set_postfix_str(f"{worker.bytes / 1e6:.1f} MB, "
+                                    f"{worker.bytes / 1e6 / elapsed:.2f} MB/s, {failed} failed",
+                                    refresh=False)
+                bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return DownloadReport([r for r in results if r is not None], failures_path, worker.bytes,
+                          time.monotonic() - start)
+
+
+def download_manifest(manifest_path: str | Path, out_dir: str | Path, what: str = "in_the_wild",
+                      options: DownloadOptions = DownloadOptions(),
+                      categories: list[str] | None = None, licenses: list[str] | None = None,
+                      shard: tuple[int, int] | None = None) -> DownloadReport:
+    """`ffhq-tools crawl manifest` as a function: validate the whole manifest, select, download."""
+    specs = manifest_specs(load_manifest(manifest_path), what, source=str(manifest_path))
+    chosen = select_specs(specs, categories, licenses, shard)
+    return download_files(chosen, out_dir, options, failures_file_name(shard))

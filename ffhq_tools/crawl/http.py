@@ -1,0 +1,174 @@
+"""One HTTP(S) GET with separate connect/read timeouts, a size cap, http(s)-only redirects,
+and errors that say whether a retry can help and how long the server asked us to wait."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import http.client
+import re
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+
+from ffhq_tools import __version__
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+CHUNK = 1 << 16
+_SECRET_PARAMS = re.compile(r"((?:api_key|apikey|key|token|secret)=)[^&#]*", re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """The URL with every credential-like query value replaced by '***'."""
+    return _SECRET_PARAMS.sub(r"\1***", url)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_bytes: int = 256 * 1024 * 1024
+    max_redirects: int = 5
+    user_agent: str = f"ffhq-tools/{__version__}"
+
+
+class FetchError(Exception):
+    """A failed GET. `retryable` says whether another attempt may succeed; `retry_after` is the
+    server's Retry-After in seconds (None when absent)."""
+
+    def __init__(self, reason: str, retryable: bool = True, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.retryable, self.retry_after = reason, retryable, retry_after
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str
+    size: int
+    md5: str
+    content_type: str
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def check_scheme(url: str) -> urllib.parse.SplitResult:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"refused non-http(s) URL {redact(url)!r}", retryable=False)
+    return parts
+
+
+def _connect(parts: urllib.parse.SplitResult, settings: HttpSettings):
+    cls = (http.client.HTTPSConnection if parts.scheme.lower() == "https"
+           else http.client.HTTPConnection)
+    conn = cls(parts.hostname, parts.port, timeout=settings.connect_timeout)
+    conn.connect()
+    conn.sock.settimeout(settings.read_timeout)
+    return conn
+
+
+def _open(url: str, settings: HttpSettings):
+    """Follow up to max_redirects http(s) redirects; return (connection, response, final url)."""
+    for _ in range(settings.max_redirects + 1):
+        parts = check_scheme(url)
+        conn = _connect(parts, settings)
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        conn.request("GET", target, headers={"User-Agent": settings.user_agent,
+                                             "Accept-Encoding": "identity"})
+        response = conn.getresponse()
+        if response.status in REDIRECT_STATUS:
+            location = response.getheader("Location") or ""
+            conn.close()
+            new_url = urllib.parse.urljoin(url, location)
+            scheme = urllib.parse.urlsplit(new_url).scheme.lower()
+            if scheme not in ("http", "https"):
+                raise FetchError(f"redirect to non-http(s) URL {redact(new_url)!r} refused")
+            url = new_url
+            continue
+        if response.status != 200:
+            retry_after = parse_retry_after(response.getheader("Retry-After"))
+            conn.close()
+            raise FetchError(f"HTTP {response.status} {response.reason}".strip(),
+                             retryable=response.status in RETRYABLE_STATUS,
+                             retry_after=retry_after)
+        return conn, response, url
+    raise FetchError(f"more than {settings.max_redirects} redirects")
+
+
+def fetch(url: str, out: BinaryIO, settings: HttpSettings,
+          on_bytes: Callable[[int], None] | None = None) -> FetchResult:
+    """GET `url` into the open file `out`; raise FetchError on any failure."""
+    try:
+        conn, response, final_url = _open(url, settings)
+    except FetchError:
+        raise
+    except (OSError, http.client.HTTPException) as exc:
+        raise FetchError(_describe(exc)) from exc
+    try:
+        return _stream(conn, response, final_url, out, settings, on_bytes)
+    finally:
+        conn.close()
+
+
+def _stream(conn, response, url: str, out: BinaryIO, settings: HttpSettings,
+            on_bytes: Callable[[int], None] | None) -> FetchResult:
+    length = response.getheader("Content-Length")
+    expected = int(length) if length and length.isdigit() else None
+    if expected is not None and expected > settings.max_bytes:
+        raise FetchError(f"Content-Length {expected} exceeds the maximum file size "
+                         f"{settings.max_bytes}", retryable=False)
+    digest, size = hashlib.md5(), 0
+    try:
+        while chunk := response.read(CHUNK):
+            size += len(chunk)
+            if size > settings.max_bytes:
+                raise FetchError(f"body exceeds the maximum file size {settings.max_bytes}",
+                                 retryable=False)
+            digest.update(chunk)
+            out.write(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+    except FetchError:
+        raise
+    except (OSError, http.client.HTTPException) as exc:
+        raise FetchError(_describe(exc)) from exc
+    if expected is not None and size != expected:
+        raise FetchError(f"truncated body: {size} of {expected} bytes")
+    return FetchResult(url, size, digest.hexdigest(),
+                       response.getheader("Content-Type") or "")
+
+
+def get_bytes(url: str, settings: HttpSettings) -> bytes:
+    """GET a small body (API answers) into memory."""
+    import io
+
+    buffer = io.BytesIO()
+    fetch(url, buffer, settings)
+    return buffer.getvalue()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"truncated body: {len(exc.partial)} bytes then connection closed"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    return f"{type(exc).__name__}: {exc}"

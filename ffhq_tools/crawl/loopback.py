@@ -1,0 +1,303 @@
+"""A loopback stand-in for Flickr, for offline tests and benchmarks.
+
+`LoopbackServer` binds 127.0.0.1 on a free port and answers `flickr.photos.search` (with the
+real 4,000-result cap behaviour, error 20 "excessive photo offset"), and
+`flickr.photos.licenses.getInfo`, and serves generated PNG photos. It can inject faults into
+the first request of a chosen fraction of URLs: HTTP 500 / 503, 429 with Retry-After, a
+connection reset, a stall past the client's read timeout, a truncated body, wrong bytes (a
+different valid image), an HTML page instead of an image, and a redirect to a file:// URL.
+It records every request so tests can check what a crawler asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import socket
+import struct
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from PIL import Image
+
+FAULTS = ("500", "503", "429", "reset", "stall", "truncate", "wrong_bytes", "html",
+          "file_redirect")
+API_FAULTS = ("500", "503", "429", "reset")
+LICENSES = [  # id, name, url: the table flickr.photos.licenses.getInfo returns
+    (0, "All Rights Reserved", ""),
+    (1, "Attribution-NonCommercial-ShareAlike License",
+     "https://creativecommons.org/licenses/by-nc-sa/2.0/"),
+    (2, "Attribution-NonCommercial License", "https://creativecommons.org/licenses/by-nc/2.0/"),
+    (4, "Attribution License", "https://creativecommons.org/licenses/by/2.0/"),
+    (7, "No known copyright restrictions", "https://www.flickr.com/commons/usage/"),
+    (8, "United States Government Work", "http://www.usa.gov/copyright.shtml"),
+    (9, "Public Domain Dedication (CC0)", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    (10, "Public Domain Mark", "https://creativecommons.org/publicdomain/mark/1.0/"),
+]
+
+
+@dataclass(frozen=True)
+class FakePhoto:
+    id: str
+    owner: str
+    ownername: str
+    title: str
+    license: int
+    dateupload: int
+    width: int
+    height: int
+    data: bytes
+
+
+def make_photos(count: int, seed: int = 0, start: int = 1_500_000_000,
+                span: int = 86_400 * 30) -> list[FakePhoto]:
+    """`count` small PNG photos with seeded pixels, licenses, owners and upload times.
+
+    Upload times cluster (a few busy seconds hold many photos) so date splitting is exercised."""
+    rng = random.Random(seed)
+    busy = [start + rng.randrange(span) for _ in range(3)]
+    photos = []
+    for i in range(count):
+        width, height = rng.choice([(24, 16), (16, 24), (20, 20)])
+        pixels = np.random.default_rng(seed * 100_003 + i).integers(
+            0, 256, (height, width, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        when = rng.choice(busy) if rng.random() < 0.3 else start + rng.randrange(span)
+        photos.append(FakePhoto(
+            id=str(10_000_000 + i * 7919 % 100_000 * 10 + i % 10), owner=f"{i % 17}@N0{i % 5}",
+            ownername=f"Photographer {i % 17}", title=f"portrait {i}",
+            license=rng.choice([2, 4, 8, 9, 10]), dateupload=when, width=width, height=height,
+            data=buffer.getvalue()))
+    return photos
+
+
+class LoopbackServer:
+    def __init__(self, photos: list[FakePhoto], *, api_key: str = "test-key",
+                 fault_rate: float = 0.0, faults: tuple[str, ...] = FAULTS,
+                 api_fault_rate: float = 0.0, seed: int = 0, latency: float = 0.0,
+                 stall_seconds: float = 1.0, retry_after: str = "1", result_cap: int = 4000):
+        self.photos = {p.id: p for p in photos}
+        self.api_key, self.latency = api_key, latency
+        self.stall_seconds, self.retry_after = stall_seconds, retry_after
+        self.result_cap = result_cap
+        rng = random.Random(seed)
+        self.image_faults = {}
+        for photo in photos:
+            if rng.random() < fault_rate:
+                self.image_faults[f"/img/{photo.id}.png"] = faults[len(self.image_faults)
+                                                                   % len(faults)]
+        self.api_fault_rate, self._api_rng = api_fault_rate, random.Random(seed + 1)
+        self.api_faults: dict[str, str] = {}
+        self.attempts: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.served_ok: Counter[str] = Counter()
+        self.search_log: list[dict] = []
+        self.seen_keys: set[str] = set()
+        self.lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.loopback = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.base_url + "/services/rest/"
+
+    def image_url(self, photo: FakePhoto) -> str:
+        return f"{self.base_url}/img/{photo.id}.png"
+
+    def start(self) -> "LoopbackServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def fault_for(self, key: str, is_api: bool) -> str | None:
+        """The fault to inject now: only on the first request of a faulty URL."""
+        with self.lock:
+            self.attempts[key] += 1
+            if self.attempts[key] > 1:
+                return None
+            if is_api:
+                if self._api_rng.random() < self.api_fault_rate:
+                    self.api_faults[key] = API_FAULTS[len(self.api_faults) % len(API_FAULTS)]
+                    return self.api_faults[key]
+                return None
+            return self.image_faults.get(key)
+
+    def search(self, query: dict) -> dict:
+        low, high = int(query["min_upload_date"]), int(query["max_upload_date"])
+        page, per_page = int(query.get("page", 1)), min(int(query.get("per_page", 100)), 500)
+        licenses = {int(x) for x in query.get("license", "").split(",") if x}
+        matches = sorted((p for p in self.photos.values() if low <= p.dateupload <= high
+                          and (not licenses or p.license in licenses)),
+                         key=lambda p: (p.dateupload, p.id))
+        with self.lock:
+            self.search_log.append({"min": low, "max": high, "page": page, "per_page": per_page,
+                                    "total": len(matches)})
+        if (page - 1) * per_page >= self.result_cap:
+            return {"stat": "fail", "code": 20, "message": "Excessive photo offset in search"}
+        window = matches[:self.result_cap][(page - 1) * per_page: page * per_page]
+        return {"stat": "ok", "photos": {
+            "page": page, "pages": max(1, math.ceil(len(matches) / per_page)),
+            "perpage": per_page, "total": len(matches),
+            "photo": [self._photo_json(p) for p in window]}}
+
+    def _photo_json(self, p: FakePhoto) -> dict:
+        return {"id": p.id, "owner": p.owner, "secret": "abc", "server": "1", "farm": 1,
+                "title": p.title, "ispublic": 1, "license": str(p.license),
+                "dateupload": str(p.dateupload), "ownername": p.ownername,
+                "url_o": self.image_url(p), "width_o": p.width, "height_o": p.height,
+                "o_width": str(p.width), "o_height": str(p.height)}
+
+    def licenses_info(self) -> dict:
+        return {"stat": "ok", "licenses": {"license": [
+            {"id": i, "name": name, "url": url} for i, name, url in LICENSES]}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - silence per-request logging
+        pass
+
+    @property
+    def state(self) -> LoopbackServer:
+        return self.server.loopback
+
+    def do_GET(self):  # noqa: N802 - http.server naming
+        if self.state.latency:
+            time.sleep(self.state.latency)
+        parts = urllib.parse.urlsplit(self.path)
+        with self.state.lock:
+            self.state.requests[parts.path] += 1
+        if parts.path == "/services/rest/":
+            self._api(self.path, dict(urllib.parse.parse_qsl(parts.query)))
+        elif parts.path.startswith("/img/"):
+            self._image(parts.path)
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _api(self, key: str, query: dict):
+        fault = self.state.fault_for(key, is_api=True)
+        if fault is not None and self._inject(fault, b""):
+            return
+        with self.state.lock:
+            self.state.seen_keys.add(query.get("api_key", ""))
+        if query.get("api_key") != self.state.api_key:
+            answer = {"stat": "fail", "code": 100, "message": "Invalid API Key (Key not found)"}
+        elif query.get("method") == "flickr.photos.search":
+            answer = self.state.search(query)
+        elif query.get("method") == "flickr.photos.licenses.getInfo":
+            answer = self.state.licenses_info()
+        else:
+            answer = {"stat": "fail", "code": 112, "message": "Method not found"}
+        self._send(200, json.dumps(answer).encode(), "application/json")
+
+    def _image(self, path: str):
+        photo = self.state.photos.get(path[len("/img/"):-len(".png")])
+        if photo is None:
+            self._send(404, b"no such photo", "text/plain")
+            return
+        fault = self.state.fault_for(path, is_api=False)
+        if fault is not None and self._inject(fault, photo.data):
+            return
+        self._send(200, photo.data, "image/png")
+        with self.state.lock:
+            self.state.served_ok[path] += 1
+
+    def _inject(self, fault: str, body: bytes) -> bool:
+        """Send a broken answer; True when the request is finished."""
+        if fault in ("500", "503"):
+            self._send(int(fault), b"server error", "text/plain")
+        elif fault == "429":
+            self._send(429, b"slow down", "text/plain", {"Retry-After": self.state.retry_after})
+        elif fault == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        elif fault in ("stall", "truncate"):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            if fault == "stall":
+                time.sleep(self.state.stall_seconds)
+            self.close_connection = True
+        elif fault == "wrong_bytes":
+            other = next(p for p in self.state.photos.values() if p.data != body)
+            self._send(200, other.data, "image/png")
+        elif fault == "html":
+            self._send(200, b"<html><body>photo unavailable</body></html>", "image/png")
+        elif fault == "file_redirect":
+            self._send(302, b"", "text/plain", {"Location": "file:///etc/passwd"})
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
+        return True
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except (ConnectionError, OSError, ValueError):
+            self.close_connection = True
+
+
+def manifest_for(server: LoopbackServer, photos: list[FakePhoto],
+                 folder: str = "in-the-wild-images") -> dict:
+    """An FFHQ v2 manifest (in_the_wild section, every verification field) for these photos."""
+    import hashlib
+
+    from ffhq_tools.hashing import pixel_md5
+    from ffhq_tools.images import load_rgb
+
+    names = {i: name for i, name, _ in LICENSES}
+    urls = {i: url for i, _, url in LICENSES}
+    manifest = {}
+    for index, photo in enumerate(photos):
+        manifest[str(index)] = {
+            "category": "training" if index % 5 else "validation",
+            "metadata": {"photo_url": f"https://www.flickr.com/photos/{photo.owner}/{photo.id}/",
+                         "photo_title": photo.title, "author": photo.ownername,
+                         "country": ["", "France", "Japan"][index % 3],
+                         "license": names[photo.license], "license_url": urls[photo.license],
+                         "date_uploaded": time.strftime("%Y-%m-%d", time.gmtime(photo.dateupload)),
+                         "date_crawled": "2026-01-01"},
+            "in_the_wild": {"file_url": server.image_url(photo),
+                            "file_path": f"{folder}/{index // 1000 * 1000:05d}/{index:05d}.png",
+                            "file_size": len(photo.data),
+                            "file_md5": hashlib.md5(photo.data).hexdigest(),
+                            "pixel_size": [photo.width, photo.height],
+                            "pixel_md5": pixel_md5(load_rgb(photo.data))}}
+    return manifest
