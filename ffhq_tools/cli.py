@@ -17,6 +17,7 @@ VERB_PROVIDERS = (
     "ffhq_tools.doctor",
     "ffhq_tools.weights_cli",
     "ffhq_tools.crawl.cli",
+    "leaderboards.cli",
 )
 
 

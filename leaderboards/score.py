@@ -1,0 +1,189 @@
+"""Score checkpoints with the metrics a paper table needs and append the rows to a leaderboard.
+
+    from leaderboards.score import ScoreSettings, score_checkpoints
+    outcome = score_checkpoints(["run/network-snapshot-000100.000.pt"], data="ffhq.h5",
+                                settings=ScoreSettings(board="leaderboard.csv", dataset="FFHQ"),
+                                table="stylegan2-table1")
+
+Every metric result is appended at once (a killed run keeps what it finished) to the
+leaderboard CSV and, in full (per-attribute tables and notes included), to the records JSONL
+beside it. A rerun skips metrics already on the board for the same checkpoint SHA-256, dataset,
+mode and seed, so an interrupted `score` resumes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ffhq_tools.atomic import append_jsonl
+from ffhq_tools.errors import FfhqToolsError
+from leaderboards.board import append_rows, read_board, rows_from_result
+from leaderboards.layouts import get_layout
+
+SNAPSHOT_KIMG = re.compile(r"network-snapshot-(\d+(?:\.\d+)?)\.")
+
+
+@dataclass
+class ScoreSettings:
+    board: Path
+    dataset: str
+    device: str = "auto"
+    seed: int = 0
+    num_gen: int | None = None
+    max_real: int | None = None
+    batch_size: int = 32
+    mode: str | None = None
+    weights_overrides: dict = field(default_factory=dict)
+    stats_cache: Path | None = None
+    progress: bool = True
+    skip_missing_weights: bool = False  # the demo lists them as skipped; `score` fails
+    note: str = ""
+
+
+@dataclass
+class Skipped:
+    metric: str
+    reason: str
+    fix: str
+
+
+@dataclass
+class ScoreOutcome:
+    rows: list[dict] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+def records_path(board: str | Path) -> Path:
+    board = Path(board)
+    return board.with_name(board.stem + ".records.jsonl")
+
+
+def metrics_for_table(table: str, config: str) -> list[str]:
+    """The registered protocols a table needs for a checkpoint of `config`."""
+    layout = get_layout(table)
+    rows = layout.rows_for_config(config)
+    if not rows:
+        known = ", ".join(dict.fromkeys(r.config for r in layout.rows if r.config))
+        raise FfhqToolsError(f"config '{config}' is not a row of table {table} (rows: {known}); "
+                             "pass --config NAME to score the checkpoint as one of them")
+    needed = [p for row in rows for p in layout.protocols(row)]
+    unregistered = [c.label for row in rows for c in layout.columns if not c.protocol_for(row)]
+    if unregistered:
+        print(f"note: table {table} columns {', '.join(dict.fromkeys(unregistered))} have no "
+              "registered metric protocol and stay empty")
+    return list(dict.fromkeys(needed))
+
+
+def missing_weights(metric: str, overrides: dict) -> list[str]:
+    from eval.registry import get_metric
+    from ffhq_tools import weights
+
+    return [w for w in get_metric(metric).weights if not weights.is_available(w, overrides)]
+
+
+def _already_scored(board: Path, info: dict, metric: str, settings: ScoreSettings) -> bool:
+    if not board.is_file():
+        return False
+    frame = read_board(board)
+    same = frame[(frame["checkpoint_sha256"] == info["sha256"]) & (frame["metric"] == metric)
+                 & (frame["dataset"] == settings.dataset) & (frame["seed"] == settings.seed)]
+    if settings.mode:
+        same = same[same["mode"] == settings.mode]
+    if settings.num_gen is not None:
+        same = same[same["num_gen"] == settings.num_gen]
+    return not same.empty
+
+
+def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
+                    settings: ScoreSettings) -> ScoreOutcome:
+    """Run `metrics` on generator `G` (info: path, sha256, config, kimg) and record them."""
+    from eval import registry
+    from ffhq_tools.runtime import select_device
+
+    for metric in metrics:
+        registry.get_metric(metric)  # unknown names fail before any work
+    outcome = ScoreOutcome()
+    device = select_device(settings.device)
+    for metric in metrics:
+        absent = missing_weights(metric, settings.weights_overrides)
+        if absent:
+            from ffhq_tools import weights
+
+            fix = "; ".join(f"ffhq-tools weights fetch {w}" if weights.get_entry(w).urls
+                            else f"--weights {w}=PATH" for w in absent)
+            if not settings.skip_missing_weights:
+                raise FfhqToolsError(weights.missing_message(absent[0]))
+            outcome.skipped.append(Skipped(metric, f"weights missing: {', '.join(absent)}", fix))
+            continue
+        if _already_scored(Path(settings.board), info, metric, settings):
+            outcome.reused.append(metric)
+            continue
+        ctx = registry.MetricContext(
+            generator=G, generator_info=dict(info), data=Path(data) if data else None,
+            device=device, seed=settings.seed, num_gen=settings.num_gen,
+            max_real=settings.max_real, batch_size=settings.batch_size,
+            weights_overrides=dict(settings.weights_overrides), stats_cache=settings.stats_cache,
+            progress=settings.progress)
+        if settings.mode:
+            ctx.mode = settings.mode
+        record = registry.compute_metric(metric, ctx)
+        rows = rows_from_result(record, checkpoint=str(info["path"]),
+                                checkpoint_sha256=info["sha256"], config=info["config"],
+                                kimg=info.get("kimg"), dataset=settings.dataset,
+                                data_path=str(data or ""), note=settings.note)
+        append_jsonl(records_path(settings.board), {**record, "dataset": settings.dataset})
+        append_rows(settings.board, rows)
+        outcome.records.append(record)
+        outcome.rows += rows
+    return outcome
+
+
+def checkpoint_info(path: str | Path, config_name: str | None = None) -> dict:
+    """Path, SHA-256, config name and kimg of one of our checkpoints."""
+    from models.checkpoint import checkpoint_sha256, load_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise FfhqToolsError(f"checkpoint {path}: no such file")
+    ckpt = load_checkpoint(path)
+    model = (ckpt.config or {}).get("model") or {}
+    state = ckpt.training_state or {}
+    kimg = state.get("kimg")
+    if kimg is None and state.get("cur_nimg") is not None:
+        kimg = float(state["cur_nimg"]) / 1000
+    if kimg is None:
+        match = SNAPSHOT_KIMG.search(path.name)
+        kimg = float(match.group(1)) if match else None
+    name = config_name or model.get("name")
+    if not name:
+        raise FfhqToolsError(f"checkpoint {path}: its config has no model name; pass --config")
+    return {"path": str(path), "sha256": checkpoint_sha256(path), "config": name,
+            "kimg": kimg, "own_config": model.get("name")}
+
+
+def score_checkpoints(checkpoints: list[str | Path], data: str | Path | None,
+                      settings: ScoreSettings, table: str | None = None,
+                      metrics: list[str] | None = None,
+                      config_name: str | None = None) -> ScoreOutcome:
+    """Score each checkpoint with `metrics`, or with what `table` needs for its config."""
+    if bool(table) == bool(metrics):
+        raise FfhqToolsError("give exactly one of --table NAME or --metrics A,B")
+    from models.checkpoint import load_generator
+
+    from ffhq_tools.runtime import select_device
+
+    total = ScoreOutcome()
+    for path in checkpoints:
+        info = checkpoint_info(path, config_name)
+        wanted = metrics or metrics_for_table(table, info["config"])
+        G = load_generator(path, device=select_device(settings.device))
+        outcome = score_generator(G, info, data, wanted, settings)
+        total.rows += outcome.rows
+        total.records += outcome.records
+        total.skipped += outcome.skipped
+        total.reused += [f"{path}: {m}" for m in outcome.reused]
+    return total
