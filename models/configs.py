@@ -1,0 +1,249 @@
+"""Named model configurations: one per row of the papers' tables, plus small ones for tests.
+
+Every config is a frozen `ModelConfig` holding both the network switches and the training
+hyper-parameters, derived from a base config by a handful of explicit changes (`base` names it),
+so `ffhq-tools configs show NAME` can print exactly what a table row changes.
+
+Sources: StyleGAN (arXiv 1812.04948) Tables 1, 2, 4 and its reference training code constants;
+StyleGAN2 (arXiv 1912.04958) Table 1 with the reference code's config-a..f; stylegan2-ada-pytorch
+`cifar` and `paper256` presets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+
+from ffhq_tools.errors import FfhqToolsError
+
+ARCHS = ("progan", "stylegan", "stylegan2")
+LOSSES = ("logistic-ns-r1", "wgan-gp")
+
+V1_LR_PER_RES = {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}
+V1_MINIBATCH_PER_RES = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
+SG2_GROWING_MINIBATCH_PER_RES = {8: 256, 16: 128, 32: 64, 64: 32}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    arch: str
+    description: str = ""
+    base: str | None = None
+    # --- networks ---
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8            # 0 = z used directly (normalised)
+    mapping_lr_multiplier: float = 0.01
+    use_styles: bool = True            # AdaIN / modulation; False = traditional (pixel norm)
+    const_input: bool = True           # learned 4x4 constant; False = dense from the latent
+    use_noise: bool = True
+    demodulate: bool = True            # StyleGAN2 only
+    g_architecture: str = "skip"       # StyleGAN2: orig | skip | resnet
+    d_architecture: str = "resnet"     # StyleGAN2: orig | skip | resnet
+    channel_base: int = 32768          # channels(res) = min(channel_base // res, channel_max)
+    channel_max: int = 512
+    fir: tuple[int, ...] = (1, 3, 3, 1)  # StyleGAN2 resampling filter
+    blur: bool = True                  # StyleGAN v1: bilinear ([1,2,1] blur) vs nearest up/down
+    fused_scale_min_res: int = 128     # StyleGAN v1 / ProGAN: fused up/down conv from this res
+    mbstd_group: int = 4
+    mbstd_channels: int = 1
+    w_avg_beta: float = 0.995
+    truncation_psi: float = 0.7        # defaults for figures (FID tables use psi = 1)
+    truncation_cutoff: int | None = None
+    conv_clamp: float | None = None
+    # --- training ---
+    loss: str = "logistic-ns-r1"
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    batch: int = 32
+    r1_gamma: float = 10.0
+    r1_interval: int = 16              # 16 = lazy regularisation, 1 = every minibatch
+    gp_lambda: float = 10.0            # WGAN-GP
+    drift_epsilon: float = 0.001       # WGAN-GP epsilon drift term (ProGAN)
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    mixing_prob: float = 0.9
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = None
+    total_kimg: int = 25000
+    progressive: bool = False
+    lod_training_kimg: int = 600
+    lod_transition_kimg: int = 600
+    start_res: int = 8
+    minibatch_per_res: dict[int, int] = field(default_factory=dict)
+    lr_per_res: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise FfhqToolsError(f"config {self.name}: arch must be one of {ARCHS}, "
+                                 f"got {self.arch!r}")
+        if self.loss not in LOSSES:
+            raise FfhqToolsError(f"config {self.name}: loss must be one of {LOSSES}, "
+                                 f"got {self.loss!r}")
+
+    def replace(self, **changes) -> "ModelConfig":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise FfhqToolsError(f"unknown config field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["fir"] = list(self.fir)
+        out["betas"] = list(self.betas)
+        out["minibatch_per_res"] = {str(k): v for k, v in self.minibatch_per_res.items()}
+        out["lr_per_res"] = {str(k): v for k, v in self.lr_per_res.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FfhqToolsError(f"model config has unknown field(s): {', '.join(unknown)}")
+        values = dict(data)
+        if "fir" in values:
+            values["fir"] = tuple(values["fir"])
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        for key in ("minibatch_per_res", "lr_per_res"):
+            if key in values:
+                values[key] = {int(k): v for k, v in values[key].items()}
+        return cls(**values)
+
+    def differences(self, other: "ModelConfig") -> dict[str, tuple]:
+        """Fields whose values differ from `other` (name, description and base excluded)."""
+        skip = {"name", "description", "base"}
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (theirs[k], mine[k]) for k in mine if k not in skip and mine[k] != theirs[k]}
+
+
+CONFIGS: dict[str, ModelConfig] = {}
+
+
+def _add(config: ModelConfig) -> ModelConfig:
+    CONFIGS[config.name] = config
+    return config
+
+
+def _derive(base: ModelConfig, name: str, description: str, **changes) -> ModelConfig:
+    return _add(dataclasses.replace(base, name=name, base=base.name, description=description,
+                                    **changes))
+
+
+def _define_stylegan_v1() -> None:
+    progan = _add(ModelConfig(
+        name="stylegan-A", arch="progan",
+        description="StyleGAN Table 1 A: baseline Progressive GAN (traditional input, pixel "
+                    "norm, nearest up/down, WGAN-GP as in ProGAN)",
+        mapping_layers=0, use_styles=False, const_input=False, use_noise=False, blur=False,
+        channel_base=16384, loss="wgan-gp", lr=0.001, batch=16, r1_interval=1, pl_weight=0.0,
+        mixing_prob=0.0, ema_kimg=10.0, progressive=True, start_res=4,
+        minibatch_per_res=dict(V1_MINIBATCH_PER_RES), lr_per_res={}, truncation_psi=1.0,
+        g_architecture="orig", d_architecture="orig", fir=(1, 2, 1)))
+    b = _derive(progan, "stylegan-B", "StyleGAN Table 1 B: + tuning (bilinear up/down, "
+                "non-saturating logistic loss with R1, longer training, tuned lr schedule)",
+                arch="stylegan", blur=True, loss="logistic-ns-r1", lr=0.001, batch=4,
+                start_res=8, lr_per_res=dict(V1_LR_PER_RES), truncation_psi=0.7,
+                truncation_cutoff=8)
+    c = _derive(b, "stylegan-C", "StyleGAN Table 1 C: + mapping network (8 layers) and styles "
+                "(AdaIN)", mapping_layers=8, use_styles=True)
+    d = _derive(c, "stylegan-D", "StyleGAN Table 1 D: + remove traditional input (learned 4x4 "
+                "constant)", const_input=True)
+    e = _derive(d, "stylegan-E", "StyleGAN Table 1 E: + noise inputs", use_noise=True)
+    f = _derive(e, "stylegan-F", "StyleGAN Table 1 F: + mixing regularisation (90%)",
+                mixing_prob=0.9)
+    for pct in (0, 50, 90, 100):
+        _derive(f, f"mixing-{pct}", f"StyleGAN Table 2: mixing regularisation {pct}% of "
+                "training images", mixing_prob=pct / 100)
+    _derive(b, "traditional-0", "StyleGAN Table 4: traditional generator, no mapping (= B)")
+    _derive(b, "traditional-8", "StyleGAN Table 4: traditional generator fed by an 8-layer "
+            "mapping network", mapping_layers=8)
+    for depth in (0, 1, 2, 8):
+        _derive(f, f"style-based-{depth}", f"StyleGAN Table 4: style-based generator, mapping "
+                f"depth {depth}", mapping_layers=depth)
+
+
+def _define_stylegan2() -> None:
+    f = _add(ModelConfig(
+        name="stylegan2-F", arch="stylegan2",
+        description="StyleGAN2 Table 1 F: + large networks (channel_base 32768), the "
+                    "published FFHQ model", channel_base=32768, truncation_psi=0.5))
+    e = _derive(f, "stylegan2-E", "StyleGAN2 Table 1 E: no growing, skip G / resnet D "
+                "(networks at StyleGAN width, gamma 100 as in the reference config-e)",
+                channel_base=16384, r1_gamma=100.0)
+    growing = dict(progressive=True, start_res=8, lr=0.001, lr_per_res=dict(V1_LR_PER_RES),
+                   minibatch_per_res=dict(SG2_GROWING_MINIBATCH_PER_RES),
+                   g_architecture="orig", d_architecture="orig", r1_gamma=10.0)
+    d = _derive(e, "stylegan2-D", "StyleGAN2 Table 1 D: + path length regularisation "
+                "(revised StyleGAN networks with progressive growing)", **growing)
+    c = _derive(d, "stylegan2-C", "StyleGAN2 Table 1 C: + lazy regularisation (no path "
+                "length regularisation)", pl_weight=0.0)
+    b = _derive(c, "stylegan2-B", "StyleGAN2 Table 1 B: + weight demodulation (R1 every "
+                "minibatch)", r1_interval=1)
+    v1 = CONFIGS["stylegan-F"]
+    _derive(b, "stylegan2-A", "StyleGAN2 Table 1 A: baseline StyleGAN (original networks, "
+            "AdaIN, progressive growing)", arch="stylegan", demodulate=False,
+            blur=v1.blur, fir=v1.fir, mbstd_group=v1.mbstd_group, truncation_psi=0.7,
+            truncation_cutoff=8)
+
+
+def _define_small() -> None:
+    f = CONFIGS["stylegan2-F"]
+    _derive(f, "paper256", "stylegan2-ada paper256: 256px, half width, mbstd 8, gamma 1, "
+            "EMA 20 kimg", channel_base=16384, batch=64, mbstd_group=8, lr=0.0025,
+            r1_gamma=1.0, ema_kimg=20.0)
+    _derive(f, "cifar", "stylegan2-ada cifar: 32px, mapping 2, mbstd 32, gamma 0.01, EMA 500 "
+            "kimg, no path length, no mixing, orig D", mapping_layers=2, batch=64,
+            mbstd_group=32, lr=0.0025, r1_gamma=0.01, ema_kimg=500.0, ema_rampup=0.05,
+            pl_weight=0.0, mixing_prob=0.0, d_architecture="orig", channel_base=32768)
+    tiny = _derive(f, "tiny", "tiny StyleGAN2 for tests and CPU smoke runs (32-d latents, "
+                   "channel_max 32)", z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
+                   channel_max=32, batch=8, mbstd_group=4, r1_gamma=1.0, ema_kimg=0.5,
+                   total_kimg=10)
+    small_growth = dict(z_dim=32, w_dim=32, channel_base=1024, channel_max=32, batch=8,
+                        total_kimg=10, lod_training_kimg=1, lod_transition_kimg=1,
+                        minibatch_per_res={}, lr_per_res={}, ema_kimg=0.5)
+    _derive(CONFIGS["stylegan-F"], "tiny-stylegan", "tiny StyleGAN v1 with progressive "
+            "growing, for tests", mapping_layers=2, **small_growth)
+    _derive(CONFIGS["stylegan-A"], "tiny-progan", "tiny ProGAN with progressive growing, for "
+            "tests", start_res=4, **small_growth)
+    del tiny
+
+
+_define_stylegan_v1()
+_define_stylegan2()
+_define_small()
+
+
+def get_config(name: str) -> ModelConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, CONFIGS, n=3, cutoff=0.4)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise FfhqToolsError(f"unknown model config {name!r}{hint}; "
+                             f"see `ffhq-tools configs list`") from None
+
+
+def build_networks(config: ModelConfig, resolution: int, *, c_dim: int = 0,
+                   img_channels: int = 3, channel_max: int | None = None,
+                   z_dim: int | None = None, w_dim: int | None = None):
+    """Build (G, D) for `config` at `resolution` (power of two, 8..1024)."""
+    changes = {k: v for k, v in dict(channel_max=channel_max, z_dim=z_dim, w_dim=w_dim).items()
+               if v is not None}
+    if changes:
+        config = config.replace(**changes)
+    if config.arch == "stylegan2":
+        from models.stylegan2 import build_stylegan2
+        return build_stylegan2(config, resolution, c_dim, img_channels)
+    if config.arch == "progan":
+        from models.progan import build_progan
+        return build_progan(config, resolution, c_dim, img_channels)
+    from models.stylegan import build_stylegan
+    return build_stylegan(config, resolution, c_dim, img_channels)
