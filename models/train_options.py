@@ -1,0 +1,133 @@
+"""Options of a training run (one table shared by the CLI and the Python API) and the plan
+they resolve to together with a named config.
+
+`TrainOptions` is what a user chooses; `TrainingPlan` is every number the loop uses, taken
+from the config (models.configs) with the options' overrides applied. `--dry-run` prints
+both; `options.json` of a run stores both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ffhq_tools.errors import FfhqToolsError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    config: str
+    data: str
+    resolution: int | None = None  # None: the dataset's resolution
+    kimg: float = 25000.0
+    batch: int | None = None  # total over ranks; None: the config's
+    batch_gpu: int | None = None  # per rank and accumulation round; None: batch / ranks
+    gamma: float | None = None  # R1 gamma override
+    mirror: bool = False
+    snap: int = 50  # ticks between snapshots (0: only at the end)
+    tick_kimg: float = 4.0
+    seed: int = 0
+    metrics: tuple[str, ...] = ()
+    resume: str | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    device: str = "auto"
+    outdir: str = "runs"
+    workers: int = 2
+    channel_max: int | None = None
+    max_images: int | None = None
+    grid_size: int = 16
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["metrics"] = list(self.metrics)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FfhqToolsError(f"unknown training option(s): {', '.join(unknown)}")
+        data = dict(data)
+        data["metrics"] = tuple(data.get("metrics", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Every hyperparameter of the loop, resolved."""
+
+    config: str
+    arch: str
+    resolution: int
+    loss: str
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    batch: int
+    batch_gpu: int | None
+    r1_gamma: float
+    r1_interval: int
+    pl_weight: float
+    pl_interval: int
+    pl_decay: float
+    pl_batch_shrink: int
+    mixing_prob: float
+    ema_kimg: float
+    ema_rampup: float | None
+    progressive: bool
+    start_res: int
+    lod_training_kimg: float
+    lod_transition_kimg: float
+    minibatch_per_res: dict = field(default_factory=dict)
+    lr_per_res: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        data["minibatch_per_res"] = {str(k): v for k, v in self.minibatch_per_res.items()}
+        data["lr_per_res"] = {str(k): v for k, v in self.lr_per_res.items()}
+        return data
+
+
+def resolve_plan(config, options: TrainOptions, resolution: int) -> TrainingPlan:
+    """Combine a ModelConfig (or any object with its training fields) with the options."""
+    if options.precision not in PRECISIONS:
+        raise FfhqToolsError(f"--precision {options.precision}: expected one of "
+                             f"{', '.join(PRECISIONS)}")
+    if resolution < 4 or resolution & (resolution - 1):
+        raise FfhqToolsError(f"--res {resolution}: must be a power of two >= 4")
+    progressive = bool(config.progressive)
+    batch_table = dict(config.minibatch_per_res or {}) if progressive else {}
+    if options.batch is not None:
+        if options.batch <= 0:
+            raise FfhqToolsError(f"--batch {options.batch}: must be positive")
+        batch_table = {}  # an explicit --batch wins over the per-resolution table
+    start_res = int(config.start_res or 4)
+    if progressive and start_res > resolution:
+        start_res = resolution
+    return TrainingPlan(
+        config=options.config, arch=config.arch, resolution=resolution, loss=config.loss,
+        lr=float(config.lr), betas=(float(config.betas[0]), float(config.betas[1])),
+        eps=float(config.eps),
+        batch=int(options.batch if options.batch is not None else config.batch),
+        batch_gpu=options.batch_gpu,
+        r1_gamma=float(options.gamma if options.gamma is not None else config.r1_gamma),
+        r1_interval=max(int(config.r1_interval or 1), 1),
+        pl_weight=float(config.pl_weight or 0.0),
+        pl_interval=max(int(config.pl_interval or 1), 1),
+        pl_decay=float(config.pl_decay), pl_batch_shrink=max(int(config.pl_batch_shrink), 1),
+        mixing_prob=float(config.mixing_prob or 0.0),
+        ema_kimg=float(config.ema_kimg),
+        ema_rampup=float(config.ema_rampup) if config.ema_rampup else None,
+        progressive=progressive, start_res=start_res,
+        lod_training_kimg=float(config.lod_training_kimg or 0.0),
+        lod_transition_kimg=float(config.lod_transition_kimg or 0.0),
+        minibatch_per_res={int(k): int(v) for k, v in batch_table.items()},
+        lr_per_res={int(k): float(v) for k, v in (config.lr_per_res or {}).items()}
+        if progressive else {},
+    )

@@ -1,0 +1,135 @@
+"""What a training run writes (rank 0 only): tick lines, stats.jsonl, TensorBoard events when
+installed, snapshots, image grids from fixed seeds, and metric-<name>.jsonl.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ffhq_tools.atomic import append_jsonl, atomic_path
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float NCHW -> uint8 NHWC with the project's quantisation clamp(x*127.5+128)."""
+    quantised = (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return quantised.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: Path) -> None:
+    """Tile NCHW images (float in [-1, 1], or uint8) into one PNG, written atomically."""
+    if isinstance(images, torch.Tensor) and images.is_floating_point():
+        array = to_uint8(images)
+    else:
+        array = np.asarray(images).transpose(0, 2, 3, 1)
+    n, h, w, c = array.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i, img in enumerate(array):
+        r, k = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, k * w:(k + 1) * w] = img
+    picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    with atomic_path(path, suffix=".png") as tmp:
+        picture.save(tmp, format="PNG")
+
+
+def _tensorboard_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir))
+
+
+class Outputs:
+    def __init__(self, trainer):
+        self.t = trainer
+        self.run_dir: Path = trainer.run_dir
+        generator = torch.Generator().manual_seed(trainer.settings.seed)
+        self.grid_z = torch.randn([trainer.settings.grid_size, trainer.G.z_dim],
+                                  generator=generator)
+        self.writer = None
+        self.started = time.time()
+
+    def start(self) -> None:
+        self.writer = _tensorboard_writer(self.run_dir)
+        if self.writer is None:
+            print("tensorboard is not installed: no event files (pip install tensorboard)")
+        if self.t.state.cur_nimg == 0:
+            count = min(self.t.settings.grid_size, len(self.t.dataset))
+            reals = [np.asarray(self.t.dataset[i]) for i in range(count)]
+            save_grid(np.stack(reals), self.run_dir / "reals.png")
+            save_grid(self.fakes(), self.run_dir / "fakes_init.png")
+
+    @torch.no_grad()
+    def fakes(self) -> torch.Tensor:
+        G = self.t.G_ema
+        images = [G(z[None].to(self.t.env.device), None, noise_mode="const") for z in self.grid_z]
+        return torch.cat(images)
+
+    def tick(self, tick: int, stats: dict, seconds: float, tick_nimg: int) -> None:
+        t = self.t
+        level = t.level_at(t.state.cur_nimg)
+        kimg = t.state.cur_nimg / 1000
+        tick_kimg = max(tick_nimg / 1000, 1e-9)
+        memory = self._memory()
+        record = {"tick": tick, "kimg": kimg, "lod": level.lod, "resolution": level.resolution,
+                  "batch": level.batch, "sec_per_tick": seconds,
+                  "sec_per_kimg": seconds / tick_kimg,
+                  "memory_bytes": memory, "total_time_s": t.state.elapsed_s,
+                  "timestamp": time.time(), **stats}
+        append_jsonl(self.run_dir / "stats.jsonl", record)
+        if self.writer is not None:
+            for key, value in stats.items():
+                self.writer.add_scalar(key, value, global_step=t.state.cur_nimg)
+            self.writer.add_scalar("Timing/sec_per_kimg", record["sec_per_kimg"],
+                                   global_step=t.state.cur_nimg)
+            self.writer.flush()
+        losses = " ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in sorted(stats.items())
+                          if k.startswith("Loss/"))
+        print(f"tick {tick:<5d} kimg {kimg:<9.3f} lod {level.lod:<5.2f} res {level.resolution:<5d}"
+              f" time {_duration(t.state.elapsed_s):<10s} sec/tick {seconds:<7.2f} "
+              f"sec/kimg {record['sec_per_kimg']:<8.2f} mem {memory / 2**30:<6.2f}GiB {losses}",
+              flush=True)
+
+    def _memory(self) -> int:
+        from models.train_state import memory_bytes
+
+        return memory_bytes(self.t.env.device)
+
+    def snapshot(self, rng_states: list[dict]) -> Path:
+        from models.checkpoint import save_checkpoint
+
+        t = self.t
+        kimg = t.state.cur_nimg / 1000
+        path = self.run_dir / f"network-snapshot-{kimg:010.3f}.pt"
+        save_checkpoint(path, config=t.settings.checkpoint_config, G=t.G, D=t.D, G_ema=t.G_ema,
+                        optimizers=t.optimizer_states(),
+                        training_state=t.training_state(rng_states))
+        save_grid(self.fakes(), self.run_dir / f"fakes{kimg:010.3f}.png")
+        if t.settings.metrics and t.metric_fn is not None:
+            rows = t.metric_fn(list(t.settings.metrics), path, t.G_ema)
+            for name, row in rows.items():
+                row = {**row, "snapshot": path.name, "kimg": kimg}
+                append_jsonl(self.run_dir / f"metric-{name}.jsonl", row)
+                print(f"metric {name}: {row.get('results')}", flush=True)
+        return path
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        print(f"done: {self.t.state.cur_nimg / 1000:.3f} kimg in "
+              f"{_duration(self.t.state.elapsed_s)}; last snapshot {self.t.last_snapshot}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,165 @@
+"""One optimiser step of GAN training, split into phases as in the StyleGAN2 reference.
+
+Phases: G main (adversarial loss), G reg (path length, every `pl_interval` steps), D main
+(adversarial loss), D reg (R1 or the WGAN-GP gradient penalty, every `r1_interval` steps).
+With an interval of 1 the regulariser runs every step inside the main phase ("G both",
+"D both"). Regularisers are multiplied by their interval (lazy regularisation) and the Adam
+hyperparameters of lazy phases are corrected (see `schedule.lazy_adam`).
+
+All random numbers of a phase (latents, the style-mixing crossover, path-length noise, the
+WGAN-GP mixing factors) come from `StepRandom`, seeded by (seed, step, phase) and drawn for
+the global batch then sliced by accumulation round and rank. Only the generator's per-layer noise images use the
+global torch generator (their state is saved in snapshots).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import loss as losses
+from models.distributed import DistEnv, mean_over_ranks
+
+PHASE_CODES = {"Gmain": 1, "Greg": 2, "Dmain": 3, "Dreg": 4}
+
+
+class StepRandom:
+    """Reproducible random tensors for one (step, phase), identical on every rank.
+
+    Per-sample tensors are drawn for the whole global batch of the step (rounds x ranks x
+    per-rank samples) and sliced at (round, rank), so the samples do not depend on how the
+    batch is split into ranks and accumulation rounds. Scalars (the mixing crossover) are one
+    per step and phase.
+    """
+
+    def __init__(self, seed: int, step: int, phase: str, env: DistEnv, round_idx: int = 0,
+                 rounds: int = 1):
+        words = np.random.SeedSequence([int(seed), int(step), PHASE_CODES[phase]]
+                                       ).generate_state(2, dtype=np.uint32)
+        self.generator = torch.Generator().manual_seed(int(words[0]) << 31 ^ int(words[1]))
+        self.env, self.round_idx, self.rounds = env, round_idx, rounds
+
+    def _slice(self, full: torch.Tensor, per_rank: int) -> torch.Tensor:
+        start = (self.round_idx * self.env.world_size + self.env.rank) * per_rank
+        return full[start:start + per_rank].to(self.env.device)
+
+    def normal(self, per_rank: int, *shape: int) -> torch.Tensor:
+        """This (round, rank)'s rows of a global N(0, 1) draw."""
+        total = per_rank * self.env.world_size * self.rounds
+        return self._slice(torch.randn((total, *shape), generator=self.generator), per_rank)
+
+    def uniform(self, per_rank: int) -> torch.Tensor:
+        total = per_rank * self.env.world_size * self.rounds
+        return self._slice(torch.rand((total,), generator=self.generator), per_rank)
+
+    def scalar(self) -> float:
+        return float(torch.rand((), generator=self.generator))
+
+    def integer(self, low: int, high: int) -> int:
+        """Uniform in [low, high)."""
+        return int(torch.randint(low, high, (), generator=self.generator))
+
+
+@dataclass
+class LossSettings:
+    loss: str  # "logistic-ns-r1" | "wgan-gp"
+    r1_gamma: float
+    pl_weight: float
+    pl_decay: float
+    pl_batch_shrink: int
+    mixing_prob: float
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def mixing_layers(G: nn.Module) -> int:
+    """Number of ws entries the current level uses (fewer while growing progressively)."""
+    lod = float(getattr(G, "lod", 0.0))
+    return max(G.num_ws - 2 * int(math.floor(lod)), 1)
+
+
+def generate(G: nn.Module, rand: StepRandom, per_rank: int, mixing_prob: float,
+             update_w_avg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and the ws that made them, with style mixing at the config's probability."""
+    z = rand.normal(per_rank, G.z_dim)
+    ws = G.mapping(z, None, update_w_avg=update_w_avg)
+    if mixing_prob > 0:
+        layers = mixing_layers(G)
+        mix = rand.scalar() < mixing_prob and layers > 1
+        cutoff = rand.integer(1, layers) if layers > 1 else layers
+        z2 = rand.normal(per_rank, G.z_dim)
+        if mix:
+            ws2 = G.mapping(z2, None, update_w_avg=False)
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+    return G.synthesis(ws, noise_mode="random"), ws
+
+
+def generator_main(G, D, settings: LossSettings, rand: StepRandom, per_rank: int,
+                   precision: str) -> tuple[torch.Tensor, dict]:
+    with autocast_context(rand.env.device, precision):
+        fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, update_w_avg=True)
+        logits = D(fakes, None).float()
+    if settings.loss == "wgan-gp":
+        terms = losses.generator_wgan(logits)
+    else:
+        terms = losses.generator_logistic_ns(logits)
+    return terms, {"Loss/G/loss": terms.detach().mean(), "Loss/scores/fake": logits.detach().mean()}
+
+
+def generator_path_length(G, settings: LossSettings, rand: StepRandom, per_rank: int,
+                          pl_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Path-length terms (already times pl_weight) and the updated running mean."""
+    shrunk = max(per_rank // settings.pl_batch_shrink, 1)
+    images, ws = generate(G, rand, shrunk, settings.mixing_prob, update_w_avg=False)
+    noise = rand.normal(shrunk, *images.shape[1:])
+    lengths = losses.path_lengths(images, ws, noise)
+    batch_mean = mean_over_ranks(lengths.mean(), rand.env)
+    penalty, new_mean = losses.path_length_penalty(lengths, pl_mean, settings.pl_decay,
+                                                   batch_mean)
+    # Touch the image so every synthesis parameter takes part in the graph.
+    terms = penalty * settings.pl_weight + images[:, 0, 0, 0] * 0
+    return terms, new_mean, {"Loss/pl_penalty": penalty.detach().mean(),
+                             "Loss/pl_mean": new_mean.detach()}
+
+
+def discriminator_main(G, D, settings: LossSettings, rand: StepRandom, reals: torch.Tensor,
+                       precision: str) -> tuple[torch.Tensor, dict]:
+    per_rank = reals.shape[0]
+    with torch.no_grad(), autocast_context(rand.env.device, precision):
+        fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, update_w_avg=False)
+    with autocast_context(rand.env.device, precision):
+        fake_logits = D(fakes.float(), None).float()
+        real_logits = D(reals, None).float()
+    if settings.loss == "wgan-gp":
+        terms = losses.discriminator_wgan(real_logits, fake_logits)
+    else:
+        terms = losses.discriminator_logistic(real_logits, fake_logits)
+    return terms, {"Loss/D/loss": terms.detach().mean(),
+                   "Loss/scores/real": real_logits.detach().mean()}
+
+
+def discriminator_reg(G, D, settings: LossSettings, rand: StepRandom,
+                      reals: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """R1 * gamma / 2 for the logistic loss; lambda * gradient penalty for WGAN-GP."""
+    per_rank = reals.shape[0]
+    if settings.loss == "wgan-gp":
+        with torch.no_grad():
+            fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, update_w_avg=False)
+        mix = rand.uniform(per_rank)
+        penalty = losses.gradient_penalty(lambda x: D(x, None), reals, fakes, mix)
+        return penalty * losses.WGAN_LAMBDA, {"Loss/D/gp": penalty.detach().mean()}
+    reals = reals.detach().requires_grad_(True)
+    logits = D(reals, None)
+    penalty = losses.r1_penalty(reals, logits)
+    terms = penalty * (settings.r1_gamma / 2) + logits.flatten() * 0
+    return terms, {"Loss/r1_penalty": penalty.detach().mean()}
