@@ -21,7 +21,9 @@ _EXPORTS = {
     "format_stats": "ffhq_tools.crawl.stats",
     "verify_file": "ffhq_tools.crawl.verify",
     "crawl_flickr": "ffhq_tools.crawl.flickr_crawl",
-    "FlickrQuery": "ffhq_tools.crawl.flickr_crawl",
+    "FlickrQuery": "ffhq_tools.crawl.flickr_search",
+    "search_all": "ffhq_tools.crawl.flickr_search",
+    "build_manifest": "ffhq_tools.crawl.flickr_crawl",
     "FlickrClient": "ffhq_tools.crawl.flickr_api",
 }
 __all__ = sorted(_EXPORTS)

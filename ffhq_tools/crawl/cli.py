@@ -83,6 +83,7 @@ def _manifest(args) -> int:
 
 
 def _flickr(args) -> int:
+    from ffhq_tools.crawl.flickr_api import FlickrClient
     from ffhq_tools.crawl.flickr_crawl import FlickrQuery, crawl_flickr, parse_upload_date
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV, "")
@@ -92,9 +93,13 @@ def _flickr(args) -> int:
     high = parse_upload_date(args.max_upload_date, "--max-upload-date", end_of_day=True)
     query = FlickrQuery(text=args.text, tags=args.tags, licenses=tuple(_csv(args.licenses)),
                         min_upload_date=low, max_upload_date=high, per_page=args.per_page)
+    client = FlickrClient(api_key, args.api_base, requests_per_hour=args.requests_per_hour,
+                          http=HttpSettings(connect_timeout=args.connect_timeout,
+                                            read_timeout=args.read_timeout),
+                          attempts=args.attempts, backoff_base=args.backoff,
+                          backoff_cap=args.backoff_cap, max_retry_after=args.max_retry_after)
     result = crawl_flickr(
-        query, args.out, api_key=api_key, api_base=args.api_base,
-        requests_per_hour=args.requests_per_hour, result_cap=args.result_cap,
+        query, args.out, client, result_cap=args.result_cap,
         download=None if args.no_download else download_options(args, decode=True),
         progress=not args.no_progress)
     print(result.summary())
