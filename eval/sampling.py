@@ -141,7 +141,11 @@ def real_count(data: str | Path, resolution: int | None = None) -> int:
     raise DataError(f"{data}: a statistics file holds no images")
 
 
-def _iterate_h5(path: Path, num: int, batch_size: int, resolution: int | None):
+def _mine(index: int, shard: tuple[int, int] | None) -> bool:
+    return shard is None or index % shard[1] == shard[0]
+
+
+def _iterate_h5(path: Path, num: int, batch_size: int, resolution: int | None, shard):
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -149,7 +153,9 @@ def _iterate_h5(path: Path, num: int, batch_size: int, resolution: int | None):
         if dataset.dtype != np.uint8 or dataset.ndim != 4:
             raise DataError(f"{path}:{dataset.name}: expected uint8 (N, C, R, R), "
                             f"got {dataset.dtype} {dataset.shape}")
-        for start in range(0, min(num, dataset.shape[0]), batch_size):
+        for index, start in enumerate(range(0, min(num, dataset.shape[0]), batch_size)):
+            if not _mine(index, shard):
+                continue
             stop = min(start + batch_size, num, dataset.shape[0])
             yield torch.from_numpy(np.ascontiguousarray(dataset[start:stop]))
 
@@ -178,11 +184,12 @@ def _same_size_runs(arrays: list[np.ndarray]):
 
 
 def _iterate_folder(folder: Path, num: int, batch_size: int, resolution: int | None,
-                    workers: int):
+                    workers: int, shard):
     from ffhq_tools.images import list_images
 
     files = list_images(folder)[:num]
     chunks = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+    chunks = [chunk for index, chunk in enumerate(chunks) if _mine(index, shard)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = pool.map(lambda chunk: [_decode(p, resolution) for p in chunk], chunks)
         for arrays in decoded:
@@ -191,13 +198,15 @@ def _iterate_folder(folder: Path, num: int, batch_size: int, resolution: int | N
 
 
 def iterate_real(data: str | Path, num: int, batch_size: int, resolution: int | None = None,
-                 xflip: bool = False, workers: int = 2) -> Iterator[torch.Tensor]:
+                 xflip: bool = False, workers: int = 2,
+                 shard: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
     """Yield up to `num` real images (uint8 NCHW, on CPU) from an .h5 file or image folder.
 
     HDF5: the `data{R}x{R}` level `resolution` (default: the largest). Folders: recursive,
     sorted; every mode becomes RGB; with `resolution` each image is resized to it (Lanczos),
     otherwise images keep their size and a batch is cut where the size changes. With `xflip`
-    each batch is followed by its mirror image, so 2 * num images come out.
+    each batch is followed by its mirror image, so 2 * num images come out. `shard=(rank,
+    world_size)` keeps every world_size-th batch, starting at batch `rank`.
     """
     if num < 1 or batch_size < 1:
         raise FfhqToolsError(f"need num >= 1 and batch_size >= 1 (got {num}, {batch_size})")
@@ -205,8 +214,8 @@ def iterate_real(data: str | Path, num: int, batch_size: int, resolution: int | 
     kind = data_kind(path)
     if kind == "stats":
         raise DataError(f"{path}: a statistics file holds no images")
-    batches = (_iterate_h5(path, num, batch_size, resolution) if kind == "h5"
-               else _iterate_folder(path, num, batch_size, resolution, workers))
+    batches = (_iterate_h5(path, num, batch_size, resolution, shard) if kind == "h5"
+               else _iterate_folder(path, num, batch_size, resolution, workers, shard))
     for batch in batches:
         yield batch
         if xflip:

@@ -1,0 +1,81 @@
+"""Frechet Inception Distance: `fid50k_full`, `fid50k` and the two-source `fid_between`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eval import defaults, runner, sampling
+from eval.frechet import frechet_distance
+from eval.registry import MetricContext, register_metric
+from eval.stats import FeatureStats, load_gaussian
+
+
+def gaussian_of(stats: FeatureStats, covariance: str):
+    return stats.mean(), stats.covariance(covariance)
+
+
+def _real_gaussian(ctx: MetricContext, num_real: int | None):
+    """(mu, sigma) of the real side: a statistics file as given, else images (cached)."""
+    if sampling.data_kind(ctx.data) == "stats":
+        mu, sigma, meta = load_gaussian(ctx.data, ctx.covariance)
+        runner.require_stats_file_matches(meta, ctx, Path(ctx.data))
+        ctx.use("num_real", meta.get("num", "unknown (statistics file)"))
+        ctx.notes["real_covariance"] = meta.get("covariance")
+        return mu, sigma
+    return gaussian_of(runner.real_features(ctx, num_real), ctx.covariance)
+
+
+def _fid(ctx: MetricContext, num_real_default: int | None) -> dict:
+    num_gen = ctx.count("num_gen", ctx.num_gen)
+    num_real = ctx.max_real if ctx.max_real is not None else num_real_default
+    real_mu, real_sigma = _real_gaussian(ctx, num_real)
+    gen_stats, _ = runner.generated_features(ctx, num_gen)
+    ctx.use("covariance", ctx.covariance)
+    gen_mu, gen_sigma = gaussian_of(gen_stats, ctx.covariance)
+    return {"fid": frechet_distance(gen_mu, gen_sigma, real_mu, real_sigma,
+                                    labels=("generated", str(ctx.data)))}
+
+
+@register_metric(
+    "fid50k_full",
+    protocol={"num_gen": defaults.FID_NUM_GEN, "num_real": "all", "xflip": False,
+              "truncation_psi": 1.0, "noise_mode": "random"},
+    needs=("generator", "data"), weights=(defaults.INCEPTION_STATE_DICT,),
+    description="FID: 50,000 generated images vs every real image (no x-flip)")
+def fid50k_full(ctx: MetricContext) -> dict:
+    return _fid(ctx, None)
+
+
+@register_metric(
+    "fid50k",
+    protocol={"num_gen": defaults.FID_NUM_GEN, "num_real": defaults.FID50K_NUM_REAL,
+              "xflip": False, "truncation_psi": 1.0, "noise_mode": "random"},
+    needs=("generator", "data"), weights=(defaults.INCEPTION_STATE_DICT,),
+    description="FID: 50,000 generated images vs the first 50,000 real images")
+def fid50k(ctx: MetricContext) -> dict:
+    return _fid(ctx, defaults.FID50K_NUM_REAL)
+
+
+def source_gaussian(ctx: MetricContext, source: str | Path, num: int | None):
+    """(mu, sigma, num) of a folder, .h5 or statistics file."""
+    source = Path(source)
+    if sampling.data_kind(source) == "stats":
+        mu, sigma, meta = load_gaussian(source, ctx.covariance)
+        runner.require_stats_file_matches(meta, ctx, source)
+        return mu, sigma, meta.get("num")
+    stats = runner.source_features(ctx, source, num, label=source.name)
+    return (*gaussian_of(stats, ctx.covariance), stats.num)
+
+
+def fid_between(first: str | Path, second: str | Path, ctx: MetricContext | None = None,
+                num: int | None = None) -> dict:
+    """FID between two image sources (folders, .h5 files, .npz statistics), like pytorch-fid.
+
+    Returns {"fid", "num": [n1, n2], "mode", "covariance", "weights"}.
+    """
+    ctx = ctx or MetricContext()
+    mu1, sigma1, n1 = source_gaussian(ctx, first, num)
+    mu2, sigma2, n2 = source_gaussian(ctx, second, num)
+    value = frechet_distance(mu1, sigma1, mu2, sigma2, labels=(str(first), str(second)))
+    return {"fid": value, "num": [n1, n2], "mode": ctx.mode, "covariance": ctx.covariance,
+            "weights": dict(ctx.weights_used), "sources": [str(first), str(second)]}

@@ -1,0 +1,185 @@
+"""Streaming feature statistics in float64 and the cache of real-data statistics.
+
+`FeatureStats` keeps the count, the sum and X^T X in float64, so memory does not depend on
+the number of images; both covariance normalisations come out of the same numbers
+("unbiased": N - 1 as pytorch-fid / TF StyleGAN / torch-fidelity, "biased": N as
+stylegan2-ada). Features themselves are kept only when a metric needs them (KID, IS).
+Statistics files are `.npz` with `mu` and `sigma` (pytorch-fid's `--save-stats` layout) plus
+`num`, `sum`, `gram` and the metadata when we wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval import defaults
+from ffhq_tools.atomic import atomic_path
+from ffhq_tools.errors import FfhqToolsError
+
+
+class StatsError(FfhqToolsError):
+    """A statistics file or feature batch that cannot be used."""
+
+
+class FeatureStats:
+    def __init__(self, dim: int, capture: bool = False, device="cpu", label: str = "features"):
+        self.dim, self.capture, self.label = dim, capture, label
+        self.num = 0
+        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.captured: list[torch.Tensor] = []
+
+    def update(self, features: torch.Tensor) -> None:
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise StatsError(f"{self.label}: expected (N, {self.dim}) features, "
+                             f"got {tuple(features.shape)}")
+        if not torch.isfinite(features).all():
+            raise StatsError(f"{self.label}: the feature network produced NaN or infinity "
+                             f"(after {self.num} images)")
+        x = features.to(self.sum.device, torch.float64)
+        self.num += x.shape[0]
+        self.sum += x.sum(0)
+        self.gram += x.t() @ x
+        if self.capture:
+            self.captured.append(features.detach().float().cpu())
+
+    def all_reduce(self) -> None:
+        """Sum the statistics (and gather captured features) over torch.distributed ranks."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        num = torch.tensor([self.num], dtype=torch.float64, device=self.sum.device)
+        for tensor in (num, self.sum, self.gram):
+            torch.distributed.all_reduce(tensor)
+        self.num = int(num.item())
+        if self.capture:
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, self.features())
+            self.captured = [torch.from_numpy(part) for part in gathered if len(part)]
+
+    def features(self) -> np.ndarray:
+        if not self.capture:
+            raise StatsError(f"{self.label}: features were not captured")
+        if not self.captured:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return torch.cat(self.captured).numpy()
+
+    def mean(self) -> np.ndarray:
+        self._need(1)
+        return (self.sum / self.num).cpu().numpy()
+
+    def covariance(self, kind: str = defaults.DEFAULT_COVARIANCE) -> np.ndarray:
+        self._need(2)
+        if kind not in defaults.COVARIANCES:
+            raise StatsError(f"--covariance {kind}: expected {' or '.join(defaults.COVARIANCES)}")
+        mean = self.sum / self.num
+        scatter = self.gram - self.num * torch.outer(mean, mean)
+        divisor = self.num - 1 if kind == defaults.COVARIANCE_UNBIASED else self.num
+        return (scatter / divisor).cpu().numpy()
+
+    def _need(self, count: int) -> None:
+        if self.num < count:
+            raise StatsError(f"{self.label}: need at least {count} images for statistics, "
+                             f"got {self.num}")
+
+    # ---- files ----
+    def save(self, path: str | Path, covariance: str, meta: dict | None = None) -> Path:
+        """Atomic `.npz`: mu, sigma (pytorch-fid compatible), num, sum, gram, meta, features."""
+        arrays = {"mu": self.mean(), "sigma": self.covariance(covariance),
+                  "num": np.int64(self.num), "sum": self.sum.cpu().numpy(),
+                  "gram": self.gram.cpu().numpy(),
+                  "meta": np.array(json.dumps({**(meta or {}), "covariance": covariance}))}
+        if self.capture:
+            arrays["features"] = self.features()
+        path = Path(path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, label: str | None = None) -> FeatureStats:
+        """Read a file written by `save` (with num/sum/gram)."""
+        data = _read_npz(path)
+        if not {"num", "sum", "gram"} <= set(data):
+            raise StatsError(f"{path}: holds only mean/covariance, not streamable statistics")
+        stats = cls(int(data["sum"].shape[0]), capture="features" in data,
+                    label=label or str(path))
+        stats.num = int(data["num"])
+        stats.sum = torch.from_numpy(data["sum"].astype(np.float64))
+        stats.gram = torch.from_numpy(data["gram"].astype(np.float64))
+        if "features" in data:
+            stats.captured = [torch.from_numpy(data["features"])]
+        return stats
+
+
+def _read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise StatsError(f"{path}: not a readable .npz statistics file ({exc})") from exc
+
+
+def load_gaussian(path: str | Path, covariance: str = defaults.DEFAULT_COVARIANCE):
+    """(mu, sigma, meta) from any statistics `.npz` (ours or pytorch-fid's --save-stats)."""
+    data = _read_npz(path)
+    meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    if {"num", "sum", "gram"} <= set(data):
+        stats = FeatureStats.load(path)
+        return stats.mean(), stats.covariance(covariance), {**meta, "num": stats.num,
+                                                             "covariance": covariance}
+    if not {"mu", "sigma"} <= set(data):
+        raise StatsError(f"{path}: expected arrays 'mu' and 'sigma' (found: "
+                         f"{', '.join(data) or 'none'})")
+    meta.setdefault("covariance", "as stored")
+    return data["mu"].astype(np.float64), data["sigma"].astype(np.float64), meta
+
+
+# ---- cache ---------------------------------------------------------------------------------
+
+def _sample_bytes(path: Path, size: int, chunk: int = 1 << 20) -> bytes:
+    with open(path, "rb") as f:
+        head = f.read(chunk)
+        if size > 2 * chunk:
+            f.seek(size - chunk)
+        return head + f.read(chunk)
+
+
+def fingerprint(data: str | Path) -> str:
+    """A SHA-256 over a dataset's content: every file's relative name, size and modification
+    time, plus the first and last MiB of an HDF5 file (hashing 90 GB of PNGs per cache lookup
+    would defeat the cache; any rewrite changes size or mtime)."""
+    from ffhq_tools.images import list_images
+
+    path = Path(data)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for file in list_images(path):
+            st = file.stat()
+            digest.update(f"{file.relative_to(path).as_posix()}\0{st.st_size}\0"
+                          f"{st.st_mtime_ns}\n".encode())
+    else:
+        st = path.stat()
+        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        digest.update(_sample_bytes(path, st.st_size))
+    return digest.hexdigest()
+
+
+def cache_key(fields: dict) -> str:
+    """SHA-256 of every option that affects the statistics (canonical JSON)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    from ffhq_tools.weights import cache_dir
+
+    return cache_dir() / "stats"
+
+
+def cache_path(folder: str | Path | None, fields: dict) -> Path:
+    return Path(folder or default_cache_dir()) / f"{cache_key(fields)}.npz"

@@ -1,0 +1,58 @@
+"""Shared helpers for the eval tests: photo-derived image folders and an architecture-exact
+FID Inception with seeded random weights whose BatchNorm is calibrated on real photos (so
+features spread), saved in pytorch-fid's file format. Imported by tests/test_eval_*.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat")
+
+
+def photos() -> list[np.ndarray]:
+    from skimage import data
+
+    return [getattr(data, name)() for name in PHOTOS]
+
+
+def random_crops(count: int, size: int, seed: int, sources: list[np.ndarray]) -> list[np.ndarray]:
+    """`count` random square crops of the photos, resized to `size` (PIL bicubic)."""
+    rng = np.random.default_rng(seed)
+    crops = []
+    for _ in range(count):
+        photo = sources[rng.integers(len(sources))]
+        side = int(rng.integers(min(photo.shape[:2]) // 4, min(photo.shape[:2]) + 1))
+        top = int(rng.integers(0, photo.shape[0] - side + 1))
+        left = int(rng.integers(0, photo.shape[1] - side + 1))
+        crop = Image.fromarray(photo[top:top + side, left:left + side])
+        crops.append(np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC)))
+    return crops
+
+
+def write_folder(folder: Path, images: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+    return folder
+
+
+def as_batch(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def make_inception_file(folder: Path, seed: int = 7, calibration_images: int = 12) -> Path:
+    """Random FID Inception, BatchNorm calibrated on photo crops, saved as pytorch-fid's file."""
+    from eval.features.inception import random_calibrated
+    from eval.features.preprocess import preprocess
+
+    crops = random_crops(calibration_images, 64, seed + 1000, photos())
+    model = random_calibrated(seed, preprocess(as_batch(crops), "tf"))
+    path = folder / INCEPTION_FILENAME
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
