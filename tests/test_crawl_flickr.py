@@ -162,9 +162,10 @@ def test_manifest_is_ordered_by_id_and_dedups(photos):
                       "license": str(p.license), "dateupload": str(p.dateupload),
                       "url_o": f"http://h/{p.id}.jpg"} for p in photos[:12]}
     records["x"] = {"id": "999", "license": "4", "dateupload": "0"}  # no public original
+    records["y"] = {"id": "998", "license": "4", "dateupload": "0", "url_o": "file:///etc/passwd"}
     manifest, skipped = build_manifest(records, {"4": {"name": "Attribution License",
                                                        "url": "u"}}, "2026-01-01")
-    assert skipped == 1 and len(manifest) == 12
+    assert skipped == 2 and len(manifest) == 12
     ids = [int(manifest[str(i)]["metadata"]["flickr_id"]) for i in range(12)]
     assert ids == sorted(ids)
     assert manifest["11"]["in_the_wild"]["file_path"] == "in-the-wild-images/00000/00011.jpg"

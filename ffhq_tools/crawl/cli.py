@@ -28,8 +28,8 @@ def _csv(text: str) -> list[str]:
 def add_download_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("download")
     g.add_argument("--workers", type=_positive(int), default=32, help="threads (default 32)")
-    g.add_argument("--per-host", type=_positive(int), default=8,
-                   help="requests in flight per host (default 8)")
+    g.add_argument("--per-host", type=_positive(int), default=16,
+                   help="requests in flight per host (default 16)")
     g.add_argument("--rate", type=_positive(float), default=None, metavar="REQ_PER_S",
                    help="global requests per second (default: unlimited)")
     g.add_argument("--attempts", type=_positive(int), default=10,

@@ -31,7 +31,7 @@ from ffhq_tools.crawl.verify import FileRecord, VerifyError, verify_file
 @dataclass(frozen=True)
 class DownloadOptions:
     workers: int = 32
-    per_host: int = 8
+    per_host: int = 16
     requests_per_second: float | None = None
     attempts: int = 10
     backoff_base: float = 1.0

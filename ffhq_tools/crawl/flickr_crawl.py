@@ -97,10 +97,15 @@ def _entry(index: int, photo: dict, licenses: dict, date_crawled: str) -> dict:
     }
 
 
+def _has_original(photo: dict) -> bool:
+    url = photo.get("url_o")
+    return isinstance(url, str) and urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
+
+
 def build_manifest(photos: dict[str, dict], licenses: dict[str, dict],
                    date_crawled: str) -> tuple[dict, int]:
-    """(manifest, photos skipped because they have no public original URL)."""
-    usable = sorted((p for p in photos.values() if p.get("url_o")), key=_id_key)
+    """(manifest, photos skipped because they have no public http(s) original URL)."""
+    usable = sorted((p for p in photos.values() if _has_original(p)), key=_id_key)
     manifest = {str(i): _entry(i, photo, licenses, date_crawled)
                 for i, photo in enumerate(usable)}
     return manifest, len(photos) - len(usable)
