@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,9 +222,13 @@ class Trainer:
         if outputs:
             outputs.start()
         batches = self.data_iterator()
+        bar = self._progress_bar(total_nimg)
         tick_start = time.perf_counter()
         while self.state.cur_nimg < total_nimg:
+            before = self.state.cur_nimg
             self.step(next(batches))
+            if bar is not None:
+                bar.update((self.state.cur_nimg - before) / 1000)
             done = self.state.cur_nimg >= total_nimg
             tick_nimg = self.settings.tick_kimg * 1000
             if not done and self.state.cur_tick != 0 and \
@@ -232,8 +237,19 @@ class Trainer:
             now = time.perf_counter()
             self._end_tick(now - tick_start, done, outputs)
             tick_start = time.perf_counter()
+        if bar is not None:
+            bar.close()
         if outputs:
             outputs.finish()
+
+    def _progress_bar(self, total_nimg: int):
+        if not self.settings.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total_nimg / 1000, initial=self.state.cur_nimg / 1000, unit="kimg",
+                    desc="train", file=sys.stderr, leave=False,
+                    bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}]")
 
     def _end_tick(self, tick_seconds: float, done: bool, outputs) -> None:
         self.state.elapsed_s += tick_seconds
@@ -263,11 +279,12 @@ class Trainer:
         means = torch.stack([torch.stack(self.tick_stats[k]).mean() for k in names])
         means = distrib.mean_over_ranks(means, self.env)
         self.tick_stats = {}
-        return {k: float(v) for k, v in zip(names, means.tolist())}
+        return {k: float(v) for k, v in zip(names, means.tolist(), strict=True)}
 
     # ----- snapshots ------------------------------------------------------------------------
     def training_state(self, rng_states: list[dict]) -> dict:
-        return {"loop": self.state.to_dict(), "pl_mean": self.pl_mean.detach().cpu(),
+        return {"loop": self.state.to_dict(), "kimg": self.state.cur_nimg / 1000,
+                "pl_mean": self.pl_mean.detach().cpu(),
                 "rng": rng_states, "plan": self.plan.to_dict()}
 
     def optimizer_states(self) -> dict:

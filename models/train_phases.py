@@ -8,8 +8,8 @@ hyperparameters of lazy phases are corrected (see `schedule.lazy_adam`).
 
 All random numbers of a phase (latents, the style-mixing crossover, path-length noise, the
 WGAN-GP mixing factors) come from `StepRandom`, seeded by (seed, step, phase) and drawn for
-the global batch then sliced by accumulation round and rank. Only the generator's per-layer noise images use the
-global torch generator (their state is saved in snapshots).
+the global batch then sliced by accumulation round and rank. Only the generator's per-layer
+noise images use the global torch generator (their state is saved in snapshots).
 """
 
 from __future__ import annotations

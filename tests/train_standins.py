@@ -133,3 +133,39 @@ def ddp_worker(rank, world, port, steps, out_path, plan_changes):
         torch.save(flat_params(trainer.G, trainer.D, trainer.G_ema), f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def shapes_images(count=64, resolution=16, seed=0):
+    """uint8 NCHW pictures of one coloured square or disc on a dark background."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:resolution, :resolution]
+    images = np.zeros((count, 3, resolution, resolution), dtype=np.uint8)
+    for i in range(count):
+        colour = rng.integers(120, 256, size=3)
+        size = rng.integers(resolution // 4, resolution // 2)
+        cy, cx = rng.integers(size, resolution - size, size=2)
+        if i % 2:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= size**2
+        else:
+            mask = (abs(yy - cy) <= size) & (abs(xx - cx) <= size)
+        images[i, :, mask] = colour
+        images[i] += rng.integers(0, 20, size=(3, resolution, resolution), dtype=np.uint8)
+    return images
+
+
+def write_shapes_h5(path, count=64, resolution=16, seed=0):
+    """A ProGAN-layout HDF5 file (data{R}x{R} for every level down to 4x4)."""
+    import h5py
+    import numpy as np
+
+    images = shapes_images(count, resolution, seed).astype(np.float64)
+    with h5py.File(path, "w") as f:
+        res = resolution
+        while res >= 4:
+            f.create_dataset(f"data{res}x{res}", data=np.rint(images).clip(0, 255)
+                             .astype(np.uint8), chunks=(1, 3, res, res))
+            images = images.reshape(count, 3, res // 2, 2, res // 2, 2).mean(axis=(3, 5))
+            res //= 2
+    return path

@@ -1,0 +1,175 @@
+"""Train a named config on an HDF5 dataset: the Python API behind `ffhq-tools train`.
+
+    from models.train import TrainOptions, train
+    run_dir = train(TrainOptions(config="stylegan2-F", data="ffhq.h5", kimg=25000, batch=32))
+
+Under torchrun every rank calls `train` with the same options; rank 0 writes the run folder.
+Resume: `resume` is a snapshot file (a new run folder continues from it) or a run folder
+(training continues in it from its newest snapshot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ffhq_tools.errors import FfhqToolsError
+from models.train_options import TrainingPlan, TrainOptions, resolve_plan
+
+__all__ = ["TrainOptions", "TrainingPlan", "resolve_run", "train", "find_snapshot"]
+
+SNAPSHOT_GLOB = "network-snapshot-*.pt"
+
+
+@dataclass
+class ResolvedRun:
+    options: TrainOptions
+    config: object  # ModelConfig
+    plan: TrainingPlan
+    dataset: object
+    img_channels: int
+    resume_snapshot: Path | None
+    continue_dir: Path | None
+
+    def describe(self) -> dict:
+        return {"options": self.options.to_dict(), "plan": self.plan.to_dict(),
+                "model": self.config.to_dict(), "dataset_size": len(self.dataset),
+                "img_channels": self.img_channels,
+                "resume_snapshot": str(self.resume_snapshot) if self.resume_snapshot else None}
+
+
+def find_snapshot(resume: str | Path) -> tuple[Path, Path | None]:
+    """(snapshot file, run folder to continue in or None) for `--resume`."""
+    path = Path(resume)
+    if path.is_dir():
+        snapshots = sorted(path.glob(SNAPSHOT_GLOB))
+        if not snapshots:
+            raise FfhqToolsError(f"--resume {path}: the folder holds no {SNAPSHOT_GLOB}")
+        return snapshots[-1], path
+    if path.is_file():
+        return path, None
+    raise FfhqToolsError(f"--resume {path}: no such snapshot file or run folder")
+
+
+def _snapshot_config(path: Path) -> dict:
+    """The JSON config stored in a snapshot (cheap: no networks are built)."""
+    import json
+
+    import torch
+
+    from models.checkpoint import CheckpointError
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return json.loads(payload["config_json"])
+    except Exception as exc:
+        raise CheckpointError(f"--resume {path}: not an ffhq-tools snapshot ({exc})") from None
+
+
+def resolve_run(options: TrainOptions) -> ResolvedRun:
+    """Everything `--dry-run` prints: options, config, plan, dataset size."""
+    from models.configs import ModelConfig, get_config
+    from models.train_data import open_training_set
+
+    snapshot, continue_dir = find_snapshot(options.resume) if options.resume else (None, None)
+    if snapshot is not None:
+        stored = _snapshot_config(snapshot)
+        config = ModelConfig.from_dict(stored["model"])
+        if options.config and options.config != config.name:
+            raise FfhqToolsError(f"--config {options.config}: the snapshot {snapshot} was "
+                                 f"trained with {config.name}")
+        if options.resolution and options.resolution != stored["resolution"]:
+            raise FfhqToolsError(f"--res {options.resolution}: the snapshot is at "
+                                 f"{stored['resolution']}px")
+        options = _with(options, config=config.name, resolution=int(stored["resolution"]),
+                        channel_max=stored.get("channel_max"))
+    elif not options.config:
+        raise FfhqToolsError("--config is required (or --resume a snapshot)")
+    else:
+        config = get_config(options.config)
+    dataset = open_training_set(options.data, options.resolution, options.max_images)
+    resolution = int(dataset.resolution)
+    img_channels = int(dataset[0].shape[0])
+    plan = resolve_plan(config, options, resolution)
+    return ResolvedRun(options, config, plan, dataset, img_channels, snapshot, continue_dir)
+
+
+def _with(options: TrainOptions, **changes) -> TrainOptions:
+    import dataclasses
+
+    return dataclasses.replace(options, **changes)
+
+
+def _run_folder(run: ResolvedRun, env) -> Path:
+    """Rank 0 creates (or reuses, when continuing) the run folder; every rank learns its name."""
+    from ffhq_tools.runs import create_run_dir, write_options
+
+    folder = None
+    if env.is_main:
+        if run.continue_dir is not None:
+            folder = run.continue_dir
+        else:
+            desc = f"{Path(run.options.data).stem}-{run.config.name}"
+            folder = create_run_dir(run.options.outdir, desc)
+            write_options(folder, {**run.describe(), "world_size": env.world_size})
+    if env.distributed:
+        import torch.distributed as dist
+
+        box = [str(folder) if folder else None]
+        dist.broadcast_object_list(box, src=0)
+        folder = Path(box[0])
+    return Path(folder)
+
+
+def train(options: TrainOptions,
+          metric_fn: Callable[[list, Path, object], dict] | None = None) -> Path:
+    """Run training; returns the run folder. `metric_fn(names, snapshot_path, G_ema)` returns
+    {metric name: JSON row} and is called at every snapshot when `options.metrics` is set."""
+    from ffhq_tools.runtime import select_device
+    from models.distributed import init_distributed, shutdown
+
+    env = init_distributed(select_device(options.device))
+    try:
+        return _train(options, env, metric_fn)
+    finally:
+        shutdown(env)
+
+
+def _train(options: TrainOptions, env, metric_fn) -> Path:
+    import contextlib
+
+    from ffhq_tools.runs import capture_log
+    from ffhq_tools.runtime import seed_everything
+    from models.checkpoint import load_checkpoint
+    from models.configs import build_networks
+    from models.train_loop import LoopSettings, Trainer
+
+    seed_everything(options.seed, env.rank)
+    run = resolve_run(options)
+    opts, plan = run.options, run.plan
+    G, D = build_networks(run.config, plan.resolution, img_channels=run.img_channels,
+                          channel_max=opts.channel_max)
+    folder = _run_folder(run, env)
+    settings = LoopSettings(
+        total_kimg=opts.kimg, tick_kimg=opts.tick_kimg, snap=opts.snap, seed=opts.seed,
+        mirror=opts.mirror, precision=opts.precision, channels_last=opts.channels_last,
+        workers=opts.workers, metrics=tuple(opts.metrics), grid_size=opts.grid_size,
+        progress=opts.progress and env.is_main,
+        checkpoint_config={"model": run.config.to_dict(), "resolution": plan.resolution,
+                           "c_dim": 0, "img_channels": run.img_channels,
+                           "channel_max": opts.channel_max,
+                           "training_options": opts.to_dict()})
+    trainer = Trainer(G, D, plan, run.dataset, env, folder if env.is_main else None, settings,
+                      metric_fn)
+    if run.resume_snapshot is not None:
+        ckpt = load_checkpoint(run.resume_snapshot, device=env.device)
+        trainer.load_state(ckpt.G, ckpt.D, ckpt.G_ema, ckpt.optimizer_states,
+                           ckpt.training_state)
+    log = capture_log(folder) if env.is_main else contextlib.nullcontext()
+    with log:
+        if env.is_main and run.resume_snapshot is not None:
+            print(f"resuming from {run.resume_snapshot} at kimg "
+                  f"{trainer.state.cur_nimg / 1000:.3f}")
+        trainer.run()
+    return folder
