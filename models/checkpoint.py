@@ -40,6 +40,25 @@ def _lod(module: nn.Module | None) -> float | None:
     return None if module is None or not hasattr(module, "lod") else float(module.lod)
 
 
+PLAIN_TYPES = (torch.Tensor, int, float, bool, str, bytes, type(None), torch.dtype,
+               torch.device)
+
+
+def _check_plain(obj, where: str) -> None:
+    """Refuse, at save time, anything torch.load(weights_only=True) could not read back."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise CheckpointError(f"{where}: key {key!r} must be a string or an integer")
+            _check_plain(value, f"{where}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_plain(value, f"{where}[{i}]")
+    elif not isinstance(obj, PLAIN_TYPES):
+        raise CheckpointError(f"{where}: {type(obj).__name__} cannot be stored in a checkpoint "
+                              "(only tensors, numbers, strings, lists and dicts)")
+
+
 def save_checkpoint(path: str | Path, *, config: dict, G: nn.Module, D: nn.Module | None = None,
                     G_ema: nn.Module | None = None,
                     optimizers: dict[str, dict] | None = None,
@@ -50,6 +69,8 @@ def save_checkpoint(path: str | Path, *, config: dict, G: nn.Module, D: nn.Modul
     if "model" not in config or "resolution" not in config:
         raise CheckpointError("save_checkpoint: config needs 'model' (ModelConfig.to_dict()) "
                               "and 'resolution'")
+    _check_plain(training_state or {}, "training_state")
+    _check_plain(optimizers or {}, "optimizers")
     config = dict(config)
     config.setdefault("c_dim", int(G.c_dim))
     config.setdefault("img_channels", int(G.img_channels))

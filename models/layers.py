@@ -226,3 +226,11 @@ def log2_resolution(resolution: int) -> int:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def style_mix(ws: torch.Tensor, ws_other: torch.Tensor, crossover) -> torch.Tensor:
+    """Layers before `crossover` from ws, the rest from ws_other (int or per-sample tensor)."""
+    layer = torch.arange(ws.shape[1], device=ws.device)
+    crossover = torch.as_tensor(crossover, device=ws.device).reshape(-1, 1)
+    take_other = (layer[None, :] >= crossover)[:, :, None]
+    return torch.where(take_other, ws_other, ws)
