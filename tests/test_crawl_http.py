@@ -117,3 +117,16 @@ def test_backoff_grows_and_is_capped():
     for attempt, delay in enumerate(delays):
         ceiling = min(8.0, 2.0 ** attempt)
         assert ceiling / 2 <= delay <= ceiling
+
+
+def test_downloads_reuse_keep_alive_connections(tmp_path):
+    from ffhq_tools.crawl.downloader import DownloadOptions, download_files
+    from ffhq_tools.crawl.loopback import LoopbackServer, make_photos, manifest_for
+    from ffhq_tools.crawl.manifest import manifest_specs
+
+    photos = make_photos(30, seed=4)
+    with LoopbackServer(photos) as server:
+        specs = manifest_specs(manifest_for(server, photos), "in_the_wild")
+        report = download_files(specs, tmp_path, DownloadOptions(workers=3, progress=False))
+        assert report.count("downloaded") == 30
+        assert server.connections <= 3, "one connection per worker thread"

@@ -48,7 +48,10 @@ def test_faults_on_30_percent_of_requests_end_with_every_file_verified(tmp_path,
         assert report.failed == [], [r.reason for r in report.failed]
         assert report.count("downloaded") == 200
         retried = {"/" + r.spec.url.split("/", 3)[-1] for r in report.results if r.attempts > 1}
-        assert set(server.image_faults) <= retried
+        # a reset on a reused keep-alive connection is retried at once on a fresh one
+        assert {p for p, f in server.image_faults.items() if f != "reset"} <= retried
+        assert all(server.attempts[p] >= 2 for p in server.image_faults)
+        assert set(server.served_ok.values()) == {1}
     files = tree(tmp_path / "out")
     assert len(files) == 200, "no temp, partial or stray file may remain"
     for entry in manifest.values():

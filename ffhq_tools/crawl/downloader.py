@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ffhq_tools.atomic import append_jsonl, atomic_path
-from ffhq_tools.crawl.http import FetchError, HttpSettings, fetch, redact
+from ffhq_tools.crawl.http import ConnectionPool, FetchError, HttpSettings, fetch, redact
 from ffhq_tools.crawl.manifest import (
     FileSpec,
     load_manifest,
@@ -106,6 +106,7 @@ class _Worker:
         self.out_dir, self.options, self.failures_path = out_dir, options, failures_path
         self.gate = HostGate(options.per_host)
         self.limiter = RateLimiter(options.requests_per_second)
+        self.pool = ConnectionPool()
         self.bytes = 0
         self._lock = threading.Lock()
 
@@ -151,7 +152,7 @@ class _Worker:
         with atomic_path(final) as tmp:
             with open(tmp, "wb") as out, self.gate.slot(spec.host):
                 self.limiter.acquire()
-                result = fetch(spec.url, out, self.options.http, self._count)
+                result = fetch(spec.url, out, self.options.http, self._count, self.pool)
             record = verify_file(tmp, spec, size=result.size, md5=result.md5,
                                  decode=self.options.decode)
             os.chmod(tmp, 0o644)

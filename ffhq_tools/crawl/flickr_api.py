@@ -9,7 +9,14 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from ffhq_tools.crawl.http import FetchError, HttpSettings, check_scheme, get_bytes, redact
+from ffhq_tools.crawl.http import (
+    ConnectionPool,
+    FetchError,
+    HttpSettings,
+    check_scheme,
+    get_bytes,
+    redact,
+)
 from ffhq_tools.crawl.ratelimit import RateLimiter, backoff_delay
 from ffhq_tools.errors import FfhqToolsError
 
@@ -56,6 +63,7 @@ class FlickrClient:
         except FetchError as exc:
             raise FlickrError(f"--api-base: {exc.reason}") from exc
         self._limiter = RateLimiter(self.requests_per_hour / 3600.0)
+        self._pool = ConnectionPool()
 
     def _url(self, method: str, params: dict) -> str:
         query = {"method": method, **params, "api_key": self.api_key, "format": "json",
@@ -71,7 +79,7 @@ class FlickrClient:
             self._limiter.acquire()
             self.calls += 1
             try:
-                answer = json.loads(get_bytes(url, self.http))
+                answer = json.loads(get_bytes(url, self.http, self._pool))
             except FetchError as exc:
                 last = exc.reason
                 if exc.retry_after is not None:

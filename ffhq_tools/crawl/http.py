@@ -6,8 +6,10 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import http.client
+import io
 import re
 import socket
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -75,6 +77,32 @@ def check_scheme(url: str) -> urllib.parse.SplitResult:
     return parts
 
 
+class ConnectionPool:
+    """Idle keep-alive connections by (scheme, host, port), one set per thread: http.client
+    connections are not thread-safe, and reusing them saves a TCP (and TLS) handshake per file."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def _idle(self) -> dict:
+        if not hasattr(self._local, "idle"):
+            self._local.idle = {}
+        return self._local.idle
+
+    def take(self, key: tuple):
+        return self._idle().pop(key, None)
+
+    def give(self, key: tuple, conn) -> None:
+        old = self._idle().pop(key, None)
+        if old is not None:
+            old.close()
+        self._idle()[key] = conn
+
+
+def _pool_key(parts: urllib.parse.SplitResult) -> tuple:
+    return (parts.scheme.lower(), parts.hostname, parts.port)
+
+
 def _connect(parts: urllib.parse.SplitResult, settings: HttpSettings):
     cls = (http.client.HTTPSConnection if parts.scheme.lower() == "https"
            else http.client.HTTPConnection)
@@ -84,15 +112,39 @@ def _connect(parts: urllib.parse.SplitResult, settings: HttpSettings):
     return conn
 
 
-def _open(url: str, settings: HttpSettings):
+def _send(conn, parts: urllib.parse.SplitResult, settings: HttpSettings):
+    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    conn.request("GET", target, headers={"User-Agent": settings.user_agent,
+                                         "Accept-Encoding": "identity"})
+    return conn.getresponse()
+
+
+def _request(parts: urllib.parse.SplitResult, settings: HttpSettings,
+             pool: ConnectionPool | None):
+    """Send the GET on an idle pooled connection if there is one (a fresh one when the server
+    has closed it meanwhile), else on a new connection; return (connection, response)."""
+    conn = pool.take(_pool_key(parts)) if pool is not None else None
+    if conn is not None:
+        try:
+            return conn, _send(conn, parts, settings)
+        except ConnectionError:  # includes RemoteDisconnected: the idle connection went stale
+            conn.close()
+        except BaseException:
+            conn.close()
+            raise
+    conn = _connect(parts, settings)
+    try:
+        return conn, _send(conn, parts, settings)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _open(url: str, settings: HttpSettings, pool: ConnectionPool | None):
     """Follow up to max_redirects http(s) redirects; return (connection, response, final url)."""
     for _ in range(settings.max_redirects + 1):
         parts = check_scheme(url)
-        conn = _connect(parts, settings)
-        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-        conn.request("GET", target, headers={"User-Agent": settings.user_agent,
-                                             "Accept-Encoding": "identity"})
-        response = conn.getresponse()
+        conn, response = _request(parts, settings, pool)
         if response.status in REDIRECT_STATUS:
             location = response.getheader("Location") or ""
             conn.close()
@@ -113,18 +165,25 @@ def _open(url: str, settings: HttpSettings):
 
 
 def fetch(url: str, out: BinaryIO, settings: HttpSettings,
-          on_bytes: Callable[[int], None] | None = None) -> FetchResult:
-    """GET `url` into the open file `out`; raise FetchError on any failure."""
+          on_bytes: Callable[[int], None] | None = None,
+          pool: ConnectionPool | None = None) -> FetchResult:
+    """GET `url` into the open file `out`; raise FetchError on any failure. With a pool, the
+    connection is kept for the next request after a complete 200 answer."""
     try:
-        conn, response, final_url = _open(url, settings)
+        conn, response, final_url = _open(url, settings, pool)
     except FetchError:
         raise
     except (OSError, http.client.HTTPException) as exc:
         raise FetchError(_describe(exc)) from exc
+    result = None
     try:
-        return _stream(conn, response, final_url, out, settings, on_bytes)
+        result = _stream(conn, response, final_url, out, settings, on_bytes)
+        return result
     finally:
-        conn.close()
+        if result is not None and pool is not None and not response.will_close:
+            pool.give(_pool_key(urllib.parse.urlsplit(final_url)), conn)
+        else:
+            conn.close()
 
 
 def _stream(conn, response, url: str, out: BinaryIO, settings: HttpSettings,
@@ -155,12 +214,10 @@ def _stream(conn, response, url: str, out: BinaryIO, settings: HttpSettings,
                        response.getheader("Content-Type") or "")
 
 
-def get_bytes(url: str, settings: HttpSettings) -> bytes:
+def get_bytes(url: str, settings: HttpSettings, pool: ConnectionPool | None = None) -> bytes:
     """GET a small body (API answers) into memory."""
-    import io
-
     buffer = io.BytesIO()
-    fetch(url, buffer, settings)
+    fetch(url, buffer, settings, pool=pool)
     return buffer.getvalue()
 
 

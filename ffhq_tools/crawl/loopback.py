@@ -83,9 +83,11 @@ class LoopbackServer:
     def __init__(self, photos: list[FakePhoto], *, api_key: str = "test-key",
                  fault_rate: float = 0.0, faults: tuple[str, ...] = FAULTS,
                  api_fault_rate: float = 0.0, seed: int = 0, latency: float = 0.0,
-                 stall_seconds: float = 1.0, retry_after: str = "1", result_cap: int = 4000):
+                 stall_seconds: float = 1.0, retry_after: str = "1", result_cap: int = 4000,
+                 connect_latency: float = 0.0):
         self.photos = {p.id: p for p in photos}
-        self.api_key, self.latency = api_key, latency
+        self.api_key, self.latency, self.connect_latency = api_key, latency, connect_latency
+        self.connections = 0
         self.stall_seconds, self.retry_after = stall_seconds, retry_after
         self.result_cap = result_cap
         rng = random.Random(seed)
@@ -186,6 +188,13 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def state(self) -> LoopbackServer:
         return self.server.loopback
+
+    def setup(self):
+        super().setup()
+        with self.state.lock:
+            self.state.connections += 1
+        if self.state.connect_latency:  # stands in for TCP + TLS handshake round trips
+            time.sleep(self.state.connect_latency)
 
     def do_GET(self):  # noqa: N802 - http.server naming
         if self.state.latency:
