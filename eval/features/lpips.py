@@ -74,7 +74,8 @@ class PerceptualDistance(nn.Module):
         self.lpips = lpips
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
-        img0, img1 = _rgb(img0), _rgb(img1)
+        dtype = self.lpips.shift.dtype
+        img0, img1 = _rgb(img0).to(dtype), _rgb(img1).to(dtype)
         return self.lpips(img0 / 127.5 - 1, img1 / 127.5 - 1)
 
 
@@ -86,7 +87,7 @@ class TorchScriptLpips(nn.Module):
         self.module = module
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
-        both = self.module(torch.cat([_rgb(img0), _rgb(img1)]), resize_images=False,
+        both = self.module(torch.cat([_rgb(img0), _rgb(img1)]).float(), resize_images=False,
                            return_lpips=True)
         f0, f1 = both.chunk(2)
         return (f0 - f1).square().sum(dim=1)
