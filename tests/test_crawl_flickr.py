@@ -142,6 +142,16 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, photos):
     assert len(a.splitlines()) == 200
 
 
+def test_torn_photo_line_from_a_killed_writer_is_dropped(tmp_path, photos):
+    with LoopbackServer(photos[:30], api_key=KEY) as server:
+        search_all(client_for(server), query(), tmp_path / "a", progress=False)
+        lines = (tmp_path / "a" / "photos.jsonl").read_text().splitlines(keepends=True)
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "photos.jsonl").write_text("".join(lines[:10]) + lines[10][:25])
+        search_all(client_for(server), query(), tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / "photos.jsonl").read_text() == "".join(lines)
+
+
 def test_changed_query_in_same_folder_is_refused(tmp_path, photos):
     with LoopbackServer(photos[:5], api_key=KEY) as server:
         search_all(client_for(server), query(), tmp_path, progress=False)

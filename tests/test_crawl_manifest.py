@@ -182,6 +182,11 @@ def test_shards_partition_and_filters_select():
     assert sorted(s.index for shard in shards for s in shard) == sorted(manifest)
     assert select_specs(specs, categories=["validation"], licenses=["BY"]) == [
         s for s in specs if int(s.index) % 4 == 0 and int(s.index) % 2 == 0]
+    with pytest.raises(ManifestError, match="--category: no entry has 'validaton' "
+                                            "\\(did you mean 'validation'"):
+        select_specs(specs, categories=["validaton"])
+    with pytest.raises(ManifestError, match="--license: no entry has 'CC-BY'"):
+        select_specs(specs, licenses=["CC-BY"])
     with pytest.raises(ManifestError, match="--shard '4/4'"):
         parse_shard("4/4")
     rows = dict((k, (n, b)) for k, n, b in stats_rows(specs, "category"))

@@ -85,7 +85,10 @@ class SearchState:
     def open(cls, out_dir: Path, query: FlickrQuery, result_cap: int) -> "SearchState":
         path = out_dir / STATE_FILE
         if path.exists():
-            data = json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise FfhqToolsError(f"{path}: unreadable crawl state ({exc})") from exc
             if data.get("query") != query.to_dict() or data.get("result_cap") != result_cap:
                 raise FfhqToolsError(f"{path}: this folder holds a crawl with another query "
                                      f"({data.get('query')}); use a new --out")
@@ -105,8 +108,19 @@ def slim_photo(photo: dict) -> dict:
     return {k: photo[k] for k in PHOTO_FIELDS if k in photo}
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line a killed writer left without its newline, so appends stay parseable."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def load_photos(out_dir: Path) -> dict[str, dict]:
     """Photo id -> record, first occurrence wins."""
+    _drop_torn_tail(out_dir / PHOTOS_FILE)
     photos: dict[str, dict] = {}
     for record in read_jsonl(out_dir / PHOTOS_FILE):
         photos.setdefault(str(record["id"]), record)

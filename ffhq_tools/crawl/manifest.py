@@ -12,6 +12,7 @@ a manifest that breaks either rule is refused as a whole before anything is down
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -194,10 +195,24 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _check_known(wanted: list[str] | None, present: set[str], flag: str) -> None:
+    unknown = sorted(set(wanted or ()) - present)
+    if unknown:
+        hints = [f"{u!r} (did you mean {', '.join(map(repr, close))}?)" if close else repr(u)
+                 for u in unknown
+                 for close in [difflib.get_close_matches(u, sorted(present), n=2)]]
+        raise ManifestError(f"{flag}: no entry has {', '.join(hints)}; the manifest has "
+                            f"{', '.join(map(repr, sorted(present)))}")
+
+
 def select_specs(specs: list[FileSpec], categories: list[str] | None = None,
                  licenses: list[str] | None = None,
                  shard: tuple[int, int] | None = None) -> list[FileSpec]:
-    """Filter by category / license (exact names) and keep shard i of n (round robin)."""
+    """Filter by category / license (exact names) and keep shard i of n (round robin).
+
+    A category or license that no entry has is an error (a typo would select nothing)."""
+    _check_known(categories, {s.category for s in specs}, "--category")
+    _check_known(licenses, {s.license for s in specs}, "--license")
     chosen = [s for s in specs
               if (not categories or s.category in categories)
               and (not licenses or s.license in licenses)]
