@@ -130,3 +130,24 @@ def test_downloads_reuse_keep_alive_connections(tmp_path):
         report = download_files(specs, tmp_path, DownloadOptions(workers=3, progress=False))
         assert report.count("downloaded") == 30
         assert server.connections <= 3, "one connection per worker thread"
+
+
+def test_http_proxy_from_the_environment_is_used(tmp_path, monkeypatch):
+    from ffhq_tools.crawl.loopback import LoopbackServer, make_photos
+
+    photos = make_photos(2, seed=6)
+    with LoopbackServer(photos) as proxy:  # answers absolute-form requests like a proxy
+        monkeypatch.setenv("http_proxy", proxy.base_url)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        out = io.BytesIO()
+        fetch(f"http://photos.example.invalid/img/{photos[1].id}.png", out, HttpSettings())
+        assert out.getvalue() == photos[1].data
+        monkeypatch.setenv("no_proxy", "example.invalid")
+        with pytest.raises(FetchError):
+            fetch(f"http://photos.example.invalid/img/{photos[1].id}.png", io.BytesIO(),
+                  HttpSettings(connect_timeout=1.0))
+        monkeypatch.setenv("http_proxy", "socks5://127.0.0.1:1080")
+        monkeypatch.delenv("no_proxy")
+        with pytest.raises(FetchError, match="only http:// proxies"):
+            fetch("http://photos.example.invalid/x.png", io.BytesIO(), HttpSettings())

@@ -1,8 +1,10 @@
 """One HTTP(S) GET with separate connect/read timeouts, a size cap, http(s)-only redirects,
-and errors that say whether a retry can help and how long the server asked us to wait."""
+keep-alive reuse, the environment's http_proxy / https_proxy / no_proxy (like urllib), and
+errors that say whether a retry can help and how long the server asked us to wait."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import http.client
@@ -12,6 +14,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
@@ -103,19 +106,53 @@ def _pool_key(parts: urllib.parse.SplitResult) -> tuple:
     return (parts.scheme.lower(), parts.hostname, parts.port)
 
 
-def _connect(parts: urllib.parse.SplitResult, settings: HttpSettings):
-    cls = (http.client.HTTPSConnection if parts.scheme.lower() == "https"
-           else http.client.HTTPConnection)
-    conn = cls(parts.hostname, parts.port, timeout=settings.connect_timeout)
+def proxy_for(parts: urllib.parse.SplitResult) -> urllib.parse.SplitResult | None:
+    """The http:// proxy that http_proxy / https_proxy / no_proxy name for this URL, if any."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme.lower())
+    if not proxy or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if proxy_parts.scheme.lower() != "http" or not proxy_parts.hostname:
+        raise FetchError(f"{parts.scheme}_proxy {redact(proxy)!r}: only http:// proxies are "
+                         f"supported", retryable=False)
+    return proxy_parts
+
+
+def _proxy_headers(proxy: urllib.parse.SplitResult | None) -> dict:
+    if proxy is None or proxy.username is None:
+        return {}
+    user = urllib.parse.unquote(proxy.username)
+    password = urllib.parse.unquote(proxy.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Proxy-Authorization": f"Basic {token}"}
+
+
+def _connect(parts: urllib.parse.SplitResult, settings: HttpSettings,
+             proxy: urllib.parse.SplitResult | None):
+    https = parts.scheme.lower() == "https"
+    cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    if proxy is None:
+        conn = cls(parts.hostname, parts.port, timeout=settings.connect_timeout)
+    else:
+        conn = cls(proxy.hostname, proxy.port or 8080, timeout=settings.connect_timeout)
+        if https:  # CONNECT tunnel; TLS (and certificate checks) end to end
+            conn.set_tunnel(parts.hostname, parts.port or 443, headers=_proxy_headers(proxy))
     conn.connect()
     conn.sock.settimeout(settings.read_timeout)
     return conn
 
 
-def _send(conn, parts: urllib.parse.SplitResult, settings: HttpSettings):
-    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-    conn.request("GET", target, headers={"User-Agent": settings.user_agent,
-                                         "Accept-Encoding": "identity"})
+def _send(conn, parts: urllib.parse.SplitResult, settings: HttpSettings,
+          proxy: urllib.parse.SplitResult | None):
+    headers = {"User-Agent": settings.user_agent, "Accept-Encoding": "identity"}
+    if proxy is not None and parts.scheme.lower() == "http":  # absolute-form via the proxy
+        target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/",
+                                          parts.query, ""))
+        headers.update(_proxy_headers(proxy))
+    else:
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    conn.request("GET", target, headers=headers)
     return conn.getresponse()
 
 
@@ -123,18 +160,19 @@ def _request(parts: urllib.parse.SplitResult, settings: HttpSettings,
              pool: ConnectionPool | None):
     """Send the GET on an idle pooled connection if there is one (a fresh one when the server
     has closed it meanwhile), else on a new connection; return (connection, response)."""
+    proxy = proxy_for(parts)
     conn = pool.take(_pool_key(parts)) if pool is not None else None
     if conn is not None:
         try:
-            return conn, _send(conn, parts, settings)
+            return conn, _send(conn, parts, settings, proxy)
         except ConnectionError:  # includes RemoteDisconnected: the idle connection went stale
             conn.close()
         except BaseException:
             conn.close()
             raise
-    conn = _connect(parts, settings)
+    conn = _connect(parts, settings, proxy)
     try:
-        return conn, _send(conn, parts, settings)
+        return conn, _send(conn, parts, settings, proxy)
     except BaseException:
         conn.close()
         raise

@@ -49,6 +49,9 @@ def verify_file(path: Path, spec: FileSpec, *, size: int | None = None, md5: str
     with open(path, "rb") as f:
         head = f.read(16)
     if sniff_format(head) is None:
+        if head.lstrip()[:1] == b"<":
+            raise VerifyError("got an HTML/XML page instead of an image (error, quota or "
+                              "login page?)")
         raise VerifyError("not an image (unknown file signature)")
     if not (decode or spec.pixel_size is not None or spec.pixel_md5 is not None):
         return FileRecord(size, md5)
