@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ffhq_tools.errors import FfhqToolsError
-from models.train_options import TrainingPlan, TrainOptions, resolve_plan
+from models.train_options import TrainingPlan, TrainOptions, apply_overrides, resolve_plan
 
 __all__ = ["TrainOptions", "TrainingPlan", "resolve_run", "train", "find_snapshot"]
 
@@ -87,7 +87,11 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
     elif not options.config:
         raise FfhqToolsError("--config is required (or --resume a snapshot)")
     else:
-        config = get_config(options.config)
+        config = apply_overrides(get_config(options.config), options.config_overrides)
+    if options.kimg is None:
+        options = _with(options, kimg=float(config.total_kimg))
+    if options.kimg <= 0:
+        raise FfhqToolsError(f"--kimg {options.kimg}: must be positive")
     dataset = open_training_set(options.data, options.resolution, options.max_images)
     resolution = int(dataset.resolution)
     img_channels = int(dataset[0].shape[0])
@@ -122,6 +126,19 @@ def _run_folder(run: ResolvedRun, env) -> Path:
     return Path(folder)
 
 
+def _check_mbstd_groups(trainer, group: int) -> None:
+    """D's minibatch-stddev groups must tile every per-rank batch the schedule will use."""
+    batches = {trainer.plan.batch, *trainer.plan.minibatch_per_res.values()}
+    for batch in sorted(batches):
+        layout = trainer.layout_at(0) if batch == trainer.plan.batch else None
+        per_rank = layout.batch_gpu if layout else min(trainer.plan.batch_gpu or batch,
+                                                       batch // trainer.env.world_size)
+        g = min(group, per_rank) if group else per_rank
+        if g and per_rank % g:
+            raise FfhqToolsError(f"--batch-gpu {per_rank}: not divisible by the discriminator's "
+                                 f"minibatch-stddev group {g} (mbstd_group)")
+
+
 def train(options: TrainOptions,
           metric_fn: Callable[[list, Path, object], dict] | None = None) -> Path:
     """Run training; returns the run folder. `metric_fn(names, snapshot_path, G_ema)` returns
@@ -150,7 +167,6 @@ def _train(options: TrainOptions, env, metric_fn) -> Path:
     opts, plan = run.options, run.plan
     G, D = build_networks(run.config, plan.resolution, img_channels=run.img_channels,
                           channel_max=opts.channel_max)
-    folder = _run_folder(run, env)
     settings = LoopSettings(
         total_kimg=opts.kimg, tick_kimg=opts.tick_kimg, snap=opts.snap, seed=opts.seed,
         mirror=opts.mirror, precision=opts.precision, channels_last=opts.channels_last,
@@ -160,8 +176,10 @@ def _train(options: TrainOptions, env, metric_fn) -> Path:
                            "c_dim": 0, "img_channels": run.img_channels,
                            "channel_max": opts.channel_max,
                            "training_options": opts.to_dict()})
-    trainer = Trainer(G, D, plan, run.dataset, env, folder if env.is_main else None, settings,
-                      metric_fn)
+    trainer = Trainer(G, D, plan, run.dataset, env, None, settings, metric_fn)
+    _check_mbstd_groups(trainer, int(run.config.mbstd_group or 0))
+    folder = _run_folder(run, env)
+    trainer.run_dir = folder if env.is_main else None
     if run.resume_snapshot is not None:
         ckpt = load_checkpoint(run.resume_snapshot, device=env.device)
         trainer.load_state(ckpt.G, ckpt.D, ckpt.G_ema, ckpt.optimizer_states,

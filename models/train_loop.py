@@ -70,8 +70,8 @@ class Trainer:
         self.pl_mean = torch.zeros([], device=env.device)
         self.state = LoopState()
         self.loss_settings = train_phases.LossSettings(
-            plan.loss, plan.r1_gamma, plan.pl_weight, plan.pl_decay, plan.pl_batch_shrink,
-            plan.mixing_prob)
+            plan.loss, plan.r1_gamma, plan.gp_lambda, plan.drift_epsilon, plan.pl_weight,
+            plan.pl_decay, plan.pl_batch_shrink, plan.mixing_prob)
         self.stream = ItemStream(len(dataset), settings.seed, settings.mirror)
         self.tick_stats: dict[str, list[torch.Tensor]] = {}
         self.last_snapshot: Path | None = None

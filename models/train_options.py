@@ -21,7 +21,7 @@ class TrainOptions:
     config: str
     data: str
     resolution: int | None = None  # None: the dataset's resolution
-    kimg: float = 25000.0
+    kimg: float | None = None  # None: the config's total_kimg
     batch: int | None = None  # total over ranks; None: the config's
     batch_gpu: int | None = None  # per rank and accumulation round; None: batch / ranks
     gamma: float | None = None  # R1 gamma override
@@ -40,6 +40,7 @@ class TrainOptions:
     max_images: int | None = None
     grid_size: int = 16
     progress: bool = True
+    config_overrides: dict = field(default_factory=dict)  # ModelConfig field -> value
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -72,6 +73,8 @@ class TrainingPlan:
     batch_gpu: int | None
     r1_gamma: float
     r1_interval: int
+    gp_lambda: float
+    drift_epsilon: float
     pl_weight: float
     pl_interval: int
     pl_decay: float
@@ -92,6 +95,35 @@ class TrainingPlan:
         data["minibatch_per_res"] = {str(k): v for k, v in self.minibatch_per_res.items()}
         data["lr_per_res"] = {str(k): v for k, v in self.lr_per_res.items()}
         return data
+
+
+def parse_config_overrides(items: list[str]) -> dict:
+    """`--cfg KEY=VALUE` items -> {field: value}; VALUE is JSON (numbers, true, [..], {..})
+    or else a plain string."""
+    import json
+
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise FfhqToolsError(f"--cfg {item!r}: expected FIELD=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
+def apply_overrides(config, overrides: dict):
+    """ModelConfig.replace with the per-resolution tables' keys turned back into ints."""
+    if not overrides:
+        return config
+    changes = dict(overrides)
+    for key in ("minibatch_per_res", "lr_per_res"):
+        if key in changes:
+            changes[key] = {int(k): v for k, v in changes[key].items()}
+    return config.replace(**changes)
 
 
 def resolve_plan(config, options: TrainOptions, resolution: int) -> TrainingPlan:
@@ -118,6 +150,7 @@ def resolve_plan(config, options: TrainOptions, resolution: int) -> TrainingPlan
         batch_gpu=options.batch_gpu,
         r1_gamma=float(options.gamma if options.gamma is not None else config.r1_gamma),
         r1_interval=max(int(config.r1_interval or 1), 1),
+        gp_lambda=float(config.gp_lambda), drift_epsilon=float(config.drift_epsilon),
         pl_weight=float(config.pl_weight or 0.0),
         pl_interval=max(int(config.pl_interval or 1), 1),
         pl_decay=float(config.pl_decay), pl_batch_shrink=max(int(config.pl_batch_shrink), 1),

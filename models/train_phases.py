@@ -69,6 +69,8 @@ class StepRandom:
 class LossSettings:
     loss: str  # "logistic-ns-r1" | "wgan-gp"
     r1_gamma: float
+    gp_lambda: float
+    drift_epsilon: float
     pl_weight: float
     pl_decay: float
     pl_batch_shrink: int
@@ -141,7 +143,7 @@ def discriminator_main(G, D, settings: LossSettings, rand: StepRandom, reals: to
         fake_logits = D(fakes.float(), None).float()
         real_logits = D(reals, None).float()
     if settings.loss == "wgan-gp":
-        terms = losses.discriminator_wgan(real_logits, fake_logits)
+        terms = losses.discriminator_wgan(real_logits, fake_logits, settings.drift_epsilon)
     else:
         terms = losses.discriminator_logistic(real_logits, fake_logits)
     return terms, {"Loss/D/loss": terms.detach().mean(),
@@ -157,7 +159,7 @@ def discriminator_reg(G, D, settings: LossSettings, rand: StepRandom,
             fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, update_w_avg=False)
         mix = rand.uniform(per_rank)
         penalty = losses.gradient_penalty(lambda x: D(x, None), reals, fakes, mix)
-        return penalty * losses.WGAN_LAMBDA, {"Loss/D/gp": penalty.detach().mean()}
+        return penalty * settings.gp_lambda, {"Loss/D/gp": penalty.detach().mean()}
     reals = reals.detach().requires_grad_(True)
     logits = D(reals, None)
     penalty = losses.r1_penalty(reals, logits)

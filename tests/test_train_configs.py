@@ -6,18 +6,13 @@ import json
 
 import pytest
 import torch
-from train_standins import write_shapes_h5
+from train_standins import (
+    one_thread,  # noqa: F401 - autouse fixture
+    write_shapes_h5,
+)
 
 from models.configs import CONFIGS
 from models.train import TrainOptions, train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +68,32 @@ def test_every_named_config_trains(name, shapes16, tmp_path):
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["kimg"] == 0.008
     assert all(v == v for s in stats for k, v in s.items() if k.startswith("Loss/"))
+
+
+FAST_GROWTH = {"lod_training_kimg": 0.004, "lod_transition_kimg": 0.008}
+
+
+@pytest.mark.parametrize("name", ["tiny-stylegan", "tiny-progan"])
+def test_progressive_growing_fades_levels_in(name, shapes16, tmp_path):
+    run = train(_options(shapes16, tmp_path, config=name, kimg=0.032, tick_kimg=0.004, snap=0,
+                         config_overrides=FAST_GROWTH))
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    lods = [s["lod"] for s in stats]
+    top = 1.0 if name == "tiny-stylegan" else 2.0  # start at 8px / 4px, train at 16px
+    assert lods[0] == top and lods[-1] < top and lods == sorted(lods, reverse=True)
+    assert any(0 < lod % 1 for lod in lods)  # a fade-in was seen
+    assert stats[0]["resolution"] == 16 // 2 ** int(top)
+
+
+def test_progressive_resume_is_exact(shapes16, tmp_path):
+    from models.checkpoint import load_checkpoint
+
+    opts = dict(config="tiny-stylegan", config_overrides=FAST_GROWTH)
+    straight = train(_options(shapes16, tmp_path / "a", kimg=0.016, **opts))
+    half = train(_options(shapes16, tmp_path / "b", kimg=0.008, **opts))
+    resumed = train(_options(shapes16, tmp_path / "c", kimg=0.016, resume=str(half), **opts))
+    a = load_checkpoint(straight / "network-snapshot-000000.016.pt")
+    b = load_checkpoint(resumed / "network-snapshot-000000.016.pt")
+    assert a.G.lod == b.G.lod < 1.0
+    for x, y in zip(a.G_ema.state_dict().values(), b.G_ema.state_dict().values(), strict=True):
+        assert torch.equal(x, y)

@@ -7,18 +7,15 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from train_standins import build_trainer, ddp_worker, flat_params, run_steps
+from train_standins import (
+    build_trainer,
+    ddp_worker,
+    flat_params,
+    one_thread,  # noqa: F401 - autouse fixture
+    run_steps,
+)
 
 from models.train_loop import TrainingDiverged
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run far faster on one thread than on two contended ones."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def _snapshot(trainer, path):

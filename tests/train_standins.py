@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,7 +66,8 @@ class TinyDiscriminator(nn.Module):
 def tiny_config(**changes):
     """The training fields of a ModelConfig (contract names), StyleGAN2-like by default."""
     fields = dict(arch="stylegan2", loss="logistic-ns-r1", lr=0.002, betas=(0.0, 0.99),
-                  eps=1e-8, batch=4, r1_gamma=1.0, r1_interval=4, pl_weight=2.0, pl_interval=2,
+                  eps=1e-8, batch=4, r1_gamma=1.0, r1_interval=4, gp_lambda=10.0,
+                  drift_epsilon=0.001, pl_weight=2.0, pl_interval=2,
                   pl_decay=0.01, pl_batch_shrink=2, mixing_prob=0.9, ema_kimg=0.01,
                   ema_rampup=0.05, progressive=False, start_res=4, lod_training_kimg=0,
                   lod_transition_kimg=0, minibatch_per_res={}, lr_per_res={})
@@ -169,3 +171,13 @@ def write_shapes_h5(path, count=64, resolution=16, seed=0):
             images = images.reshape(count, 3, res // 2, 2, res // 2, 2).mean(axis=(3, 5))
             res //= 2
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets run far faster on one thread than on two contended ones (autouse where
+    imported into a test module)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -1,0 +1,123 @@
+"""`ffhq-tools train`: a thin wrapper over models.train.train.
+
+    ffhq-tools train --config stylegan2-F --data ffhq.h5 --kimg 25000 --batch 32 --mirror
+    torchrun --nproc_per_node 8 -m ffhq_tools train --config stylegan2-F --data ffhq.h5 ...
+
+Metrics named by --metrics are computed through eval.registry at every snapshot (the
+training code itself never imports eval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.runtime import add_device_flag
+from ffhq_tools.weights_cli import add_weights_flag
+
+
+def _metric_names(text: str | None) -> tuple[str, ...]:
+    if not text or text.strip().lower() == "none":
+        return ()
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def options_from_args(args):
+    from models.train_options import TrainOptions, parse_config_overrides
+
+    return TrainOptions(
+        config=args.config or "", data=args.data, resolution=args.res, kimg=args.kimg,
+        batch=args.batch, batch_gpu=args.batch_gpu, gamma=args.gamma, mirror=args.mirror,
+        snap=args.snap, tick_kimg=args.tick, seed=args.seed,
+        metrics=_metric_names(args.metrics), resume=args.resume, precision=args.precision,
+        channels_last=args.channels_last, device=args.device, outdir=args.outdir,
+        workers=args.workers, channel_max=args.channel_max, max_images=args.max_images,
+        grid_size=args.grid, progress=not args.no_progress,
+        config_overrides=parse_config_overrides(args.cfg))
+
+
+def eval_metric_fn(names: tuple[str, ...], data: str, weights: list[str], seed: int,
+                   num_gen: int | None):
+    """A metric callable for the trainer, computing rows through eval.registry."""
+    if not names:
+        return None
+    try:
+        from eval.registry import MetricContext, compute_metric, get_metric
+    except ImportError as exc:
+        raise FfhqToolsError(f"--metrics needs the eval package ({exc})") from None
+    from ffhq_tools.weights import parse_overrides
+    from models.checkpoint import checkpoint_info
+
+    for name in names:
+        get_metric(name)  # unknown names fail now, with close matches, not after hours
+    overrides = parse_overrides(weights)
+
+    def compute(metric_names: list, snapshot: Path, G_ema) -> dict:
+        device = next(G_ema.parameters()).device
+        rows = {}
+        for name in metric_names:
+            ctx = MetricContext(generator=G_ema, generator_info=checkpoint_info(snapshot),
+                                data=Path(data), device=device, seed=seed, num_gen=num_gen,
+                                weights_overrides=overrides, progress=False)
+            rows[name] = compute_metric(name, ctx)
+        return rows
+
+    return compute
+
+
+def _train(args) -> int:
+    from models.train import resolve_run, train
+
+    options = options_from_args(args)
+    if args.dry_run:
+        print(json.dumps(resolve_run(options).describe(), indent=2, sort_keys=True))
+        return 0
+    metric_fn = eval_metric_fn(options.metrics, options.data, args.weights, options.seed,
+                               args.metric_num_gen)
+    run_dir = train(options, metric_fn)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run folder: {run_dir}")
+    return 0
+
+
+def add_verbs(verbs) -> None:
+    p = verbs.add_parser(
+        "train", help="train a named config (StyleGAN / StyleGAN2 / ProGAN) on an HDF5 dataset",
+        description="Train a named config on an HDF5 dataset into runs/NNNNN-<data>-<config>/. "
+                    "Multi-GPU / multi-process: torchrun --nproc_per_node K -m ffhq_tools train",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="named config (ffhq-tools configs list); optional with "
+                                    "--resume")
+    p.add_argument("--data", required=True, help="HDF5 dataset (data{R}x{R} layout)")
+    p.add_argument("--res", type=int, help="training resolution (default: largest stored)")
+    p.add_argument("--kimg", type=float, help="train until this many thousand real images "
+                                              "(default: the config's total)")
+    p.add_argument("--batch", type=int, help="total batch over all ranks (default: config's; "
+                                             "replaces the per-resolution table)")
+    p.add_argument("--batch-gpu", type=int, help="batch per rank and accumulation round")
+    p.add_argument("--gamma", type=float, help="R1 weight (default: config's)")
+    p.add_argument("--mirror", action="store_true", help="random x-flips of the reals")
+    p.add_argument("--snap", type=int, default=50, help="ticks between snapshots (0: end only)")
+    p.add_argument("--tick", type=float, default=4.0, help="kimg per tick")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metrics", help="comma-separated metric names run at every snapshot")
+    p.add_argument("--metric-num-gen", type=int, help="shrink the metrics' generated count")
+    p.add_argument("--resume", help="snapshot file (new run folder) or run folder (continue)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="autocast for the main losses (fp16 needs CUDA)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--outdir", default="runs")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--channel-max", type=int, help="cap network widths (small runs)")
+    p.add_argument("--max-images", type=int, help="use only the first N dataset images")
+    p.add_argument("--grid", type=int, default=16, help="images in the fakes grids")
+    p.add_argument("--cfg", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --cfg mixing_prob=0.5 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")
+    p.add_argument("--dry-run", action="store_true", help="print resolved options and exit")
+    add_device_flag(p)
+    add_weights_flag(p)
+    p.set_defaults(func=_train)
