@@ -202,3 +202,22 @@ def test_stats_flag_prints_tables(tmp_path, photos, capsys):
     assert cli_main(["crawl", "manifest", str(path), "--stats", "--category", "training"]) == 0
     out = capsys.readouterr().out
     assert "training" in out and "validation" not in out and "France" in out
+
+
+@pytest.mark.parametrize("fault,reason", [
+    ("500", "HTTP 500"), ("503", "HTTP 503"), ("429", "HTTP 429"),
+    ("reset", "connection reset"), ("stall", "timed out"), ("truncate", "truncated body"),
+    ("wrong_bytes", "verification failed: size"), ("html", "HTML/XML page instead of an image"),
+    ("file_redirect", "redirect to non-http(s) URL 'file:///etc/passwd' refused"),
+])
+def test_each_fault_is_named_in_failures_jsonl(tmp_path, photos, fault, reason):
+    options = DownloadOptions(**{**FAST.__dict__, "attempts": 1, "http": HttpSettings(
+        connect_timeout=2.0, read_timeout=0.2)})
+    with LoopbackServer(photos[:2], fault_rate=1.0, faults=(fault,), stall_seconds=0.4,
+                        retry_after="0") as server:
+        specs = manifest_specs(manifest_for(server, photos[:1]), "in_the_wild")
+        report = download_files(specs, tmp_path, options)
+    assert reason in report.failed[0].reason
+    record = json.loads((tmp_path / "failures.jsonl").read_text())
+    assert reason in record["reason"] and record["index"] == "0"
+    assert [p.name for p in tmp_path.rglob("*.png")] == []

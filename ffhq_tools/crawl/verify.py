@@ -40,12 +40,6 @@ class FileRecord:
 def verify_file(path: Path, spec: FileSpec, *, size: int | None = None, md5: str | None = None,
                 decode: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileRecord:
     """Verify `path` (size and md5 may be passed in when already known from streaming)."""
-    size = path.stat().st_size if size is None else size
-    if spec.file_size is not None and size != spec.file_size:
-        raise VerifyError(f"size {size} bytes, manifest says {spec.file_size}")
-    md5 = md5_file(path) if md5 is None else md5
-    if spec.file_md5 is not None and md5 != spec.file_md5:
-        raise VerifyError(f"md5 {md5}, manifest says {spec.file_md5}")
     with open(path, "rb") as f:
         head = f.read(16)
     if sniff_format(head) is None:
@@ -53,6 +47,12 @@ def verify_file(path: Path, spec: FileSpec, *, size: int | None = None, md5: str
             raise VerifyError("got an HTML/XML page instead of an image (error, quota or "
                               "login page?)")
         raise VerifyError("not an image (unknown file signature)")
+    size = path.stat().st_size if size is None else size
+    if spec.file_size is not None and size != spec.file_size:
+        raise VerifyError(f"size {size} bytes, manifest says {spec.file_size}")
+    md5 = md5_file(path) if md5 is None else md5
+    if spec.file_md5 is not None and md5 != spec.file_md5:
+        raise VerifyError(f"md5 {md5}, manifest says {spec.file_md5}")
     if not (decode or spec.pixel_size is not None or spec.pixel_md5 is not None):
         return FileRecord(size, md5)
     try:
