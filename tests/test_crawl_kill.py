@@ -12,6 +12,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from ffhq_tools.crawl.loopback import LoopbackServer, make_photos
 
 KEY = "kill-test-key-abcdef"
@@ -37,8 +39,9 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != "crawl-state.json"}
 
 
+@pytest.mark.slow  # three subprocesses: 5-12 s on the shared 2-core machine
 def test_kill_9_midway_then_rerun_matches_an_uninterrupted_run(tmp_path):
-    photos = make_photos(120, seed=11, start=START, span=SPAN)
+    photos = make_photos(80, seed=11, start=START, span=SPAN)
     good = {hashlib.md5(p.data).hexdigest() for p in photos}
     with LoopbackServer(photos, api_key=KEY, result_cap=40) as server:
         clean = run(command(server, tmp_path / "clean"))
@@ -50,7 +53,7 @@ def test_kill_9_midway_then_rerun_matches_an_uninterrupted_run(tmp_path):
         proc = subprocess.Popen(command(server, tmp_path / "killed"), cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while sum(server.served_ok.values()) < 40 and time.monotonic() < deadline:
+        while sum(server.served_ok.values()) < 25 and time.monotonic() < deadline:
             assert proc.poll() is None, "the crawl ended before it could be killed"
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
@@ -59,7 +62,7 @@ def test_kill_9_midway_then_rerun_matches_an_uninterrupted_run(tmp_path):
 
         images = tmp_path / "killed" / "in-the-wild-images"
         finals = [p for p in images.rglob("*") if p.is_file() and not p.name.startswith(".")]
-        assert 0 < len(finals) < 120, "killed midway through the downloads"
+        assert 0 < len(finals) < 80, "killed midway through the downloads"
         for path in finals:
             assert hashlib.md5(path.read_bytes()).hexdigest() in good, f"partial file {path}"
         done_before = {path.relative_to(images) for path in finals}
@@ -74,7 +77,7 @@ def test_kill_9_midway_then_rerun_matches_an_uninterrupted_run(tmp_path):
                  if k.startswith("/img/") and n > requests_before.get(k, 0)}
         verified = {url_path[f"in-the-wild-images/{p}"] for p in done_before}
         assert again and not (again & verified), "verified files are never requested again"
-        assert len(again) == 120 - len(done_before)
+        assert len(again) == 80 - len(done_before)
 
     assert tree(tmp_path / "killed") == tree(tmp_path / "clean")
     assert KEY not in rerun.stdout + rerun.stderr + clean.stdout + clean.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -77,7 +78,7 @@ def test_rerun_requests_nothing_and_verify_existing_repairs(tmp_path, photos):
         victim.write_bytes(bytes(data))
         assert download_manifest(manifest_path, tmp_path / "out", options=FAST).count(
             "present") == 20
-        options = DownloadOptions(**{**FAST.__dict__, "verify_existing": True})
+        options = dataclasses.replace(FAST, verify_existing=True)
         report = download_manifest(manifest_path, tmp_path / "out", options=options)
         assert report.count("downloaded") == 1 and report.count("present") == 19
         assert victim.read_bytes() == some[3].data
@@ -108,7 +109,7 @@ def test_permanent_failures_go_to_failures_jsonl_and_exit_1(tmp_path, photos, ca
 def test_max_size_is_enforced_without_retry(tmp_path, photos):
     with LoopbackServer(photos[:1]) as server:
         specs = manifest_specs(manifest_for(server, photos[:1]), "in_the_wild")
-        options = DownloadOptions(**{**FAST.__dict__, "http": HttpSettings(max_bytes=100)})
+        options = dataclasses.replace(FAST, http=HttpSettings(max_bytes=100))
         report = download_files(specs, tmp_path / "out", options)
         assert server.attempts[f"/img/{photos[0].id}.png"] == 1
     assert "maximum file size" in report.failed[0].reason
@@ -211,8 +212,8 @@ def test_stats_flag_prints_tables(tmp_path, photos, capsys):
     ("file_redirect", "redirect to non-http(s) URL 'file:///etc/passwd' refused"),
 ])
 def test_each_fault_is_named_in_failures_jsonl(tmp_path, photos, fault, reason):
-    options = DownloadOptions(**{**FAST.__dict__, "attempts": 1, "http": HttpSettings(
-        connect_timeout=2.0, read_timeout=0.2)})
+    options = dataclasses.replace(FAST, attempts=1, http=HttpSettings(
+        connect_timeout=2.0, read_timeout=0.2))
     with LoopbackServer(photos[:2], fault_rate=1.0, faults=(fault,), stall_seconds=0.4,
                         retry_after="0") as server:
         specs = manifest_specs(manifest_for(server, photos[:1]), "in_the_wild")
