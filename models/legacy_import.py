@@ -1,0 +1,248 @@
+"""Convert official checkpoints to our format: NVIDIA TF pickles (StyleGAN v1, StyleGAN2),
+stylegan2-ada-pytorch / stylegan3 pickles and rosinality stylegan2-pytorch `.pt` files.
+
+Each importer renames the source tensors to our state-dict names (fixing layouts: TF keeps
+dense weights [in, out] and conv kernels [kh, kw, in, out]; TF stores modulation biases minus
+one; rosinality keeps up-sampling kernels unflipped), infers the architecture from the shapes,
+builds our networks, and loads every parameter - refusing a file with tensors left over or
+parameters missing, so nothing is silently dropped or left at random.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.hashing import sha256_file
+from models.configs import ModelConfig, build_networks, get_config
+from models.layers import channels_for
+from models.legacy import PersistentObject, TFNetwork, safe_load_pickle
+
+FILTER_BUFFERS = ("resample_filter", "blur_filter")
+
+
+class ImportError_(FfhqToolsError):
+    """The checkpoint's structure is not one we can map."""
+
+
+@dataclass
+class Imported:
+    source_format: str
+    config: ModelConfig
+    resolution: int
+    c_dim: int
+    img_channels: int
+    networks: dict = field(default_factory=dict)  # "G" / "D" / "G_ema" -> nn.Module
+    mapped: list = field(default_factory=list)    # (network, source name, our name, shape)
+    notes: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------
+# Loading tensors into our networks
+# ------------------------------------------------------------------------------------------
+def load_renamed(module, tensors: dict, sources: dict, net: str, result: Imported) -> None:
+    """Copy tensors (our names) into module; every parameter must be supplied, every tensor
+    used. Buffers not supplied keep their values (filters are fixed; noise_const is noted)."""
+    own = module.state_dict()
+    unused = sorted(set(tensors) - set(own))
+    if unused:
+        raise ImportError_(f"{net}: source tensors with no place in the network: "
+                           f"{', '.join(sources.get(u, u) for u in unused[:5])}")
+    params = {name for name, _ in module.named_parameters()}
+    missing = sorted(params - set(tensors))
+    if missing:
+        raise ImportError_(f"{net}: parameters missing from the source: {', '.join(missing[:5])}")
+    for name, value in tensors.items():
+        value = torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value)
+        if tuple(value.shape) != tuple(own[name].shape):
+            raise ImportError_(f"{net}: {sources.get(name, name)} has shape "
+                               f"{tuple(value.shape)}, expected {tuple(own[name].shape)} "
+                               f"for {name}")
+        own[name] = value.to(own[name].dtype)
+        result.mapped.append((net, sources.get(name, name), name, tuple(value.shape)))
+    module.load_state_dict(own)
+    skipped = [n for n in own if n not in tensors and not n.endswith(FILTER_BUFFERS)]
+    if skipped:
+        result.notes.append(f"{net}: kept initial values for {len(skipped)} buffer(s) not in "
+                            f"the source ({', '.join(skipped[:3])}{'...' if len(skipped) > 3 else ''})")
+
+
+def infer_channels(shapes: dict[int, int], what: str) -> tuple[int, int]:
+    """(channel_base, channel_max) reproducing channels-per-resolution `shapes`."""
+    channel_max = max(shapes.values())
+    top = max(shapes)
+    below_max = [res * c for res, c in shapes.items() if c < channel_max]
+    channel_base = min(below_max) if below_max else channel_max * top
+    if any(channels_for(r, channel_base, channel_max) != c for r, c in shapes.items()):
+        raise ImportError_(f"{what}: channel layout {shapes} is not min(base / res, max)")
+    return channel_base, channel_max
+
+
+def _resolutions(tensors: dict, pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in tensors if (m := re.fullmatch(pattern, k))})
+
+
+# ------------------------------------------------------------------------------------------
+# Architecture inference (on our names)
+# ------------------------------------------------------------------------------------------
+def stylegan2_config(G: dict, D: dict | None, extra: dict) -> tuple[ModelConfig, int, int, int]:
+    res = _resolutions(G, r"synthesis\.b(\d+)\.conv1\.weight")
+    resolution = res[-1]
+    channels = {r: G[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res}
+    base, cmax = infer_channels(channels, "generator")
+    w_dim = G["mapping.fc0.weight"].shape[0]
+    c_dim = G["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in G else 0
+    z_dim = G["mapping.fc0.weight"].shape[1] - (w_dim if c_dim else 0)
+    layers = len(_resolutions(G, r"mapping\.fc(\d+)\.weight"))
+    g_arch = "resnet" if "synthesis.b8.skip.weight" in G else \
+        "skip" if "synthesis.b8.torgb.weight" in G and resolution > 8 else "orig"
+    changes = dict(z_dim=z_dim, w_dim=w_dim, mapping_layers=layers, channel_base=base,
+                   channel_max=cmax, g_architecture=g_arch,
+                   use_noise="synthesis.b4.conv1.noise_strength" in G)
+    if D is not None:
+        d_channels = {r: D[f"b{r}.conv0.weight"].shape[0]
+                      for r in _resolutions(D, r"b(\d+)\.conv0\.weight")}
+        if any(channels[r] != c for r, c in d_channels.items()):
+            raise ImportError_(f"D channels {d_channels} differ from G channels {channels}")
+        changes["d_architecture"] = "resnet" if f"b{resolution}.skip.weight" in D else \
+            "skip" if f"b{resolution // 2}.fromrgb.weight" in D else "orig"
+    changes.update(extra)
+    config = get_config("stylegan2-F").replace(
+        name="imported-stylegan2", base="stylegan2-F",
+        description="imported StyleGAN2 checkpoint", **changes)
+    img_channels = G[f"synthesis.b{resolution}.torgb.weight"].shape[0]
+    return config, resolution, c_dim, img_channels
+
+
+def stylegan_v1_config(G: dict, extra: dict) -> tuple[ModelConfig, int, int, int]:
+    res = _resolutions(G, r"synthesis\.b(\d+)\.conv1\.weight")
+    resolution = res[-1]
+    channels = {r: G[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res}
+    base, cmax = infer_channels(channels, "generator")
+    layers = len(_resolutions(G, r"mapping\.fc(\d+)\.weight"))
+    z_dim = G["mapping.fc0.weight"].shape[1] if layers else 512
+    w_dim = G["mapping.fc0.weight"].shape[0] if layers else z_dim
+    changes = dict(z_dim=z_dim, w_dim=w_dim, mapping_layers=layers, channel_base=base,
+                   channel_max=cmax, use_noise="synthesis.b4.conv1.noise_weight" in G,
+                   use_styles="synthesis.b4.conv1.style.weight" in G,
+                   const_input="synthesis.b4.conv0.const" in G)
+    changes.update(extra)
+    config = get_config("stylegan-F").replace(
+        name="imported-stylegan", base="stylegan-F", description="imported StyleGAN checkpoint",
+        **changes)
+    img_channels = G[f"synthesis.b{resolution}.torgb.weight"].shape[0]
+    return config, resolution, 0, img_channels
+
+
+def build_and_load(result: Imported, sources: dict[str, tuple[dict, dict]]) -> Imported:
+    for net, (tensors, names) in sources.items():
+        G, D = build_networks(result.config, result.resolution, c_dim=result.c_dim,
+                              img_channels=result.img_channels)
+        module = D if net == "D" else G
+        load_renamed(module, tensors, names, net, result)
+        result.networks[net] = module
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# Source formats
+# ------------------------------------------------------------------------------------------
+def detect_format(obj) -> str:
+    if isinstance(obj, tuple) and obj and all(isinstance(n, TFNetwork) for n in obj):
+        names = " ".join(obj[-1].variables)
+        if "mod_weight" in names:
+            return "tf-stylegan2"
+        if "StyleMod" in names or "ToRGB_lod" in names:
+            return "tf-stylegan"
+        raise ImportError_("TF pickle of an unsupported network (neither StyleGAN nor "
+                           "StyleGAN2 variable names)")
+    if isinstance(obj, dict) and any(isinstance(obj.get(k), PersistentObject)
+                                     for k in ("G", "G_ema")):
+        return "stylegan2-ada"
+    if isinstance(obj, dict) and ("g_ema" in obj or "g" in obj):
+        return "rosinality"
+    raise ImportError_("unrecognised checkpoint: expected a TF (G, D, Gs) pickle, a "
+                       "stylegan2-ada-pytorch pickle or a rosinality .pt file")
+
+
+def import_object(obj) -> Imported:
+    fmt = detect_format(obj)
+    if fmt == "tf-stylegan2":
+        from models.legacy_tf import import_tf_stylegan2
+        return import_tf_stylegan2(obj)
+    if fmt == "tf-stylegan":
+        from models.legacy_tf import import_tf_stylegan
+        return import_tf_stylegan(obj)
+    if fmt == "stylegan2-ada":
+        return import_ada(obj)
+    from models.legacy_rosinality import import_rosinality
+    return import_rosinality(obj)
+
+
+def import_ada(obj: dict) -> Imported:
+    sources = {}
+    for ours, theirs in (("G", "G"), ("D", "D"), ("G_ema", "G_ema")):
+        stub = obj.get(theirs)
+        if isinstance(stub, PersistentObject):
+            tensors = stub.tensors()
+            sources[ours] = ({k: v for k, v in tensors.items() if not k.endswith(FILTER_BUFFERS)},
+                             {})
+    if "G_ema" not in sources and "G" not in sources:
+        raise ImportError_("stylegan2-ada pickle without G or G_ema")
+    gen = sources.get("G_ema", sources.get("G"))[0]
+    extra = _ada_extras(obj)
+    config, resolution, c_dim, img_channels = stylegan2_config(
+        gen, sources.get("D", (None,))[0], extra)
+    result = Imported("stylegan2-ada", config, resolution, c_dim, img_channels)
+    return build_and_load(result, sources)
+
+
+def _ada_extras(obj: dict) -> dict:
+    """Settings that are attributes, not tensors: mapping lr multiplier, w_avg decay, mbstd,
+    conv clamp."""
+    extra = {}
+    gen = obj.get("G_ema") or obj.get("G")
+    mapping = gen.child("mapping") if isinstance(gen, PersistentObject) else None
+    if isinstance(mapping, PersistentObject):
+        beta = mapping.state.get("w_avg_beta")
+        if isinstance(beta, float):
+            extra["w_avg_beta"] = beta
+        fc0 = mapping.child("fc0")
+        if isinstance(fc0, PersistentObject) and isinstance(fc0.state.get("bias_gain"), float):
+            extra["mapping_lr_multiplier"] = fc0.state["bias_gain"]
+    synthesis = gen.child("synthesis") if isinstance(gen, PersistentObject) else None
+    if isinstance(synthesis, PersistentObject):
+        top = synthesis.child(f"b{synthesis.state.get('img_resolution')}")
+        conv1 = top.child("conv1") if isinstance(top, PersistentObject) else None
+        if isinstance(conv1, PersistentObject) and conv1.state.get("conv_clamp") is not None:
+            extra["conv_clamp"] = float(conv1.state["conv_clamp"])
+    disc = obj.get("D")
+    b4 = disc.child("b4") if isinstance(disc, PersistentObject) else None
+    mbstd = b4.child("mbstd") if isinstance(b4, PersistentObject) else None
+    if isinstance(mbstd, PersistentObject):
+        extra["mbstd_group"] = int(mbstd.state.get("group_size") or 4)
+        extra["mbstd_channels"] = int(mbstd.state.get("num_channels") or 1)
+    return extra
+
+
+def import_checkpoint(src: str | Path, dst: str | Path) -> Imported:
+    """Read an official checkpoint with the restricted unpickler and write our format."""
+    from models.checkpoint import save_checkpoint
+
+    src, dst = Path(src), Path(dst)
+    result = import_object(safe_load_pickle(src))
+    nets = result.networks
+    if "G" not in nets:
+        nets["G"] = nets["G_ema"]
+        result.notes.append("no training generator in the source: G is a copy of G_ema")
+    config = {"model": result.config.to_dict(), "resolution": result.resolution,
+              "c_dim": result.c_dim, "img_channels": result.img_channels,
+              "source": {"format": result.source_format, "file": src.name,
+                         "sha256": sha256_file(src)}}
+    save_checkpoint(dst, config=config, G=nets["G"], D=nets.get("D"), G_ema=nets.get("G_ema"))
+    return result
