@@ -68,8 +68,9 @@ def load_renamed(module, tensors: dict, sources: dict, net: str, result: Importe
     module.load_state_dict(own)
     skipped = [n for n in own if n not in tensors and not n.endswith(FILTER_BUFFERS)]
     if skipped:
+        more = "..." if len(skipped) > 3 else ""
         result.notes.append(f"{net}: kept initial values for {len(skipped)} buffer(s) not in "
-                            f"the source ({', '.join(skipped[:3])}{'...' if len(skipped) > 3 else ''})")
+                            f"the source ({', '.join(skipped[:3])}{more})")
 
 
 def infer_channels(shapes: dict[int, int], what: str) -> tuple[int, int]:
