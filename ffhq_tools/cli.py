@@ -19,6 +19,8 @@ VERB_PROVIDERS = (
     "ffhq_tools.crawl.cli",
     "leaderboards.cli",
     "models.train_cli",
+    "eval.cli",
+    "eval.classifiers_cli",
 )
 
 

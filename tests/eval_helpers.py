@@ -45,7 +45,7 @@ def as_batch(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def make_inception_file(folder: Path, seed: int = 7, calibration_images: int = 12) -> Path:
+def make_inception_file(folder: Path, seed: int = 7, calibration_images: int = 8) -> Path:
     """Random FID Inception, BatchNorm calibrated on photo crops, saved as pytorch-fid's file."""
     from eval.features.inception import random_calibrated
     from eval.features.preprocess import preprocess
@@ -56,3 +56,13 @@ def make_inception_file(folder: Path, seed: int = 7, calibration_images: int = 1
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def shared_inception_file(tmp_path_factory) -> Path:
+    """One calibrated network per test session (calibration is the slow part)."""
+    if "inception" not in _SHARED:
+        _SHARED["inception"] = make_inception_file(tmp_path_factory.mktemp("inception"))
+    return _SHARED["inception"]

@@ -88,10 +88,8 @@ class InceptionC(nn.Module):
     def forward(self, x):
         b1 = self.branch1x1(x)
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        bd = x
-        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3,
-                      self.branch7x7dbl_4, self.branch7x7dbl_5):
-            bd = layer(bd)
+        bd = self.branch7x7dbl_3(self.branch7x7dbl_2(self.branch7x7dbl_1(x)))
+        bd = self.branch7x7dbl_5(self.branch7x7dbl_4(bd))
         bp = self.branch_pool(_avg_pool_3x3(x))
         return torch.cat([b1, b7, bd, bp], 1)
 
@@ -108,10 +106,8 @@ class InceptionD(nn.Module):
 
     def forward(self, x):
         b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = x
-        for layer in (self.branch7x7x3_1, self.branch7x7x3_2, self.branch7x7x3_3,
-                      self.branch7x7x3_4):
-            b7 = layer(b7)
+        b7 = self.branch7x7x3_2(self.branch7x7x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(b7))
         return torch.cat([b3, b7, F.max_pool2d(x, 3, stride=2)], 1)
 
 
@@ -169,10 +165,9 @@ class FIDInception(nn.Module):
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b,
-                      self.Mixed_6c, self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b,
-                      self.Mixed_7c):
-            x = block(x)
+        x = self.Mixed_6a(self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x))))
+        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))
+        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
     def forward(self, x):

@@ -25,25 +25,28 @@ def check_mode(mode: str) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def tf_bilinear_matrix(in_size: int, out_size: int) -> torch.Tensor:
-    """(out, in) interpolation matrix of TF1 resize_bilinear without half-pixel centres."""
-    scale = in_size / out_size
-    src = np.arange(out_size, dtype=np.float64) * scale
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, in_size - 1)
-    frac = src - lo
-    matrix = np.zeros((out_size, in_size), dtype=np.float64)
-    rows = np.arange(out_size)
-    np.add.at(matrix, (rows, lo), 1.0 - frac)
-    np.add.at(matrix, (rows, hi), frac)
-    return torch.from_numpy(matrix).float()
+def _tf_coordinates(in_size: int, out_size: int):
+    """TF1's legacy source coordinates in float32: lower, upper index and lerp weight."""
+    scale = np.float32(in_size / out_size)
+    source = np.arange(out_size, dtype=np.float32) * scale
+    lower = np.floor(source)
+    upper = np.minimum(np.ceil(source), in_size - 1).astype(np.int64)
+    lerp = (source - lower).astype(np.float32)
+    return (torch.from_numpy(np.maximum(lower, 0).astype(np.int64)), torch.from_numpy(upper),
+            torch.from_numpy(lerp))
 
 
 def tf_resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Float NCHW -> NC(size)(size) as TF1's resize_bilinear, as two small matrix products."""
-    rows = tf_bilinear_matrix(x.shape[2], size).to(x.device, x.dtype)
-    cols = tf_bilinear_matrix(x.shape[3], size).to(x.device, x.dtype)
-    return torch.matmul(torch.matmul(rows, x), cols.t())
+    """Float NCHW -> NC(size)(size) as TF1's resize_bilinear (half_pixel_centers=False), with
+    TF's own order of float32 operations: top/bottom lerps along x, then along y."""
+    y_lo, y_hi, y_lerp = (t.to(x.device) for t in _tf_coordinates(x.shape[2], size))
+    x_lo, x_hi, x_lerp = (t.to(x.device) for t in _tf_coordinates(x.shape[3], size))
+    top, bottom = x[:, :, y_lo], x[:, :, y_hi]
+    top_left, top_right = top[..., x_lo], top[..., x_hi]
+    bottom_left, bottom_right = bottom[..., x_lo], bottom[..., x_hi]
+    top = top_left + (top_right - top_left) * x_lerp
+    bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
+    return top + (bottom - top) * y_lerp.view(-1, 1)
 
 
 def pil_bicubic_float(x: torch.Tensor, size: int) -> torch.Tensor:

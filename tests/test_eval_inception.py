@@ -1,0 +1,131 @@
+"""The FID Inception against the peers on identical weights (a calibrated random network in
+pytorch-fid's file format), the preprocessing modes and the TorchScript loader."""
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import as_batch, photos, random_crops, shared_inception_file
+
+from eval import defaults
+from eval.features import load_inception
+from eval.features.inception import load_state_dict_file
+from eval.features.preprocess import preprocess, tf_resize_bilinear
+from eval.registry import MetricContext
+from ffhq_tools.errors import WeightsError
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    return shared_inception_file(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return as_batch(random_crops(4, 48, seed=11, sources=photos()))
+
+
+def _ctx(path, **changes):
+    return MetricContext(weights_overrides={"inception-fid": path}, progress=False, **changes)
+
+
+def test_tf_resize_matches_torch_fidelity():
+    from torch_fidelity.interpolate_compat_tensorflow import (
+        interpolate_bilinear_2d_like_tensorflow1x,
+    )
+
+    x = torch.rand(2, 3, 37, 53) * 255
+    ours = tf_resize_bilinear(x, 299)
+    theirs = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+    assert torch.equal(ours, theirs)  # TF's float32 order of operations, bit for bit
+    assert not torch.allclose(ours, torch.nn.functional.interpolate(
+        x, size=(299, 299), mode="bilinear", align_corners=False), atol=1e-2)
+
+
+@pytest.mark.slow
+def test_file_loads_strictly_into_torch_fidelity_and_features_agree(inception_file, images):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    theirs = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                         feature_extractor_weights_path=str(inception_file))
+    their_pool, their_logits = theirs(images)
+    extractor = load_inception(_ctx(inception_file))
+    pool, probs = extractor(images, want_probs=True)
+    assert torch.allclose(pool, their_pool, rtol=1e-4, atol=1e-4 * their_pool.abs().max())
+    np.testing.assert_allclose(probs.numpy(), torch.softmax(their_logits.double(), 1).numpy(),
+                               rtol=1e-3, atol=1e-7)
+    # Calibrated BatchNorm makes different images give clearly different features.
+    spread = torch.cdist(pool, pool)[~torch.eye(len(pool), dtype=bool)]
+    assert spread.min() > 0.05 * pool.norm(dim=1).mean()
+
+
+@pytest.mark.slow
+def test_pytorch_fid_mode_matches_pytorch_fid(inception_file, images, tmp_path, monkeypatch):
+    from pytorch_fid.inception import InceptionV3
+
+    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / inception_file.name).write_bytes(inception_file.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    theirs = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    with torch.no_grad():
+        their_pool = theirs(images.float() / 255)[0].flatten(1)
+    pool, _ = load_inception(_ctx(inception_file, mode="pytorch-fid"))(images)
+    assert torch.allclose(pool, their_pool, rtol=1e-4, atol=1e-4 * their_pool.abs().max())
+
+
+def test_modes_differ_and_are_named(images):
+    x_tf = preprocess(images, "tf")
+    x_pf = preprocess(images, "pytorch-fid")
+    x_clean = preprocess(images, "clean")
+    assert x_tf.shape == x_pf.shape == x_clean.shape == (4, 3, 299, 299)
+    assert (x_tf - x_pf).abs().max() > 1e-3 and (x_tf - x_clean).abs().max() > 1e-3
+    from ffhq_tools.errors import FfhqToolsError
+    with pytest.raises(FfhqToolsError, match="--mode"):
+        preprocess(images, "bilinear")
+
+
+class _NvidiaStyleInception(torch.nn.Module):
+    """A TorchScript stand-in with NVIDIA's call signature: uint8 or float NCHW in [0, 255];
+    resizes itself when not 299 (here with F.interpolate - NVIDIA's graph has its own resize;
+    our extractor always feeds 299 so that path is not used), normalises (x - 128) / 128."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, img: torch.Tensor, return_features: bool = False,
+                use_fp16: bool = False, no_output_bias: bool = False) -> torch.Tensor:
+        x = img.to(torch.float32)
+        if x.shape[2] != 299 or x.shape[3] != 299:
+            x = torch.nn.functional.interpolate(x, size=[299, 299], mode="bilinear",
+                                                align_corners=False)
+        pool = self.net.pool_features((x - 128) / 128)
+        if return_features:
+            return pool
+        logits = pool @ self.net.fc.weight.t()
+        if not no_output_bias:
+            logits = logits + self.net.fc.bias
+        return torch.softmax(logits, dim=1)
+
+
+@pytest.mark.slow
+def test_torchscript_inception_through_the_registry(inception_file, images, tmp_path):
+    scripted = torch.jit.script(_NvidiaStyleInception(load_state_dict_file(inception_file)))
+    ts_path = tmp_path / "inception-2015-12-05.pt"
+    scripted.save(str(ts_path))
+    overrides = {"inception-ts": ts_path, "inception-fid": inception_file}
+    ctx = MetricContext(weights_overrides=overrides, feature_network=defaults.INCEPTION_TORCHSCRIPT)
+    pool_ts, probs_ts = load_inception(ctx)(images, want_probs=True)
+    pool, probs = load_inception(_ctx(inception_file))(images, want_probs=True)
+    assert torch.allclose(pool_ts, pool, rtol=1e-4, atol=1e-4 * pool.abs().max())
+    np.testing.assert_allclose(probs_ts.numpy(), probs.numpy(), rtol=1e-3, atol=1e-7)
+    assert set(ctx.weights_used) == {"inception-ts"}
+
+
+def test_wrong_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(WeightsError, match="layout"):
+        load_inception(_ctx(bad))
+    with pytest.raises(WeightsError, match="inception-fid"):
+        load_inception(MetricContext())  # empty cache, offline: says how to get the file
