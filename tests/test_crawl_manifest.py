@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import time
@@ -222,3 +223,23 @@ def test_each_fault_is_named_in_failures_jsonl(tmp_path, photos, fault, reason):
     record = json.loads((tmp_path / "failures.jsonl").read_text())
     assert reason in record["reason"] and record["index"] == "0"
     assert [p.name for p in tmp_path.rglob("*.png")] == []
+
+
+def test_unwritable_output_stops_with_a_clear_error(tmp_path, photos, monkeypatch):
+    from ffhq_tools.crawl import downloader
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    def open_on_full_disk(path, mode="r"):
+        assert mode == "wb"
+        return FullDisk()
+
+    with LoopbackServer(photos[:3]) as server:
+        specs = manifest_specs(manifest_for(server, photos[:3]), "in_the_wild")
+        monkeypatch.setattr(downloader, "open", open_on_full_disk, raising=False)
+        with pytest.raises(downloader.LocalWriteError, match="No space left on device"):
+            download_files(specs, tmp_path, FAST)
+        assert sum(server.requests.values()) <= 3, "a full disk is not retried"
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -26,6 +26,11 @@ from ffhq_tools.crawl.manifest import (
 )
 from ffhq_tools.crawl.ratelimit import HostGate, RateLimiter, backoff_delay
 from ffhq_tools.crawl.verify import FileRecord, VerifyError, verify_file
+from ffhq_tools.errors import FfhqToolsError
+
+
+class LocalWriteError(FfhqToolsError):
+    """The output folder cannot be written (disk full, permissions): retrying will not help."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,9 @@ class _Worker:
                     break
             except VerifyError as exc:
                 reason = f"verification failed: {exc.reason}"
+            except OSError as exc:  # network errors arrive as FetchError: this is local disk
+                raise LocalWriteError(f"{final}: cannot write ({exc.strerror or exc}); "
+                                      f"stopping, nothing partial is left behind") from exc
         return self._fail(spec, final, attempt, reason)
 
     def _existing(self, spec: FileSpec, final: Path) -> FileResult | None:

@@ -232,24 +232,26 @@ def _stream(conn, response, url: str, out: BinaryIO, settings: HttpSettings,
         raise FetchError(f"Content-Length {expected} exceeds the maximum file size "
                          f"{settings.max_bytes}", retryable=False)
     digest, size = hashlib.md5(), 0
-    try:
-        while chunk := response.read(CHUNK):
-            size += len(chunk)
-            if size > settings.max_bytes:
-                raise FetchError(f"body exceeds the maximum file size {settings.max_bytes}",
-                                 retryable=False)
-            digest.update(chunk)
-            out.write(chunk)
-            if on_bytes is not None:
-                on_bytes(len(chunk))
-    except FetchError:
-        raise
-    except (OSError, http.client.HTTPException) as exc:
-        raise FetchError(_describe(exc)) from exc
+    while chunk := _read_chunk(response):
+        size += len(chunk)
+        if size > settings.max_bytes:
+            raise FetchError(f"body exceeds the maximum file size {settings.max_bytes}",
+                             retryable=False)
+        digest.update(chunk)
+        out.write(chunk)  # a local OSError (disk full) is not a network error: let it through
+        if on_bytes is not None:
+            on_bytes(len(chunk))
     if expected is not None and size != expected:
         raise FetchError(f"truncated body: {size} of {expected} bytes")
     return FetchResult(url, size, digest.hexdigest(),
                        response.getheader("Content-Type") or "")
+
+
+def _read_chunk(response) -> bytes:
+    try:
+        return response.read(CHUNK)
+    except (OSError, http.client.HTTPException) as exc:
+        raise FetchError(_describe(exc)) from exc
 
 
 def get_bytes(url: str, settings: HttpSettings, pool: ConnectionPool | None = None) -> bytes:
