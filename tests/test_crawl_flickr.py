@@ -200,3 +200,15 @@ def test_crawl_then_recrawl_keeps_verified_fields(tmp_path, photos):
         assert sum(server.served_ok.values()) == served == 15
     assert result.report.count("present") == 15
     assert (tmp_path / "manifest.json").read_text() == first
+
+
+@pytest.mark.parametrize("low,high,total,cap", [(0, 99, 9000, 4000), (10, 11, 10**6, 4000),
+                                                (5, 5000, 4001, 4000), (0, 6, 700, 10)])
+def test_split_window_covers_the_window_exactly(low, high, total, cap):
+    from ffhq_tools.crawl.flickr_search import split_window
+
+    pieces = split_window(low, high, total, cap)
+    assert pieces[0][0] == low and pieces[-1][1] == high and len(pieces) >= 2
+    for (a, b), (c, _) in zip(pieces, pieces[1:], strict=False):
+        assert a <= b and c == b + 1
+    assert len(pieces) == min(high - low + 1, max(2, -(-total * 4 // (3 * cap))))

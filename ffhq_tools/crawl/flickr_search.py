@@ -1,8 +1,10 @@
 """Exhaustive, resumable `flickr.photos.search` over an upload-date window.
 
 Flickr serves at most 4,000 results per query, so a window whose total passes the cap is cut
-in half (inclusive integer bounds [lo, mid], [mid + 1, hi]) until every piece fits; only then
-is it paged, and no page past the cap is ever requested. The work list (pending windows and
+into consecutive inclusive pieces (about total / (0.75 cap) of them, at least two) and each
+piece is split again while it is still too full; only then is it paged, and no page past the
+cap is ever requested. A one-second window above the cap cannot be split: its first `cap`
+results are kept and the window is listed in `capped_windows`. The work list (pending windows and
 the page in progress) lives in `crawl-state.json`, rewritten atomically after every query;
 photos go to `photos.jsonl` before the state moves on, so a killed crawl resumes at the query
 it was doing and duplicates (same photo id) are dropped.
@@ -14,13 +16,14 @@ import calendar
 import datetime as dt
 import json
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ffhq_tools.atomic import append_jsonl, read_jsonl, write_json_atomic
+from ffhq_tools.atomic import read_jsonl, write_json_atomic
 from ffhq_tools.crawl.flickr_api import SEARCH_EXTRAS, FlickrClient
 from ffhq_tools.errors import FfhqToolsError
 
@@ -127,6 +130,28 @@ def load_photos(out_dir: Path) -> dict[str, dict]:
     return photos
 
 
+def split_window(low: int, high: int, total: int, cap: int) -> list[list[int]]:
+    """Cut [low, high] into consecutive inclusive windows that would each hold about 3/4 of the
+    cap if uploads were uniform (at least 2 pieces, at most one per second); pieces that are
+    still too full are split again when their turn comes."""
+    pieces = min(max(2, math.ceil(total / (0.75 * cap))), high - low + 1)
+    bounds = [low + (high - low + 1) * i // pieces for i in range(pieces + 1)]
+    return [[bounds[i], bounds[i + 1] - 1] for i in range(pieces)]
+
+
+def _append_records(path: Path, records: list[dict]) -> None:
+    """Append JSON lines with one write and one fsync (a page of photos at a time)."""
+    if not records:
+        return
+    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, payload)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _last_page(total: int, cap: int, per_page: int) -> int:
     return max(1, math.ceil(min(total, cap) / per_page))
 
@@ -163,16 +188,17 @@ def _step(client: FlickrClient, query: FlickrQuery, state: SearchState, photos: 
     result = client.search(query.params(), low, high, page)
     data["queries"] += 1
     if page == 1 and result.total > cap and high > low:
-        middle = (low + high) // 2
-        data["pending"] += [[middle + 1, high], [low, middle]]
+        data["pending"] += reversed(split_window(low, high, result.total, cap))
         data["current"] = None
         state.save()
         return
+    new = []
     for photo in result.photos:
         key = str(photo.get("id", ""))
         if key and key not in photos:
             photos[key] = slim_photo(photo)
-            append_jsonl(out_dir / PHOTOS_FILE, photos[key])
+            new.append(photos[key])
+    _append_records(out_dir / PHOTOS_FILE, new)
     if page >= _last_page(result.total, cap, query.per_page) or not result.photos:
         if result.total > cap:
             data["capped_windows"].append([low, high, result.total])
