@@ -19,6 +19,7 @@ VERB_PROVIDERS = (
     "ffhq_tools.crawl.cli",
     "leaderboards.cli",
     "models.train_cli",
+    "models.cli",
     "eval.cli",
     "eval.classifiers_cli",
 )

@@ -1,0 +1,194 @@
+"""Sampling from a generator: seeded images, grids and the papers' figures.
+
+Latents are drawn per seed (`np.random.RandomState(seed).randn(z_dim)`, the reference scripts'
+convention), so an image depends only on its seed, never on the batch it was generated in.
+Images are quantised as clamp(x * 127.5 + 128) like the metrics do.
+Figures: style mixing (StyleGAN Fig. 3: coarse = layers 0-3 (4-8 px), middle = 4-7
+(16-32 px), fine = 8+ (64 px and up)), noise variation (several noise draws of one w plus the
+per-pixel standard deviation), truncation sweep, and interpolation (slerp in Z, lerp in W).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ffhq_tools.errors import FfhqToolsError
+
+STYLE_RANGES = {"coarse": (0, 4), "middle": (4, 8), "fine": (8, None)}
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0-3,10' -> [0, 1, 2, 3, 10]."""
+    seeds: list[int] = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        if m := re.fullmatch(r"(\d+)-(\d+)", part):
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise FfhqToolsError(f"--seeds {spec}: range {part} is descending")
+            seeds.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise FfhqToolsError(f"--seeds {spec}: expected numbers and ranges like 0-63,70")
+    return seeds
+
+
+def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds])
+                            ).float()
+
+
+def class_labels(G, n: int, class_idx: int | None) -> torch.Tensor | None:
+    if not G.c_dim:
+        if class_idx is not None:
+            raise FfhqToolsError("--class given but the generator is unconditional")
+        return None
+    if class_idx is None or not 0 <= class_idx < G.c_dim:
+        raise FfhqToolsError(f"conditional generator: pass --class in 0..{G.c_dim - 1}")
+    c = torch.zeros(n, G.c_dim)
+    c[:, class_idx] = 1
+    return c
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in about [-1, 1] -> uint8 [N, H, W, C]."""
+    x = (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def synthesize(G, ws: torch.Tensor, noise_mode: str, batch_size: int) -> np.ndarray:
+    device = next(G.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ws), batch_size):
+            out.append(to_uint8(G.synthesis(ws[i: i + batch_size].to(device),
+                                            noise_mode=noise_mode)))
+    return np.concatenate(out)
+
+
+def map_seeds(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None):
+    device = next(G.parameters()).device
+    z = seed_latents(seeds, G.z_dim).to(device)
+    c = class_labels(G, len(seeds), class_idx)
+    with torch.no_grad():
+        return G.mapping(z, None if c is None else c.to(device), truncation_psi=truncation_psi,
+                         truncation_cutoff=truncation_cutoff)
+
+
+def generate_images(G, seeds: list[int], *, truncation_psi: float = 1.0,
+                    truncation_cutoff: int | None = None, noise_mode: str = "const",
+                    batch_size: int = 16, class_idx: int | None = None
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (seed, HWC uint8 image) for each seed, in batches."""
+    for i in range(0, len(seeds), batch_size):
+        chunk = seeds[i: i + batch_size]
+        ws = map_seeds(G, chunk, truncation_psi, truncation_cutoff, class_idx)
+        yield from zip(chunk, synthesize(G, ws, noise_mode, batch_size), strict=True)
+
+
+def make_grid(images: np.ndarray | list, cols: int | None = None) -> np.ndarray:
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    cols = cols or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = np.zeros((rows * h, cols * w, c), dtype=images.dtype)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[r * h: (r + 1) * h, k * w: (k + 1) * w] = img
+    return grid
+
+
+def style_mixing_grids(G, col_seeds: list[int], row_seeds: list[int], *,
+                       truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                       noise_mode: str = "const", batch_size: int = 16,
+                       class_idx: int | None = None) -> dict[str, np.ndarray]:
+    """StyleGAN Fig. 3: columns = source A, rows = source B; each cell takes source A's styles
+    except the range (coarse / middle / fine) copied from source B. Top-left cell is blank."""
+    ws_a = map_seeds(G, col_seeds, truncation_psi, truncation_cutoff, class_idx)
+    ws_b = map_seeds(G, row_seeds, truncation_psi, truncation_cutoff, class_idx)
+    img_a = synthesize(G, ws_a, noise_mode, batch_size)
+    img_b = synthesize(G, ws_b, noise_mode, batch_size)
+    grids = {}
+    for name, (lo, hi) in STYLE_RANGES.items():
+        hi = G.num_ws if hi is None else min(hi, G.num_ws)
+        if lo >= hi:
+            continue
+        mixed = ws_a[None].repeat(len(row_seeds), 1, 1, 1)
+        mixed[:, :, lo:hi] = ws_b[:, None, lo:hi]
+        cells = synthesize(G, mixed.reshape(-1, *ws_a.shape[1:]), noise_mode, batch_size)
+        blank = np.zeros_like(img_a[:1])
+        rows = [np.concatenate([blank, img_a])]
+        for r in range(len(row_seeds)):
+            rows.append(np.concatenate([img_b[r: r + 1],
+                                        cells[r * len(col_seeds): (r + 1) * len(col_seeds)]]))
+        grids[name] = make_grid(np.concatenate(rows), cols=len(col_seeds) + 1)
+    return grids
+
+
+def noise_variation(G, seed: int, num: int = 8, *, truncation_psi: float = 1.0,
+                    truncation_cutoff: int | None = None, class_idx: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """`num` images of one w under different noise draws, and the per-pixel std map (uint8,
+    the standard deviation over draws averaged over channels, scaled to its max)."""
+    ws = map_seeds(G, [seed], truncation_psi, truncation_cutoff, class_idx).repeat(num, 1, 1)
+    torch.manual_seed(seed)
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        images = G.synthesis(ws.to(device), noise_mode="random").float()
+    std = images.std(dim=0).mean(dim=0)
+    std_map = (std / std.max().clamp_min(1e-8) * 255).round().to(torch.uint8).cpu().numpy()
+    return to_uint8(images), std_map
+
+
+def truncation_sweep(G, seeds: list[int], psis: list[float], *, truncation_cutoff=None,
+                     noise_mode: str = "const", batch_size: int = 16,
+                     class_idx: int | None = None) -> np.ndarray:
+    """Grid: one row per seed, one column per psi."""
+    rows = []
+    for seed in seeds:
+        ws = torch.cat([map_seeds(G, [seed], psi, truncation_cutoff, class_idx) for psi in psis])
+        rows.append(synthesize(G, ws, noise_mode, batch_size))
+    return make_grid(np.concatenate(rows), cols=len(psis))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    if float(so.abs().min()) < 1e-6:
+        return torch.lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def interpolation_frames(G, seeds: list[int], steps: int, space: str = "w", *,
+                         truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                         noise_mode: str = "const", batch_size: int = 16,
+                         class_idx: int | None = None) -> np.ndarray:
+    """Frames from seed to seed (closing at the last seed): slerp in Z, lerp in W."""
+    if space not in ("z", "w"):
+        raise FfhqToolsError(f"--interpolate {space}: expected z or w")
+    if len(seeds) < 2 or steps < 2:
+        raise FfhqToolsError("--interpolate needs at least two seeds and --frames >= 2")
+    device = next(G.parameters()).device
+    z = seed_latents(seeds, G.z_dim).to(device)
+    c = class_labels(G, 1, class_idx)
+    ts = [i / steps for i in range(steps)]
+    ws = []
+    with torch.no_grad():
+        for a in range(len(seeds) - 1):
+            if space == "z":
+                zs = torch.stack([slerp(z[a], z[a + 1], t) for t in ts])
+                cc = None if c is None else c.repeat(len(ts), 1).to(device)
+                ws.append(G.mapping(zs, cc, truncation_psi, truncation_cutoff))
+            else:
+                wa, wb = map_seeds(G, seeds[a: a + 2], truncation_psi, truncation_cutoff,
+                                   class_idx)
+                ws.append(torch.stack([torch.lerp(wa, wb, t) for t in ts]))
+        ws.append(map_seeds(G, seeds[-1:], truncation_psi, truncation_cutoff, class_idx))
+    return synthesize(G, torch.cat(ws), noise_mode, batch_size)
