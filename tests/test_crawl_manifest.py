@@ -243,3 +243,14 @@ def test_unwritable_output_stops_with_a_clear_error(tmp_path, photos, monkeypatc
             download_files(specs, tmp_path, FAST)
         assert sum(server.requests.values()) <= 3, "a full disk is not retried"
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_per_host_limit_and_global_rate_hold_end_to_end(tmp_path, photos):
+    with LoopbackServer(photos[:12], latency=0.05) as server:
+        specs = manifest_specs(manifest_for(server, photos[:12]), "in_the_wild")
+        download_files(specs, tmp_path / "a", dataclasses.replace(FAST, workers=8, per_host=2))
+        assert server.peak_in_flight == 2
+        start = time.monotonic()
+        download_files(specs, tmp_path / "b", dataclasses.replace(FAST, workers=8,
+                                                                 requests_per_second=40.0))
+        assert time.monotonic() - start >= 11 / 40

@@ -25,6 +25,7 @@ from ffhq_tools.crawl.manifest import (
     select_specs,
 )
 from ffhq_tools.crawl.ratelimit import HostGate, RateLimiter, backoff_delay
+from ffhq_tools.crawl.stats import human_bytes
 from ffhq_tools.crawl.verify import FileRecord, VerifyError, verify_file
 from ffhq_tools.errors import FfhqToolsError
 
@@ -200,8 +201,8 @@ def download_files(specs: list[FileSpec], out_dir: str | Path,
                 results[futures[future]] = result
                 failed += result.status == "failed"
                 elapsed = max(time.monotonic() - start, 1e-9)
-                bar.set_postfix_str(f"{worker.bytes / 1e6:.1f} MB, "
-                                    f"{worker.bytes / 1e6 / elapsed:.2f} MB/s, {failed} failed",
+                bar.set_postfix_str(f"{human_bytes(worker.bytes)}, "
+                                    f"{human_bytes(worker.bytes / elapsed)}/s, {failed} failed",
                                     refresh=False)
                 bar.update(1)
         except BaseException:

@@ -88,6 +88,7 @@ class LoopbackServer:
         self.photos = {p.id: p for p in photos}
         self.api_key, self.latency, self.connect_latency = api_key, latency, connect_latency
         self.connections = 0
+        self.in_flight = self.peak_in_flight = 0
         self.stall_seconds, self.retry_after = stall_seconds, retry_after
         self.result_cap = result_cap
         rng = random.Random(seed)
@@ -197,6 +198,16 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.state.connect_latency)
 
     def do_GET(self):  # noqa: N802 - http.server naming
+        with self.state.lock:
+            self.state.in_flight += 1
+            self.state.peak_in_flight = max(self.state.peak_in_flight, self.state.in_flight)
+        try:
+            self._get()
+        finally:
+            with self.state.lock:
+                self.state.in_flight -= 1
+
+    def _get(self):
         if self.state.latency:
             time.sleep(self.state.latency)
         parts = urllib.parse.urlsplit(self.path)

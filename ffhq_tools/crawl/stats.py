@@ -20,7 +20,7 @@ def stats_rows(specs: list[FileSpec], field: str) -> list[tuple[str, int, int]]:
     return sorted(((k, files[k], sizes[k]) for k in files), key=lambda row: (-row[1], row[0]))
 
 
-def _human(num_bytes: int) -> str:
+def human_bytes(num_bytes: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if num_bytes < 1000 or unit == "TB":
             return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.2f} {unit}"
@@ -43,6 +43,6 @@ def format_stats(specs: list[FileSpec], top: int = 20) -> str:
                  "-" * (width + 38)]
         for value, count, size in rows:
             lines.append(f"{value:<{width}}  {count:>8}  {100 * count / total_files:>6.2f}  "
-                         f"{_human(size):>10}  {100 * size / total_bytes:>6.2f}")
+                         f"{human_bytes(size):>10}  {100 * size / total_bytes:>6.2f}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
