@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ffhq_tools.crawl.http import FetchError, HttpSettings, fetch, parse_retry_after, redact
-from ffhq_tools.crawl.ratelimit import HostGate, RateLimiter, backoff_delay
+from ffhq_tools.crawl.ratelimit import HostGate, RateLimiter
 
 
 class Redirects(BaseHTTPRequestHandler):
@@ -107,16 +107,6 @@ def test_host_gate_limits_concurrency_per_host():
     for t in threads:
         t.join()
     assert peak == {"a": 2, "b": 2}
-
-
-def test_backoff_grows_and_is_capped():
-    import random
-
-    rng = random.Random(0)
-    delays = [backoff_delay(a, 1.0, 8.0, rng) for a in range(6)]
-    for attempt, delay in enumerate(delays):
-        ceiling = min(8.0, 2.0 ** attempt)
-        assert ceiling / 2 <= delay <= ceiling
 
 
 def test_downloads_reuse_keep_alive_connections(tmp_path):

@@ -24,9 +24,10 @@ from ffhq_tools.crawl.manifest import (
     resolve_inside,
     select_specs,
 )
-from ffhq_tools.crawl.ratelimit import HostGate, RateLimiter, backoff_delay
+from ffhq_tools.crawl.ratelimit import HostGate, RateLimiter
 from ffhq_tools.crawl.stats import human_bytes
 from ffhq_tools.crawl.verify import FileRecord, VerifyError, verify_file
+from ffhq_tools.download import backoff_delay
 from ffhq_tools.errors import FfhqToolsError
 
 

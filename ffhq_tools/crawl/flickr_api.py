@@ -17,7 +17,8 @@ from ffhq_tools.crawl.http import (
     get_bytes,
     redact,
 )
-from ffhq_tools.crawl.ratelimit import RateLimiter, backoff_delay
+from ffhq_tools.crawl.ratelimit import RateLimiter
+from ffhq_tools.download import backoff_delay
 from ffhq_tools.errors import FfhqToolsError
 
 DEFAULT_API_BASE = "https://api.flickr.com/services/rest/"

@@ -1,18 +1,12 @@
-"""Politeness: a global request-rate limit, per-host concurrency, Retry-After pauses, backoff."""
+"""Politeness: a global request-rate limit, per-host concurrency and Retry-After pauses.
+(Backoff with jitter between attempts is `ffhq_tools.download.backoff_delay`.)"""
 
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 from typing import Iterator
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with 'equal jitter': half of base * 2**attempt fixed, half random."""
-    ceiling = min(cap, base * 2 ** attempt)
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 class RateLimiter:
