@@ -212,3 +212,15 @@ def test_split_window_covers_the_window_exactly(low, high, total, cap):
     for (a, b), (c, _) in zip(pieces, pieces[1:], strict=False):
         assert a <= b and c == b + 1
     assert len(pieces) == min(high - low + 1, max(2, -(-total * 4 // (3 * cap))))
+
+
+def test_unreachable_api_error_shows_the_request_redacted():
+    client = FlickrClient(KEY, "http://127.0.0.1:9/services/rest/", requests_per_hour=1e9,
+                          http=HttpSettings(connect_timeout=0.5), attempts=2,
+                          backoff_base=0.01)
+    with pytest.raises(FlickrError, match=r"failed after 2 attempts") as info:
+        client.licenses()
+    assert "api_key=***" in str(info.value) and KEY not in str(info.value)
+    assert KEY not in repr(client)
+    with pytest.raises(FlickrError, match="--api-base"):
+        FlickrClient(KEY, "file:///etc/passwd")
