@@ -63,7 +63,7 @@ def test_cli_crawl_with_api_and_download_faults(tmp_path, photos, capsys, monkey
             "--max-upload-date", str(START + SPAN), "--out", str(tmp_path / "out"),
             "--api-base", server.api_base, "--per-page", "10", "--result-cap", "40",
             "--requests-per-hour", "1e9", "--read-timeout", "0.3", "--backoff", "0.01",
-            "--backoff-cap", "0.05", "--workers", "8", "--attempts", "6", "--no-progress"])
+            "--backoff-cap", "0.05", "--workers", "8", "--attempts", "8", "--no-progress"])
         assert server.api_faults, "API requests were faulted too"
         assert server.seen_keys == {KEY}
         assert_never_past_cap(server, 40)

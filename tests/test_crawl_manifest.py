@@ -19,7 +19,7 @@ from ffhq_tools.crawl.loopback import FAULTS, LoopbackServer, make_photos, manif
 from ffhq_tools.crawl.manifest import ManifestError, manifest_specs, parse_shard, select_specs
 from ffhq_tools.crawl.stats import format_stats, stats_rows
 
-FAST = DownloadOptions(workers=8, per_host=8, attempts=6, backoff_base=0.01, backoff_cap=0.05,
+FAST = DownloadOptions(workers=8, per_host=8, attempts=8, backoff_base=0.01, backoff_cap=0.05,
                        http=HttpSettings(connect_timeout=2.0, read_timeout=0.3), progress=False)
 
 
