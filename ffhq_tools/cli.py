@@ -18,6 +18,7 @@ VERB_PROVIDERS = (
     "ffhq_tools.weights_cli",
     "ffhq_tools.crawl.cli",
     "leaderboards.cli",
+    "ffhq_tools.demo",
     "models.train_cli",
     "models.cli",
     "eval.cli",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ffhq_tools.atomic import append_jsonl
-from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.errors import FfhqToolsError, WeightsError
 from leaderboards.board import append_rows, read_board, rows_from_result
 from leaderboards.layouts import get_layout
 
@@ -78,11 +78,12 @@ def metrics_for_table(table: str, config: str) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
-def missing_weights(metric: str, overrides: dict) -> list[str]:
-    from eval.registry import get_metric
-    from ffhq_tools import weights
+def load_metrics() -> None:
+    """Register every metric: the registry's own modules plus the offline face-space ones."""
+    import eval.face_space  # noqa: F401  (registers fd_dlib_face, pr_dlib_face)
+    from eval.registry import load_builtin_metrics
 
-    return [w for w in get_metric(metric).weights if not weights.is_available(w, overrides)]
+    load_builtin_metrics()
 
 
 def _already_scored(board: Path, info: dict, metric: str, settings: ScoreSettings) -> bool:
@@ -104,21 +105,12 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
     from eval import registry
     from ffhq_tools.runtime import select_device
 
+    load_metrics()
     for metric in metrics:
         registry.get_metric(metric)  # unknown names fail before any work
     outcome = ScoreOutcome()
     device = select_device(settings.device)
     for metric in metrics:
-        absent = missing_weights(metric, settings.weights_overrides)
-        if absent:
-            from ffhq_tools import weights
-
-            fix = "; ".join(f"ffhq-tools weights fetch {w}" if weights.get_entry(w).urls
-                            else f"--weights {w}=PATH" for w in absent)
-            if not settings.skip_missing_weights:
-                raise FfhqToolsError(weights.missing_message(absent[0]))
-            outcome.skipped.append(Skipped(metric, f"weights missing: {', '.join(absent)}", fix))
-            continue
         if _already_scored(Path(settings.board), info, metric, settings):
             outcome.reused.append(metric)
             continue
@@ -130,7 +122,14 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
             progress=settings.progress)
         if settings.mode:
             ctx.mode = settings.mode
-        record = registry.compute_metric(metric, ctx)
+        try:
+            record = registry.compute_metric(metric, ctx)
+        except WeightsError as exc:
+            if not settings.skip_missing_weights:
+                raise
+            reason, *fixes = str(exc).splitlines()
+            outcome.skipped.append(Skipped(metric, reason, " | ".join(fixes)))
+            continue
         rows = rows_from_result(record, checkpoint=str(info["path"]),
                                 checkpoint_sha256=info["sha256"], config=info["config"],
                                 kimg=info.get("kimg"), dataset=settings.dataset,
@@ -143,26 +142,25 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
 
 
 def checkpoint_info(path: str | Path, config_name: str | None = None) -> dict:
-    """Path, SHA-256, config name and kimg of one of our checkpoints."""
-    from models.checkpoint import checkpoint_sha256, load_checkpoint
+    """Path, SHA-256, config name and kimg of one of our checkpoints.
+
+    kimg is the one recorded in the checkpoint; older files without it fall back to the
+    `network-snapshot-<kimg>.pt` name the trainer gives them, else None.
+    """
+    from models.checkpoint import checkpoint_info as stored_info
 
     path = Path(path)
     if not path.is_file():
         raise FfhqToolsError(f"checkpoint {path}: no such file")
-    ckpt = load_checkpoint(path)
-    model = (ckpt.config or {}).get("model") or {}
-    state = ckpt.training_state or {}
-    kimg = state.get("kimg")
-    if kimg is None and state.get("cur_nimg") is not None:
-        kimg = float(state["cur_nimg"]) / 1000
-    if kimg is None:
+    info = stored_info(path)
+    if info.get("kimg") is None:
         match = SNAPSHOT_KIMG.search(path.name)
-        kimg = float(match.group(1)) if match else None
-    name = config_name or model.get("name")
-    if not name:
+        info["kimg"] = float(match.group(1)) if match else None
+    info["own_config"] = info.get("config")
+    info["config"] = config_name or info.get("config")
+    if not info["config"]:
         raise FfhqToolsError(f"checkpoint {path}: its config has no model name; pass --config")
-    return {"path": str(path), "sha256": checkpoint_sha256(path), "config": name,
-            "kimg": kimg, "own_config": model.get("name")}
+    return info
 
 
 def score_checkpoints(checkpoints: list[str | Path], data: str | Path | None,
@@ -172,9 +170,8 @@ def score_checkpoints(checkpoints: list[str | Path], data: str | Path | None,
     """Score each checkpoint with `metrics`, or with what `table` needs for its config."""
     if bool(table) == bool(metrics):
         raise FfhqToolsError("give exactly one of --table NAME or --metrics A,B")
-    from models.checkpoint import load_generator
-
     from ffhq_tools.runtime import select_device
+    from models.checkpoint import load_generator
 
     total = ScoreOutcome()
     for path in checkpoints:
