@@ -62,6 +62,6 @@ def load_inception(ctx) -> InceptionExtractor:
     if name == defaults.INCEPTION_TORCHSCRIPT:
         network = _load_torchscript(resolved.path)
     else:
-        network = load_state_dict_file(resolved.path).fused()
+        network = load_state_dict_file(resolved.path).fuse_()
     return InceptionExtractor(network.to(ctx.device), name, ctx.mode, resolved.sha256,
                               ctx.device)

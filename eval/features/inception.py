@@ -176,11 +176,15 @@ class FIDInception(nn.Module):
 
     def fused(self) -> FIDInception:
         """An inference copy with BatchNorm folded into the convolutions, channels-last."""
-        model = copy.deepcopy(self).eval()
-        for module in model.modules():
+        return copy.deepcopy(self).fuse_()
+
+    def fuse_(self) -> FIDInception:
+        """Fold every BatchNorm into its convolution in place (inference only), channels-last."""
+        self.eval()
+        for module in self.modules():
             if isinstance(module, BasicConv2d):
                 _fold_batchnorm(module)
-        return model.to(memory_format=torch.channels_last).requires_grad_(False)
+        return self.to(memory_format=torch.channels_last).requires_grad_(False)
 
 
 @torch.no_grad()
@@ -204,9 +208,10 @@ def load_state_dict_file(path) -> FIDInception:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's file at fault
         raise WeightsError(f"{path}: not a readable PyTorch state dict ({exc})") from exc
-    model = FIDInception()
+    with torch.device("meta"):  # no random init of 24M parameters that are overwritten anyway
+        model = FIDInception()
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise WeightsError(f"{path}: not the FID Inception state-dict layout "
                            f"(pt_inception-2015-12-05): {str(exc)[:300]}") from exc
