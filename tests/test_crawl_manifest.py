@@ -254,3 +254,22 @@ def test_per_host_limit_and_global_rate_hold_end_to_end(tmp_path, photos):
         download_files(specs, tmp_path / "b", dataclasses.replace(FAST, workers=8,
                                                                  requests_per_second=40.0))
         assert time.monotonic() - start >= 11 / 40
+
+
+def test_not_enough_disk_space_is_refused_before_downloading(tmp_path, photos, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from ffhq_tools.crawl import downloader
+
+    usage, real_disk_usage = namedtuple("usage", "total used free"), shutil.disk_usage
+    with LoopbackServer(photos[:5]) as server:
+        specs = manifest_specs(manifest_for(server, photos[:5]), "in_the_wild")
+        needed = sum(len(p.data) for p in photos[:5])
+        monkeypatch.setattr(downloader.shutil, "disk_usage",
+                            lambda path: usage(10**9, 10**9 - needed + 1, needed - 1))
+        with pytest.raises(downloader.LocalWriteError, match="5 files need .* only .* free"):
+            download_files(specs, tmp_path, FAST)
+        assert sum(server.requests.values()) == 0
+        monkeypatch.setattr(downloader.shutil, "disk_usage", real_disk_usage)
+        assert download_files(specs, tmp_path, FAST).count("downloaded") == 5

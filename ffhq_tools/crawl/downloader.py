@@ -5,6 +5,7 @@ path, resume by skipping what is already there, and failures.jsonl for what neve
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -108,6 +109,16 @@ def remove_stale_temps(finals: list[Path]) -> int:
     return removed
 
 
+def check_disk_space(specs: list[FileSpec], finals: list[Path], out_dir: Path) -> None:
+    """Refuse to start when the files still missing (known sizes) cannot fit on the disk."""
+    missing = [(s, f) for s, f in zip(specs, finals, strict=True) if not f.exists()]
+    needed = sum(s.file_size or 0 for s, _ in missing)
+    free = shutil.disk_usage(out_dir).free
+    if needed > free:
+        raise LocalWriteError(f"{out_dir}: {len(missing)} files need {human_bytes(needed)} but "
+                              f"only {human_bytes(free)} is free; free space or use --shard")
+
+
 class _Worker:
     def __init__(self, out_dir: Path, options: DownloadOptions, failures_path: Path):
         self.out_dir, self.options, self.failures_path = out_dir, options, failures_path
@@ -185,6 +196,7 @@ def download_files(specs: list[FileSpec], out_dir: str | Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     finals = [resolve_inside(out_dir, spec.file_path) for spec in specs]
     remove_stale_temps(finals)
+    check_disk_space(specs, finals, out_dir)
     failures_path = out_dir / failures_name
     failures_path.unlink(missing_ok=True)
     worker = _Worker(out_dir, options, failures_path)
