@@ -1,0 +1,80 @@
+"""`ffhq-tools score` on a real checkpoint file: rows with provenance, resume, table checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ffhq_tools.atomic import read_jsonl
+from ffhq_tools.cli import main
+from leaderboards.board import parse_weights, read_board
+from leaderboards.score import metrics_for_table
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from models.checkpoint import save_checkpoint
+    from models.configs import build_networks, get_config
+
+    torch.manual_seed(0)
+    config = get_config("tiny")
+    G, D = build_networks(config, 16)
+    path = tmp_path_factory.mktemp("ckpt") / "network-snapshot-000002.500.pt"
+    save_checkpoint(path, config={"model": config.to_dict(), "resolution": 16}, G=G, D=D)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_folder(tmp_path_factory, astronaut):
+    folder = tmp_path_factory.mktemp("real")
+    face = Image.fromarray(astronaut[20:240, 140:360])
+    for i in range(6):
+        face.rotate(4 * i - 10).resize((16, 16), Image.LANCZOS).save(folder / f"{i}.png")
+    return folder
+
+
+def test_metrics_a_table_needs_for_a_config():
+    assert metrics_for_table("stylegan-table3", "stylegan-B") == ["ppl_zfull", "ppl_zend", "ls"]
+    assert metrics_for_table("stylegan-table4", "traditional-8") == [
+        "fid50k", "ppl_zfull", "ppl_zend", "ls", "ppl_wfull", "ppl_wend"]
+    with pytest.raises(Exception, match="not a row of table stylegan-table3"):
+        metrics_for_table("stylegan-table3", "tiny")
+
+
+def test_score_appends_rows_with_provenance_and_resumes(tiny_checkpoint, real_folder, tmp_path,
+                                                        capsys):
+    board = tmp_path / "board.csv"
+    argv = ["score", str(tiny_checkpoint), "--data", str(real_folder), "--metrics",
+            "fd_dlib_face,pr_dlib_face", "--num-gen", "8", "--batch", "8", "--board", str(board),
+            "--dataset", "astronaut", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    frame = read_board(board)
+    assert sorted(frame["result"]) == ["fd_dlib_face", "pr_dlib_face_precision",
+                                       "pr_dlib_face_recall"]
+    row = frame.iloc[0]
+    assert row["config"] == "tiny" and row["kimg"] == 2.5 and row["dataset"] == "astronaut"
+    assert row["num_gen"] == 8 and row["num_real"] == 6
+    assert len(row["checkpoint_sha256"]) == 64
+    assert list(parse_weights(row["weights_sha256"])) == ["dlib-face-resnet"]
+    assert np.isfinite(frame["value"]).all()
+    records = read_jsonl(board.with_name("board.records.jsonl"))
+    assert [r["metric"] for r in records] == ["fd_dlib_face", "pr_dlib_face"]
+    capsys.readouterr()
+    assert main(argv) == 0  # a rerun finds the rows and computes nothing
+    assert "already on the board" in capsys.readouterr().err
+    assert len(read_board(board)) == 3
+
+
+def test_score_with_a_table_refuses_a_config_outside_it(tiny_checkpoint, tmp_path, capsys):
+    assert main(["score", str(tiny_checkpoint), "--table", "stylegan2-table1",
+                 "--board", str(tmp_path / "b.csv")]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_missing_weights_fail_score_with_the_fetch_command(tiny_checkpoint, real_folder,
+                                                           tmp_path, capsys):
+    assert main(["score", str(tiny_checkpoint), "--data", str(real_folder), "--metrics",
+                 "fid50k_full", "--board", str(tmp_path / "b.csv"), "--device", "cpu"]) == 2
+    assert "ffhq-tools weights fetch inception-fid" in capsys.readouterr().err
