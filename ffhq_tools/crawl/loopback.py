@@ -299,8 +299,7 @@ def manifest_for(server: LoopbackServer, photos: list[FakePhoto],
     """An FFHQ v2 manifest (in_the_wild section, every verification field) for these photos."""
     import hashlib
 
-    from ffhq_tools.hashing import pixel_md5
-    from ffhq_tools.images import load_rgb
+    from ffhq_tools.crawl.verify import stored_pixels_fields
 
     names = {i: name for i, name, _ in LICENSES}
     urls = {i: url for i, _, url in LICENSES}
@@ -319,5 +318,5 @@ def manifest_for(server: LoopbackServer, photos: list[FakePhoto],
                             "file_size": len(photo.data),
                             "file_md5": hashlib.md5(photo.data).hexdigest(),
                             "pixel_size": [photo.width, photo.height],
-                            "pixel_md5": pixel_md5(load_rgb(photo.data))}}
+                            "pixel_md5": stored_pixels_fields(photo.data)[1]}}
     return manifest
