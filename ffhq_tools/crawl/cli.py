@@ -135,7 +135,8 @@ def add_verbs(verbs) -> None:
     p.add_argument("--max-upload-date", required=True, metavar="YYYY-MM-DD|UNIX")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--api-key", default=None,
-                   help=f"Flickr API key (default: ${API_KEY_ENV}; never written anywhere)")
+                   help=f"Flickr API key (default and preferred: ${API_KEY_ENV}, since command "
+                        f"lines are visible to other users; never written anywhere)")
     p.add_argument("--api-base", default="https://api.flickr.com/services/rest/",
                    help="REST endpoint (for mirrors and tests)")
     p.add_argument("--per-page", type=_positive(int), default=500)
