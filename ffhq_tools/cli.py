@@ -17,6 +17,8 @@ VERB_PROVIDERS = (
     "ffhq_tools.doctor",
     "ffhq_tools.weights_cli",
     "ffhq_tools.crawl.cli",
+    "ffhq_tools.align.cli",
+    "ffhq_tools.data.cli",
     "leaderboards.cli",
     "ffhq_tools.demo",
     "models.train_cli",

@@ -1,0 +1,308 @@
+"""The align pipeline: SRC (folder / manifest) -> OUT/<name>_NN.png + align.jsonl + rejects.jsonl.
+
+One line per output face in align.jsonl (source, face index, rect, score, 68 landmarks, quad,
+output path, file md5, pixel md5, detector + model SHA-256, source size, license / author ...),
+one line per rejected photo in rejects.jsonl. A PNG is written atomically before its line, so
+a killed run resumes: a rerun skips photos whose every face has a line and a file with that
+md5, or a reject line, and redoes the rest. `--shard i/n` takes every n-th photo and writes
+its own align.shard-i-of-n.jsonl; `pack` reads them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ffhq_tools import __version__
+from ffhq_tools.align.landmarks import DEFAULT_MIN_SCORE, Face, make_detector, select_faces
+from ffhq_tools.align.quad import AlignOptions, choose_quad, face_frame, plan_warp
+from ffhq_tools.align.sources import AlignItem, discover
+from ffhq_tools.atomic import append_jsonl, read_jsonl, write_bytes_atomic, write_json_atomic
+from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.hashing import md5_file, pixel_md5
+from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected, open_image
+
+METHODS = ("fast", "reference")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Everything that changes the output pixels or the set of faces (frozen per OUT folder)."""
+
+    options: AlignOptions = AlignOptions()
+    method: str = "fast"
+    landmarks: str = "dlib"
+    min_face: float = 0.0
+    min_score: float | None = None  # None: the backend's default (DEFAULT_MIN_SCORE)
+    largest_only: bool = False
+    seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise FfhqToolsError(f"--method {self.method}: expected one of {', '.join(METHODS)}")
+
+    @property
+    def score_threshold(self) -> float:
+        return DEFAULT_MIN_SCORE[self.landmarks] if self.min_score is None else self.min_score
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["min_score"] = self.score_threshold if self.landmarks != "given" else None
+        return data
+
+
+@dataclass
+class AlignSummary:
+    items: int = 0
+    resumed: int = 0
+    aligned: int = 0
+    faces: int = 0
+    rejects: Counter = field(default_factory=Counter)
+
+    def text(self) -> str:
+        lines = [f"{self.items} photos: {self.aligned} aligned ({self.faces} faces), "
+                 f"{self.resumed} already done, {sum(self.rejects.values())} rejected"]
+        lines += [f"  rejected: {n} x {reason}" for reason, n in self.rejects.most_common()]
+        return "\n".join(lines)
+
+
+def align_image(image: Image.Image | np.ndarray, landmarks: np.ndarray,
+                options: AlignOptions | None = None, method: str = "fast",
+                rng: np.random.RandomState | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Align one face: (HWC uint8 pixels, quad) or None when --retry-crops found no crop inside."""
+    from ffhq_tools.align.fast import warp_fast
+    from ffhq_tools.align.reference import warp_reference
+
+    options = options or AlignOptions()
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    quad = choose_quad(face_frame(landmarks, options.rotate_level), image.size, options, rng)
+    if quad is None:
+        return None
+    plan = plan_warp(quad, image.size, options)
+    warp = warp_fast if method == "fast" else warp_reference
+    return warp(image, plan, options), quad
+
+
+def face_rng(seed: int, key: str, face_index: int) -> np.random.RandomState:
+    """Per-face random stream for --random-shift: independent of order, workers and shards."""
+    digest = hashlib.sha256(f"{seed}/{key}/{face_index}".encode()).digest()
+    return np.random.RandomState(int.from_bytes(digest[:4], "little"))
+
+
+def _given_faces(item: AlignItem) -> list[Face]:
+    faces = []
+    for lm in item.given:
+        faces.append(Face((float(lm[:, 0].min()), float(lm[:, 1].min()),
+                           float(lm[:, 0].max()), float(lm[:, 1].max())), float("inf"), lm))
+    return faces
+
+
+class _Worker:
+    """Per-process state: the detector is built once, on the first photo that needs it."""
+
+    def __init__(self, config: AlignConfig, out: Path, overrides: dict | None, device: str):
+        self.config, self.out, self.overrides, self.device = config, out, overrides, device
+        self._detector = None
+
+    def detector(self):
+        if self._detector is None:
+            self._detector = make_detector(self.config.landmarks, self.overrides, self.device)
+        return self._detector
+
+    def output_name(self, item: AlignItem, face_index: int) -> str:
+        return f"{item.key}.png" if item.numbered else f"{item.key}_{face_index:02d}.png"
+
+    def faces(self, item: AlignItem, pixels: np.ndarray) -> tuple[list[Face], str, dict]:
+        if item.given is not None:
+            return _given_faces(item), "given", {}
+        if self.config.landmarks == "given":
+            return [], "given", {}
+        detector = self.detector()
+        found = detector.detect(pixels)
+        kept = select_faces(found, self.config.min_face, self.config.score_threshold,
+                            self.config.largest_only)
+        return kept, detector.name, dict(detector.models) | {"_detected": len(found)}
+
+    def process(self, item: AlignItem) -> tuple[list[dict], list[dict]]:
+        try:
+            image = open_image(item.path, self.config.max_pixels, name=item.source)
+        except ImageRejected as exc:
+            return [], [_reject(item, exc.reason, exc.detail)]
+        pixels = np.asarray(image)
+        faces, detector, models = self.faces(item, pixels)
+        detected = models.pop("_detected", len(faces))
+        if not faces:
+            detail = (f"{detected} detected, none with size >= {self.config.min_face} and score "
+                      f">= {self.config.score_threshold}" if detector != "given"
+                      else "no landmarks given for this photo")
+            return [], [_reject(item, "no face", detail)]
+        records, rejects = [], []
+        for index, face in enumerate(faces):
+            rng = face_rng(self.config.seed, item.key, index)
+            try:
+                result = align_image(image, face.landmarks, self.config.options,
+                                     self.config.method, rng)
+            except FfhqToolsError as exc:
+                rejects.append(_reject(item, "bad landmarks", str(exc), index))
+                continue
+            if result is None:
+                rejects.append(_reject(item, "no crop inside the image", "--retry-crops", index))
+                continue
+            aligned, quad = result
+            records.append(self.write(item, index, len(faces), face, aligned, quad,
+                                      image.size, detector, models))
+        return records, rejects
+
+    def write(self, item, index, total, face, aligned, quad, size, detector, models) -> dict:
+        name = self.output_name(item, index)
+        buffer = io.BytesIO()
+        Image.fromarray(aligned).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        write_bytes_atomic(self.out / name, data)
+        return {
+            "source": item.source, "face_index": index, "faces_total": total,
+            "face_rect": [float(v) for v in face.rect],
+            "face_score": None if detector == "given" else float(face.score),
+            "landmarks": np.round(face.landmarks, 4).tolist(),
+            "quad": np.round(quad, 4).tolist(), "output": name,
+            "file_md5": hashlib.md5(data).hexdigest(), "pixel_md5": pixel_md5(aligned),
+            "pixel_size": [int(aligned.shape[1]), int(aligned.shape[0])],
+            "detector": detector, "models": models, "source_size": list(size),
+            **{k: v for k, v in item.metadata.items() if k in ("license", "author", "country",
+                                                                 "category", "file_url",
+                                                                 "license_url", "photo_url")},
+        }
+
+
+def _reject(item: AlignItem, reason: str, detail: str = "", face: int | None = None) -> dict:
+    record = {"source": item.source, "reason": reason, "detail": detail}
+    if face is not None:
+        record["face_index"] = face
+    return record
+
+
+_STATE: _Worker | None = None
+
+
+def _init_worker(config, out, overrides, device) -> None:
+    global _STATE
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; small tiles stall with more threads
+    _STATE = _Worker(config, out, overrides, device)
+
+
+def _process_in_worker(item: AlignItem):
+    return _STATE.process(item)
+
+
+def shard_files(out: Path, shard: tuple[int, int]) -> tuple[Path, Path]:
+    index, count = shard
+    if count == 1:
+        return out / "align.jsonl", out / "rejects.jsonl"
+    tag = f"shard-{index}-of-{count}"
+    return out / f"align.{tag}.jsonl", out / f"rejects.{tag}.jsonl"
+
+
+def completed_sources(out: Path, align_file: Path, rejects_file: Path) -> set[str]:
+    """Sources whose every face has a line with an output file of that md5 or a reject line."""
+    faces_total: dict[str, int] = {}
+    covered: dict[str, set[int]] = {}
+    done = set()
+    for record in read_jsonl(rejects_file):
+        if "face_index" in record:
+            covered.setdefault(record["source"], set()).add(record["face_index"])
+        else:
+            done.add(record["source"])
+    broken = set()
+    for record in read_jsonl(align_file):
+        source = record["source"]
+        faces_total[source] = record["faces_total"]
+        path = out / record["output"]
+        if path.is_file() and md5_file(path) == record["file_md5"]:
+            covered.setdefault(source, set()).add(record["face_index"])
+        else:
+            broken.add(source)
+    done |= {source for source, total in faces_total.items()
+             if source not in broken and covered.get(source, set()) >= set(range(total))}
+    return done
+
+
+def _check_options(out: Path, config: AlignConfig) -> None:
+    path = out / "align-options.json"
+    wanted = {"config": config.to_dict(), "ffhq_tools": __version__}
+    if path.exists():
+        import json
+
+        existing = json.loads(path.read_text())
+        if existing.get("config") != wanted["config"]:
+            raise FfhqToolsError(f"{out} was aligned with other options ({path}); "
+                                 "resume with the same options or use a new OUT folder")
+        return
+    write_json_atomic(path, wanted)
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    if not spec:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise FfhqToolsError(f"--shard {spec}: expected i/n, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise FfhqToolsError(f"--shard {spec}: need 0 <= i < n")
+    return index, count
+
+
+def align_folder(src: str | Path, out: str | Path, config: AlignConfig = AlignConfig(), *,
+                 landmarks_file: Path | None = None, images_root: Path | None = None,
+                 workers: int = 1, shard: tuple[int, int] = (0, 1),
+                 weights_overrides: dict | None = None, device: str = "cpu",
+                 progress: bool = True) -> AlignSummary:
+    """Align every photo of SRC into OUT (see the module docstring)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_options(out, config)
+    items = discover(Path(src), landmarks_file, images_root)[shard[0]::shard[1]]
+    align_file, rejects_file = shard_files(out, shard)
+    done = completed_sources(out, align_file, rejects_file)
+    todo = [item for item in items if item.source not in done]
+    summary = AlignSummary(items=len(items), resumed=len(items) - len(todo))
+    bar = tqdm(total=len(todo), desc="align", unit="photo", disable=not progress)
+    if workers <= 1:
+        worker = _Worker(config, out, weights_overrides, device)
+        results = map(worker.process, todo)
+        _collect(results, align_file, rejects_file, summary, bar)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(config, out, weights_overrides, device)) as pool:
+            _collect(pool.map(_process_in_worker, todo, chunksize=1), align_file, rejects_file,
+                     summary, bar)
+    bar.close()
+    return summary
+
+
+def _collect(results, align_file: Path, rejects_file: Path, summary: AlignSummary, bar) -> None:
+    for records, rejects in results:
+        for record in records:
+            append_jsonl(align_file, record)
+        for reject in rejects:
+            append_jsonl(rejects_file, reject)
+            summary.rejects[reject["reason"]] += 1
+        summary.aligned += bool(records)
+        summary.faces += len(records)
+        bar.update(1)
