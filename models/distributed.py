@@ -13,6 +13,7 @@ gradients), which is also what the stylegan2-ada reference trainer settled on.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Iterable
@@ -63,8 +64,9 @@ def init_distributed(device: torch.device) -> DistEnv:
     else:
         backend = "gloo"
     if not dist.is_initialized():
+        # Generous timeout: rank 0 alone computes metrics at snapshots while the others wait.
         dist.init_process_group(backend=backend, init_method="env://", rank=rank,
-                                world_size=world)
+                                world_size=world, timeout=datetime.timedelta(hours=4))
     return DistEnv(rank, world, local_rank, device)
 
 

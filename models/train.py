@@ -79,6 +79,9 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
         if options.config and options.config != config.name:
             raise FfhqToolsError(f"--config {options.config}: the snapshot {snapshot} was "
                                  f"trained with {config.name}")
+        if options.config_overrides:
+            raise FfhqToolsError("--cfg cannot change the config of a resumed run (the "
+                                 "snapshot's config is used as stored)")
         if options.resolution and options.resolution != stored["resolution"]:
             raise FfhqToolsError(f"--res {options.resolution}: the snapshot is at "
                                  f"{stored['resolution']}px")

@@ -91,8 +91,12 @@ def mixing_layers(G: nn.Module) -> int:
 
 
 def generate(G: nn.Module, rand: StepRandom, per_rank: int, mixing_prob: float,
-             update_w_avg: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and the ws that made them, with style mixing at the config's probability."""
+             update_w_avg: bool, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and the ws that made them, with style mixing at the config's probability.
+
+    The mapping network always runs in float32 (w_avg is a float32 running mean); only the
+    synthesis network runs under autocast when `precision` asks for it.
+    """
     z = rand.normal(per_rank, G.z_dim)
     ws = G.mapping(z, None, update_w_avg=update_w_avg)
     if mixing_prob > 0:
@@ -103,13 +107,15 @@ def generate(G: nn.Module, rand: StepRandom, per_rank: int, mixing_prob: float,
         if mix:
             ws2 = G.mapping(z2, None, update_w_avg=False)
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
-    return G.synthesis(ws, noise_mode="random"), ws
+    with autocast_context(rand.env.device, precision):
+        images = G.synthesis(ws, noise_mode="random")
+    return images.float(), ws
 
 
 def generator_main(G, D, settings: LossSettings, rand: StepRandom, per_rank: int,
                    precision: str) -> tuple[torch.Tensor, dict]:
+    fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, True, precision)
     with autocast_context(rand.env.device, precision):
-        fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, update_w_avg=True)
         logits = D(fakes, None).float()
     if settings.loss == "wgan-gp":
         terms = losses.generator_wgan(logits)
@@ -137,10 +143,10 @@ def generator_path_length(G, settings: LossSettings, rand: StepRandom, per_rank:
 def discriminator_main(G, D, settings: LossSettings, rand: StepRandom, reals: torch.Tensor,
                        precision: str) -> tuple[torch.Tensor, dict]:
     per_rank = reals.shape[0]
-    with torch.no_grad(), autocast_context(rand.env.device, precision):
-        fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, update_w_avg=False)
+    with torch.no_grad():
+        fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, False, precision)
     with autocast_context(rand.env.device, precision):
-        fake_logits = D(fakes.float(), None).float()
+        fake_logits = D(fakes, None).float()
         real_logits = D(reals, None).float()
     if settings.loss == "wgan-gp":
         terms = losses.discriminator_wgan(real_logits, fake_logits, settings.drift_epsilon)

@@ -91,9 +91,18 @@ def test_progressive_resume_is_exact(shapes16, tmp_path):
     opts = dict(config="tiny-stylegan", config_overrides=FAST_GROWTH)
     straight = train(_options(shapes16, tmp_path / "a", kimg=0.016, **opts))
     half = train(_options(shapes16, tmp_path / "b", kimg=0.008, **opts))
-    resumed = train(_options(shapes16, tmp_path / "c", kimg=0.016, resume=str(half), **opts))
+    resumed = train(_options(shapes16, tmp_path / "c", kimg=0.016, resume=str(half),
+                             config="tiny-stylegan"))
     a = load_checkpoint(straight / "network-snapshot-000000.016.pt")
     b = load_checkpoint(resumed / "network-snapshot-000000.016.pt")
     assert a.G.lod == b.G.lod < 1.0
     for x, y in zip(a.G_ema.state_dict().values(), b.G_ema.state_dict().values(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_bf16_autocast_and_channels_last_train(shapes16, tmp_path):
+    run = train(_options(shapes16, tmp_path, kimg=0.008, tick_kimg=0.004, snap=0,
+                         precision="bf16", channels_last=True))
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    losses = [v for s in stats for k, v in s.items() if k.startswith("Loss/")]
+    assert losses and all(abs(v) < 1e6 for v in losses)
