@@ -17,7 +17,8 @@ TRAINING_METRIC = "fd_dlib_face"  # offline: measured at every snapshot for the 
 
 
 # ----- photos ---------------------------------------------------------------------------------
-def _geometric_variants(photo: np.ndarray) -> dict[str, np.ndarray]:
+def _geometric_variants(photo: np.ndarray) -> dict:
+    """name -> function making the variant (computed only when asked for)."""
     from skimage import transform
 
     def rotate(angle):
@@ -27,11 +28,11 @@ def _geometric_variants(photo: np.ndarray) -> dict[str, np.ndarray]:
         return (transform.rescale(photo, scale, channel_axis=2, anti_aliasing=True) * 255).round()
 
     return {
-        "original": photo, "mirror": photo[:, ::-1],
-        "rot+8": rotate(8), "rot-12": rotate(-12), "rot+15": rotate(15),
-        "scale0.7": rescale(0.7), "scale1.4": rescale(1.4),
-        "shift": np.pad(photo, ((90, 0), (0, 120), (0, 0)), mode="reflect"),
-        "crop": photo[40:, 30:],
+        "original": lambda: photo, "mirror": lambda: photo[:, ::-1],
+        "rot+8": lambda: rotate(8), "rot-12": lambda: rotate(-12), "rot+15": lambda: rotate(15),
+        "scale0.7": lambda: rescale(0.7), "scale1.4": lambda: rescale(1.4),
+        "shift": lambda: np.pad(photo, ((90, 0), (0, 120), (0, 0)), mode="reflect"),
+        "crop": lambda: photo[40:, 30:],
     }
 
 
@@ -46,17 +47,26 @@ def _photometric_variants(photo: np.ndarray, rng: np.random.Generator) -> dict[s
     }
 
 
-def bundled_photos(folder: Path, seed: int = 0) -> list[Path]:
-    """skimage's astronaut under known geometric and photometric changes, as PNG files."""
+QUICK_GEOMETRIC = ("original", "mirror", "rot+8", "scale0.7", "shift", "crop")
+QUICK_PHOTOMETRIC = ("", "-warm")
+
+
+def bundled_photos(folder: Path, seed: int = 0, quick: bool = False) -> list[Path]:
+    """skimage's astronaut under known geometric and photometric changes, as PNG files
+    (27 photos; 12 in quick mode)."""
     from PIL import Image
     from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
-    for g_name, geometric in _geometric_variants(data.astronaut()).items():
-        geometric = np.asarray(geometric, dtype=np.uint8)
+    for g_name, make in _geometric_variants(data.astronaut()).items():
+        if quick and g_name not in QUICK_GEOMETRIC:
+            continue
+        geometric = np.asarray(make(), dtype=np.uint8)
         for p_name, image in _photometric_variants(geometric, rng).items():
+            if quick and p_name not in QUICK_PHOTOMETRIC:
+                continue
             path = folder / f"astronaut-{g_name}{p_name}.png"
             Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
             paths.append(path)
@@ -71,28 +81,32 @@ def stage_photos(state) -> str:
         if not state.photos:
             raise FfhqToolsError(f"--photos {state.options.photos}: no images found")
         return f"{len(state.photos)} photos from {state.options.photos}"
-    state.photos = bundled_photos(state.run_dir / "photos", state.options.seed)
+    state.photos = bundled_photos(state.run_dir / "photos", state.options.seed,
+                                  state.options.quick)
     return f"{len(state.photos)} variants of skimage's astronaut photo"
 
 
 # ----- align and pack -------------------------------------------------------------------------
 def stage_align(state) -> str:
-    from ffhq_tools.align import align_folder
+    from ffhq_tools.align import AlignConfig, AlignOptions, align_folder
+    from ffhq_tools.atomic import read_jsonl
 
+    size = state.options.align_size
     source = state.options.photos or state.run_dir / "photos"
     state.aligned_dir = state.run_dir / "aligned"
-    summary = align_folder(source, state.aligned_dir, size=state.options.align_size,
-                           largest_only=True, progress=state.options.progress)
+    # transform_size 4x the output, FFHQ's own ratio (4096 for 1024); one face per photo
+    # (dlib also finds a false face on the astronaut's suit patch).
+    config = AlignConfig(options=AlignOptions(output_size=size, transform_size=4 * size),
+                         largest_only=True, seed=state.options.seed)
+    summary = align_folder(source, state.aligned_dir, config, progress=state.options.progress)
     state.aligned = sorted(state.aligned_dir.rglob("*.png"))
-    rejects = state.aligned_dir / "rejects.jsonl"
-    if rejects.exists():
-        from ffhq_tools.atomic import read_jsonl
-
-        state.align_rejects = [f"{r.get('source')}: {r.get('reason')}"
-                               for r in read_jsonl(rejects)]
+    for rejects in sorted(state.aligned_dir.glob("rejects*.jsonl")):
+        state.align_rejects += [f"{r.get('source')}: {r.get('reason')}"
+                                for r in read_jsonl(rejects)]
     if len(state.aligned) < 4:
-        raise FfhqToolsError(f"only {len(state.aligned)} faces aligned; the demo needs 4+")
-    return f"{len(state.aligned)} aligned faces, {len(state.align_rejects)} rejects ({summary})"
+        raise FfhqToolsError(f"only {len(state.aligned)} faces aligned; the demo needs 4+\n"
+                             + summary.text())
+    return summary.text().splitlines()[0]
 
 
 def stage_pack(state) -> str:

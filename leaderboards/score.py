@@ -40,6 +40,8 @@ class ScoreSettings:
     progress: bool = True
     skip_missing_weights: bool = False  # the demo lists them as skipped; `score` fails
     note: str = ""
+    rank: int = 0        # under torchrun every rank computes its slice, rank 0 writes
+    world_size: int = 1
 
 
 @dataclass
@@ -99,6 +101,16 @@ def _already_scored(board: Path, info: dict, metric: str, settings: ScoreSetting
     return not same.empty
 
 
+def _decided_by_rank0(value: bool, settings: ScoreSettings) -> bool:
+    if settings.world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
 def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
                     settings: ScoreSettings) -> ScoreOutcome:
     """Run `metrics` on generator `G` (info: path, sha256, config, kimg) and record them."""
@@ -111,7 +123,9 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
     outcome = ScoreOutcome()
     device = select_device(settings.device)
     for metric in metrics:
-        if _already_scored(Path(settings.board), info, metric, settings):
+        done = settings.rank == 0 and _already_scored(Path(settings.board), info, metric,
+                                                      settings)
+        if _decided_by_rank0(done, settings):
             outcome.reused.append(metric)
             continue
         ctx = registry.MetricContext(
@@ -119,7 +133,8 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
             device=device, seed=settings.seed, num_gen=settings.num_gen,
             max_real=settings.max_real, batch_size=settings.batch_size,
             weights_overrides=dict(settings.weights_overrides), stats_cache=settings.stats_cache,
-            progress=settings.progress)
+            progress=settings.progress and settings.rank == 0, rank=settings.rank,
+            world_size=settings.world_size)
         if settings.mode:
             ctx.mode = settings.mode
         try:
@@ -134,10 +149,11 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
                                 checkpoint_sha256=info["sha256"], config=info["config"],
                                 kimg=info.get("kimg"), dataset=settings.dataset,
                                 data_path=str(data or ""), note=settings.note)
-        append_jsonl(records_path(settings.board), {**record, "dataset": settings.dataset})
-        append_rows(settings.board, rows)
-        outcome.records.append(record)
-        outcome.rows += rows
+        if settings.rank == 0:
+            append_jsonl(records_path(settings.board), {**record, "dataset": settings.dataset})
+            append_rows(settings.board, rows)
+            outcome.records.append(record)
+            outcome.rows += rows
     return outcome
 
 
@@ -170,14 +186,29 @@ def score_checkpoints(checkpoints: list[str | Path], data: str | Path | None,
     """Score each checkpoint with `metrics`, or with what `table` needs for its config."""
     if bool(table) == bool(metrics):
         raise FfhqToolsError("give exactly one of --table NAME or --metrics A,B")
+    import dataclasses
+
     from ffhq_tools.runtime import select_device
+    from models.distributed import init_distributed, shutdown
+
+    env = init_distributed(select_device(settings.device))
+    settings = dataclasses.replace(settings, rank=env.rank, world_size=env.world_size,
+                                   device=str(env.device))
+    try:
+        return _score_each(checkpoints, data, settings, table, metrics, config_name, env.device)
+    finally:
+        shutdown(env)
+
+
+def _score_each(checkpoints, data, settings, table, metrics, config_name,
+                device) -> ScoreOutcome:
     from models.checkpoint import load_generator
 
     total = ScoreOutcome()
     for path in checkpoints:
         info = checkpoint_info(path, config_name)
         wanted = metrics or metrics_for_table(table, info["config"])
-        G = load_generator(path, device=select_device(settings.device))
+        G = load_generator(path, device=device)
         outcome = score_generator(G, info, data, wanted, settings)
         total.rows += outcome.rows
         total.records += outcome.records
