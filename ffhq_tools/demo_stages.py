@@ -68,7 +68,7 @@ def bundled_photos(folder: Path, seed: int = 0, quick: bool = False) -> list[Pat
             if quick and p_name not in QUICK_PHOTOMETRIC:
                 continue
             path = folder / f"astronaut-{g_name}{p_name}.png"
-            Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(path, compress_level=1)
             paths.append(path)
     return paths
 

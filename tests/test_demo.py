@@ -1,0 +1,80 @@
+"""The end-to-end demo: stage policy and report structure (fast), the quick demo (slow)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from PIL import Image
+
+from ffhq_tools.demo import DemoOptions, DemoState, _run_stage, run_demo
+from ffhq_tools.demo_report import REPORT_SECTIONS, build_report
+from ffhq_tools.demo_stages import bundled_photos
+from ffhq_tools.errors import FfhqToolsError
+from leaderboards.board import read_board
+
+
+def _anchors(html: str) -> list[str]:
+    return re.findall(r'<h2 id="([^"]+)">', html)
+
+
+def test_a_failed_stage_is_reported_and_its_dependents_do_not_run(tmp_path):
+    state = DemoState(tmp_path, DemoOptions(quick=True).resolved())
+
+    def broken(_state):
+        raise FfhqToolsError("no photos for you")
+
+    _run_stage(state, "photos", broken)
+    _run_stage(state, "align", lambda s: "must not run")
+    _run_stage(state, "pack", lambda s: "must not run")
+    assert [(s.name, s.status) for s in state.stages] == [
+        ("photos", "failed"), ("align", "not run"), ("pack", "not run")]
+    assert "no photos for you" in state.stages[0].detail
+    assert "photos" in state.stages[1].detail
+
+    html = build_report(state, 1.0).read_text()
+    assert _anchors(html) == [s.lower().replace(" ", "-") for s in REPORT_SECTIONS]
+    assert "no photos for you" in html and "did not start" in html
+    assert "StyleGAN2 Table 1 (published)" in html  # context shown even when nothing ran
+
+
+def test_quick_photo_set_is_the_astronaut_under_known_changes(tmp_path):
+    paths = bundled_photos(tmp_path, seed=0, quick=True)
+    assert len(paths) == 12 and len({p.name for p in paths}) == 12
+    sizes = {p.name: Image.open(p).size for p in paths}
+    assert sizes["astronaut-original.png"] == (512, 512)
+    assert sizes["astronaut-crop.png"] == (482, 472)
+    assert sizes["astronaut-shift-warm.png"] == (632, 602)
+    original = Image.open(tmp_path / "astronaut-original.png")
+    mirror = Image.open(tmp_path / "astronaut-mirror.png")
+    assert mirror.transpose(Image.FLIP_LEFT_RIGHT).tobytes() == original.tobytes()
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end(tmp_path):
+    start = time.perf_counter()
+    state = run_demo(DemoOptions(outdir=tmp_path, quick=True, progress=False))
+    elapsed = time.perf_counter() - start
+    assert [(s.name, s.status) for s in state.stages] == [
+        (name, "done") for name in ("photos", "align", "pack", "train", "generate", "score")], \
+        state.stages
+    assert elapsed < 240
+
+    html = (state.run_dir / "report.html").read_text()
+    assert _anchors(html) == [s.lower().replace(" ", "-") for s in REPORT_SECTIONS]
+    assert 'class="note"' not in html  # no section reports a failure
+    assert html.count("data:image/png;base64,") >= 8  # photos, aligned, losses, grids, plots
+    assert "fd_dlib_face" in html and "NOT the papers&#x27; FID" in html
+
+    board = read_board(state.board)
+    assert {"fd_dlib_face", "pr_dlib_face_precision", "pr_dlib_face_recall"} <= set(
+        board["result"])
+    assert (board["config"] == "tiny").all() and (board["num_gen"] == 32).all()
+    skipped = {s["metric"]: s for s in state.skipped_metrics}
+    assert "fid50k_full" in skipped  # no Inception weights offline (isolated cache)
+    assert "ffhq-tools weights fetch inception-fid" in skipped["fid50k_full"]["fix"]
+    assert (state.train_dir / "metric-fd_dlib_face.jsonl").exists()
+    assert (state.run_dir / "samples" / "grid.png").exists()
+    log = (state.run_dir / "log.txt").read_text()
+    assert "[demo] score: done" in log
