@@ -22,7 +22,7 @@ from ffhq_tools.errors import FfhqToolsError
 
 KEY = "s3cr3t-flickr-key-0123456789"
 START, SPAN = 1_500_000_000, 86_400 * 30
-FAST_HTTP = HttpSettings(connect_timeout=2.0, read_timeout=0.3)
+FAST_HTTP = HttpSettings(connect_timeout=2.0, read_timeout=5.0)
 FAST_DOWNLOAD = DownloadOptions(workers=8, attempts=6, backoff_base=0.01, backoff_cap=0.05,
                                 http=FAST_HTTP, decode=True, progress=False)
 
