@@ -1,0 +1,232 @@
+"""`pack`: images -> one multi-resolution HDF5 file (layout in `ffhq_tools.data.layout`).
+
+Crash-safe and resumable: everything is written to `.<OUT>.partial` beside OUT, with the count
+of finished images stored (and flushed) every few images; a rerun with the same inputs and
+options continues from there; only a complete file, with its checksums, is renamed to OUT.
+`--shard i/n` packs the i-th contiguous block of images; `merge_shards` joins shard files into
+one file of HDF5 virtual datasets (no copy of the pixels).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ffhq_tools import __version__
+from ffhq_tools.data.layout import (
+    FORMAT,
+    FORMAT_VERSION,
+    DatasetError,
+    checksummed,
+    compression_args,
+    dataset_sha256,
+    level_name,
+    levels_of,
+    open_h5,
+    pyramid,
+    read_metadata,
+    resolutions_for,
+)
+from ffhq_tools.data.sources import PackItem, attribute_rows, discover, match_table, read_table
+from ffhq_tools.hashing import pixel_md5
+from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected
+
+FLUSH_EVERY = 16
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    min_res: int = 4
+    compression: str = "lzf"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def to_dict(self) -> dict:
+        return {"min_res": self.min_res, "compression": self.compression}
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def shard_block(count: int, shard: tuple[int, int]) -> slice:
+    index, total = shard
+    return slice(count * index // total, count * (index + 1) // total)
+
+
+def _first_image(items: list[PackItem], options: PackOptions) -> np.ndarray:
+    if not items:
+        raise DatasetError("pack: no images found in SRC")
+    try:
+        return items[0].load(options.max_pixels)
+    except ImageRejected as exc:
+        raise DatasetError(f"pack: {exc}") from exc
+
+
+def _create(path: Path, items, first: np.ndarray, options: PackOptions, labels, attributes,
+            identity: dict):
+    import h5py
+
+    height, width, channels = first.shape
+    if height != width:
+        raise DatasetError(f"{items[0].name}: {width}x{height} is not square")
+    resolutions = resolutions_for(width, options.min_res)
+    f = h5py.File(path, "w", libver="latest")
+    for r in resolutions:
+        f.create_dataset(level_name(r), shape=(len(items), channels, r, r), dtype=np.uint8,
+                         maxshape=(None, channels, r, r), chunks=(1, channels, r, r),
+                         **compression_args(options.compression))
+    f.create_dataset("metadata", shape=(len(items),), dtype=h5py.string_dtype())
+    if labels is not None:
+        f.create_dataset("labels", data=labels.astype(np.float32))
+    if attributes is not None:
+        f.create_dataset("attributes", data=attributes.astype(np.int8))
+    f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, tool_version=__version__,
+                   resolution=width, channels=channels, count=len(items), written=0,
+                   identity=json.dumps(identity, sort_keys=True),
+                   options=json.dumps(options.to_dict(), sort_keys=True))
+    f.flush()
+    return f
+
+
+def _open_partial(path: Path, identity: dict):
+    """The unfinished file of an earlier run, if it belongs to the same job (else None)."""
+    import h5py
+
+    if not path.exists():
+        return None
+    try:
+        f = h5py.File(path, "a", libver="latest")
+    except OSError:
+        print(f"pack: {path} is unreadable (killed mid-write?); starting over", file=sys.stderr)
+        path.unlink()
+        return None
+    if json.loads(f.attrs.get("identity", "{}")) != identity:
+        f.close()
+        raise DatasetError(f"{path} is an unfinished pack of other inputs or options; delete it "
+                           "or rerun with the same SRC and options")
+    return f
+
+
+def _write_image(f, index: int, item: PackItem, options: PackOptions, resolutions, shape):
+    try:
+        pixels = item.load(options.max_pixels)
+    except ImageRejected as exc:
+        raise DatasetError(f"pack: {exc} (remove it from SRC or realign)") from exc
+    if pixels.shape != shape:
+        raise DatasetError(f"{item.name}: {pixels.shape[1]}x{pixels.shape[0]}x{pixels.shape[2]}"
+                           f", expected {shape[1]}x{shape[0]}x{shape[2]} like the first image")
+    for r, level in pyramid(np.ascontiguousarray(pixels.transpose(2, 0, 1)), resolutions).items():
+        f[level_name(r)][index] = level
+    meta = dict(item.metadata, name=item.name, pixel_md5=pixel_md5(pixels))
+    f["metadata"][index] = json.dumps(meta, sort_keys=True)
+
+
+def _finalize(f) -> None:
+    for name in checksummed(f):
+        f.attrs[f"sha256_{name}"] = dataset_sha256(f[name])
+    f.attrs["complete"] = True
+
+
+def pack(src: str | Path, out: str | Path, options: PackOptions | None = None, *,
+         labels_file: Path | None = None, attributes_file: Path | None = None,
+         shard: tuple[int, int] = (0, 1), progress: bool = True,
+         on_image: Callable[[int], None] | None = None) -> dict:
+    """Pack SRC into OUT (.h5). Returns the summary of `ffhq_tools.data.info.dataset_info`."""
+    from tqdm import tqdm
+
+    from ffhq_tools.data.info import dataset_info
+
+    options = options or PackOptions()
+    compression_args(options.compression)
+    out = Path(out)
+    items, sg2_labels = discover(src)
+    items = items[shard_block(len(items), shard)]
+    labels = None
+    if labels_file is not None:
+        labels = match_table(items, read_table(labels_file, "--labels"), "--labels")
+    elif sg2_labels is not None:
+        labels = match_table(items, sg2_labels, "dataset.json labels")
+    attributes = attribute_rows(items, attributes_file) if attributes_file else None
+    identity = {"src": str(Path(src).resolve()), "names": len(items), "shard": list(shard),
+                "first": items[0].name if items else None, "options": options.to_dict(),
+                "labels": None if labels is None else labels.shape[1],
+                "attributes": attributes is not None}
+    partial = partial_path(out)
+    f = _open_partial(partial, identity)
+    first = _first_image(items, options)
+    if f is None:
+        f = _create(partial, items, first, options, labels, attributes, identity)
+    try:
+        resolutions = levels_of(f)
+        start = int(f.attrs["written"])
+        for index in tqdm(range(start, len(items)), desc="pack", unit="img", initial=start,
+                          total=len(items), disable=not progress):
+            _write_image(f, index, items[index], options, resolutions, first.shape)
+            if (index + 1) % FLUSH_EVERY == 0 or index + 1 == len(items):
+                f.flush()
+                f.attrs["written"] = index + 1
+                f.flush()
+            if on_image is not None:
+                on_image(index + 1)
+        _finalize(f)
+    finally:
+        f.close()
+    os.replace(partial, out)
+    return dataset_info(out)
+
+
+def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
+    """One file whose datasets are HDF5 virtual datasets over the shard files, in order.
+
+    Shard paths are stored relative to OUT's folder, so keep them together when moving."""
+    import h5py
+
+    from ffhq_tools.data.info import dataset_info
+
+    out = Path(out)
+    if len(shards) < 1:
+        raise DatasetError("pack --merge: give the shard files, then OUT.h5")
+    opened = [open_h5(s) for s in shards]
+    try:
+        first = opened[0]
+        names = [level_name(r) for r in levels_of(first)] + \
+            [n for n in ("labels", "attributes") if n in first]
+        for path, f in zip(shards, opened, strict=True):
+            if not f.attrs.get("complete"):
+                raise DatasetError(f"{path}: not a complete pack (rerun its pack first)")
+            for name in names:
+                if name not in f or f[name].shape[1:] != first[name].shape[1:]:
+                    raise DatasetError(f"{path}: dataset {name} differs from {shards[0]}")
+        counts = [int(f[names[0]].shape[0]) for f in opened]
+        metadata = [m for f in opened for m in read_metadata(f)]
+        partial = partial_path(out)
+        with h5py.File(partial, "w", libver="latest") as merged:
+            for name in names:
+                layout = h5py.VirtualLayout(shape=(sum(counts),) + first[name].shape[1:],
+                                            dtype=first[name].dtype)
+                offset = 0
+                for path, count in zip(shards, counts, strict=True):
+                    relative = os.path.relpath(Path(path).resolve(), out.resolve().parent)
+                    layout[offset:offset + count] = h5py.VirtualSource(
+                        relative, name, shape=(count,) + first[name].shape[1:])
+                    offset += count
+                merged.create_virtual_dataset(name, layout)
+            merged.create_dataset("metadata", data=[json.dumps(m, sort_keys=True)
+                                                    for m in metadata],
+                                  dtype=h5py.string_dtype())
+            for key in ("format", "format_version", "resolution", "channels", "options"):
+                merged.attrs[key] = first.attrs[key]
+            merged.attrs.update(tool_version=__version__, count=sum(counts), written=sum(counts),
+                                merged_from=json.dumps([str(s) for s in shards]))
+            _finalize(merged)
+    finally:
+        for f in opened:
+            f.close()
+    os.replace(partial, out)
+    return dataset_info(out)
