@@ -78,3 +78,36 @@ def test_missing_weights_fail_score_with_the_fetch_command(tiny_checkpoint, real
     assert main(["score", str(tiny_checkpoint), "--data", str(real_folder), "--metrics",
                  "fid50k_full", "--board", str(tmp_path / "b.csv"), "--device", "cpu"]) == 2
     assert "ffhq-tools weights fetch inception-fid" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_score_under_torchrun_matches_one_process(tiny_checkpoint, real_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    common = [str(tiny_checkpoint), "--data", str(real_folder), "--metrics",
+              "fd_dlib_face,pr_dlib_face", "--num-gen", "10", "--batch", "4", "--no-progress",
+              "--device", "cpu"]
+    single, double = tmp_path / "one.csv", tmp_path / "two.csv"
+    assert main(["score", *common, "--board", str(single)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                    "-m", "ffhq_tools", "score", *common, "--board", str(double)],
+                   check=True, env=env, timeout=300, cwd=os.getcwd())
+    one, two = read_board(single), read_board(double)
+    assert len(two) == len(one) == 3  # rank 1 wrote nothing
+    assert (two["num_gen"] == 10).all()
+    for result in one["result"]:
+        a = one.loc[one["result"] == result, "value"].item()
+        b = two.loc[two["result"] == result, "value"].item()
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9), result
