@@ -247,8 +247,9 @@ class Trainer:
             return None
         from tqdm import tqdm
 
+        # Straight to the terminal: the bar would fill log.txt with carriage returns.
         return tqdm(total=total_nimg / 1000, initial=self.state.cur_nimg / 1000, unit="kimg",
-                    desc="train", file=sys.stderr, leave=False,
+                    desc="train", file=sys.__stderr__, leave=False,
                     bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}]")
 
     def _end_tick(self, tick_seconds: float, done: bool, outputs) -> None:

@@ -111,3 +111,39 @@ def test_torchrun_two_ranks_match_one_process(shapes16, tmp_path):
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5,
                                        msg=lambda m, k=key, n=name: f"{n}.{k}: {m}")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(shapes16, tmp_path):
+    """SIGKILL a training process after its first snapshots, resume the folder, compare with
+    a run that never stopped."""
+    import signal
+    import time
+
+    from models.checkpoint import load_checkpoint
+
+    common = ["train", "--config", "tiny", "--data", str(shapes16), "--batch", "8",
+              "--tick", "0.016", "--snap", "1", "--channel-max", "16", "--workers", "0",
+              "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen([sys.executable, "-m", "ffhq_tools", *common, "--kimg", "10",
+                               "--outdir", str(tmp_path / "killed")], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        if list((tmp_path / "killed").glob("*/network-snapshot-000000.040.pt")):
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    run = next((tmp_path / "killed").glob("00000-*"))
+    newest = sorted(run.glob("network-snapshot-*.pt"))[-1].name
+    assert "000000.040" <= newest.removeprefix("network-snapshot-") < "000000.096"
+    assert main([*common, "--kimg", "0.096", "--resume", str(run)]) == 0
+    assert main([*common, "--kimg", "0.096", "--outdir", str(tmp_path / "straight")]) == 0
+    snap = "network-snapshot-000000.096.pt"
+    a = load_checkpoint(run / snap)
+    b = load_checkpoint(next((tmp_path / "straight").glob("00000-*")) / snap)
+    for name in ("G", "D", "G_ema"):
+        for key, value in getattr(a, name).state_dict().items():
+            assert torch.equal(value, getattr(b, name).state_dict()[key]), f"{name}.{key}"
