@@ -20,6 +20,7 @@ from models.train_options import TrainingPlan, TrainOptions, apply_overrides, re
 __all__ = ["TrainOptions", "TrainingPlan", "resolve_run", "train", "find_snapshot"]
 
 SNAPSHOT_GLOB = "network-snapshot-*.pt"
+FP16_CONV_CLAMP = 256.0
 
 
 @dataclass
@@ -91,6 +92,9 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
         raise FfhqToolsError("--config is required (or --resume a snapshot)")
     else:
         config = apply_overrides(get_config(options.config), options.config_overrides)
+        if options.precision == "fp16" and config.conv_clamp is None:
+            # fp16 activations overflow without clamping; 256 is the stylegan2-ada value.
+            config = config.replace(conv_clamp=FP16_CONV_CLAMP)
     if options.kimg is None:
         options = _with(options, kimg=float(config.total_kimg))
     if options.kimg <= 0:

@@ -38,6 +38,12 @@ def test_dry_run_prints_resolved_plan(shapes16, capsys):
     assert described["options"]["kimg"] == 25000 and described["dataset_size"] == 32
 
 
+def test_fp16_turns_conv_clamping_on(shapes16, capsys):
+    assert main(["train", "--config", "tiny", "--data", str(shapes16), "--precision", "fp16",
+                 "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["conv_clamp"] == 256.0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--config", "stylegan2-Z"], "unknown model config 'stylegan2-Z'"),
     (["--config", "tiny", "--res", "64"], "--res 64"),
