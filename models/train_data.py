@@ -104,52 +104,20 @@ class StepBatchSampler:
             nimg += layout.batch
 
 
-class H5Images(torch.utils.data.Dataset):
-    """uint8 CHW images of the `data{R}x{R}` dataset of a ProGAN-layout HDF5 file.
-
-    Interim reader until ffhq_tools.data.H5Dataset lands; opened lazily in each worker.
-    """
-
-    def __init__(self, path: str | Path, resolution: int | None, max_size: int | None = None):
-        import h5py
-
-        self.path = Path(path)
-        try:
-            with h5py.File(self.path, "r") as f:
-                levels = sorted(int(k[4:].split("x")[0]) for k in f if k.startswith("data"))
-                if not levels:
-                    raise FfhqToolsError(f"--data {self.path}: no data{{R}}x{{R}} datasets")
-                self.resolution = int(resolution or levels[-1])
-                self.key = f"data{self.resolution}x{self.resolution}"
-                if self.key not in f:
-                    raise FfhqToolsError(f"--res {self.resolution}: {self.path} holds "
-                                         f"resolutions {levels}")
-                count = int(f[self.key].shape[0])
-        except OSError as exc:
-            raise FfhqToolsError(f"--data {self.path}: not a readable HDF5 file ({exc})") from None
-        self.count = min(count, max_size) if max_size else count
-        self._file = None
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if self._file is None:
-            import h5py
-
-            self._file = h5py.File(self.path, "r")
-        return torch.from_numpy(self._file[self.key][index])
-
-    def __getstate__(self):
-        return {**self.__dict__, "_file": None}
-
-
 def open_training_set(path: str | Path, resolution: int | None, max_size: int | None = None):
-    """The HDF5 training set: uint8 CHW items at `resolution` (None: the largest stored)."""
+    """The HDF5 training set (ffhq_tools.data.H5Dataset): uint8 CHW items at `resolution`
+    (None: the largest level stored). X-flips are the trainer's (seeded per stream position),
+    so the dataset is opened without its own xflip."""
+    from ffhq_tools.data import H5Dataset
+
     path = Path(path)
     if not path.exists():
         raise FfhqToolsError(f"--data {path}: no such file")
-    return H5Images(path, resolution, max_size)
+    try:
+        return H5Dataset(path, resolution, xflip=False, labels=False, max_size=max_size)
+    except FfhqToolsError as exc:
+        flags = f"--data {path}" + (f" --res {resolution}" if resolution else "")
+        raise FfhqToolsError(f"{flags}: {exc}") from None
 
 
 def _collate_images(items) -> torch.Tensor:
