@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ffhq-tools doctor
+	$(VENV)/bin/ffhq-tools demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_MARK)

@@ -29,9 +29,9 @@ class DemoOptions:
     quick: bool = False
     align_size: int | None = None   # aligned output size (default 64)
     resolution: int | None = None   # training resolution (default 32, quick 16)
-    kimg: float | None = None       # training length (default 1.0, quick 0.1)
-    num_gen: int | None = None      # generated images per final metric (default 200, quick 32)
-    snapshot_num_gen: int | None = None  # per metric at each snapshot (default 64, quick 16)
+    kimg: float | None = None       # training length (default 0.5, quick 0.064)
+    num_gen: int | None = None      # generated images per final metric (default 128, quick 24)
+    snapshot_num_gen: int | None = None  # per metric at each snapshot (default 32, quick 8)
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -42,9 +42,9 @@ class DemoOptions:
             outdir=Path(self.outdir), photos=Path(self.photos) if self.photos else None,
             quick=quick, align_size=self.align_size or 64,
             resolution=self.resolution or (16 if quick else 32),
-            kimg=self.kimg if self.kimg is not None else (0.1 if quick else 1.0),
-            num_gen=self.num_gen or (32 if quick else 200),
-            snapshot_num_gen=self.snapshot_num_gen or (16 if quick else 64), seed=self.seed,
+            kimg=self.kimg if self.kimg is not None else (0.064 if quick else 0.5),
+            num_gen=self.num_gen or (24 if quick else 128),
+            snapshot_num_gen=self.snapshot_num_gen or (8 if quick else 32), seed=self.seed,
             device=self.device, progress=self.progress)
 
 
@@ -71,7 +71,8 @@ class DemoState:
     snapshot: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     board: Path | None = None
-    skipped_metrics: list[dict] = field(default_factory=list)
+    skipped_metrics: list[dict] = field(default_factory=list)  # metric, weights, fix
+    failed_metrics: list[dict] = field(default_factory=list)   # metric, error
     stages: list[StageResult] = field(default_factory=list)
 
 
@@ -148,7 +149,8 @@ def add_verbs(verbs) -> None:
     p.add_argument("--photos", help="a folder of your own photos instead of the bundled ones")
     p.add_argument("--quick", action="store_true", help="reduced mode (16px, ~2-3 minutes)")
     p.add_argument("--res", type=int, help="training resolution (default 32; quick 16)")
-    p.add_argument("--kimg", type=float, help="training length in kimg (default 1; quick 0.1)")
+    p.add_argument("--kimg", type=float,
+                   help="training length in kimg (default 0.5; quick 0.064)")
     p.add_argument("--num-gen", type=int, help="generated images per metric")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

@@ -133,9 +133,16 @@ def _metrics(section, state) -> None:
                        "kimg", "wall_time_s"]]
         section.table(shown, "Leaderboard rows (leaderboard.csv)")
     if state.skipped_metrics:
-        section.text("Skipped (feature-network weights not present on this machine):")
-        section.table(pd.DataFrame(state.skipped_metrics), "fetch or import the weights, then "
-                      "re-score with `ffhq-tools score`")
+        skipped = (pd.DataFrame(state.skipped_metrics)
+                   .groupby(["weights", "fix"], sort=True)["metric"]
+                   .agg(lambda m: ", ".join(sorted(m))).reset_index()
+                   .rename(columns={"metric": "metrics skipped"}))
+        section.table(skipped, "Skipped: these weights are not on this machine. Fetch them (or "
+                      "`ffhq-tools weights import NAME FILE`), then re-score with "
+                      "`ffhq-tools score`", float_format="{}")
+    if state.failed_metrics:
+        section.text("Metrics that failed:", note=True)
+        section.table(pd.DataFrame(state.failed_metrics))
     if state.train_dir and list(state.train_dir.glob("metric-*.jsonl")):
         history = load_metric_history(state.train_dir)
         section.image(plot_metric_history(history, state.run_dir / "report-metric-kimg.png",

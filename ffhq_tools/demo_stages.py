@@ -198,16 +198,14 @@ def stage_score(state) -> str:
             outcome = score_generator(G, info, state.dataset, [metric], settings)
         except Exception as exc:  # one metric's failure is reported, the others still run
             failed.append(metric)
-            state.skipped_metrics.append({"metric": metric, "reason": f"failed: {exc}",
-                                          "fix": "see log.txt"})
+            state.failed_metrics.append({"metric": metric, "error": f"{type(exc).__name__}: "
+                                                                    f"{exc}"})
             continue
-        state.skipped_metrics += [{"metric": s.metric, "reason": s.reason, "fix": s.fix}
-                                  for s in outcome.skipped]
+        state.skipped_metrics += [vars(s) for s in outcome.skipped]
         ran += [r["metric"] for r in outcome.records]
     if not ran:
         raise FfhqToolsError(f"no metric could run (failed: {', '.join(failed) or 'none'})")
-    skipped = len(state.skipped_metrics) - len(failed)
-    return (f"scored {', '.join(ran)}; {skipped} skipped for missing weights"
+    return (f"scored {', '.join(ran)}; {len(state.skipped_metrics)} skipped for missing weights"
             + (f"; failed: {', '.join(failed)}" if failed else ""))
 
 

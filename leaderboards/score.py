@@ -47,8 +47,21 @@ class ScoreSettings:
 @dataclass
 class Skipped:
     metric: str
-    reason: str
-    fix: str
+    weights: str  # the registry entry that is missing
+    fix: str      # the command that provides it
+
+
+MISSING_ENTRY = re.compile(r"weights '([^']+)'")
+FETCH_COMMAND = re.compile(r"ffhq-tools weights fetch \S+")
+
+
+def skipped_for(metric: str, error: Exception) -> Skipped:
+    """The missing entry and the command that fetches it, from a WeightsError's message."""
+    text = str(error)
+    entry = MISSING_ENTRY.search(text)
+    fetch = FETCH_COMMAND.search(text)
+    name = entry.group(1) if entry else "?"
+    return Skipped(metric, name, fetch.group(0) if fetch else f"--weights {name}=PATH")
 
 
 @dataclass
@@ -142,8 +155,7 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
         except WeightsError as exc:
             if not settings.skip_missing_weights:
                 raise
-            reason, *fixes = str(exc).splitlines()
-            outcome.skipped.append(Skipped(metric, reason, " | ".join(fixes)))
+            outcome.skipped.append(skipped_for(metric, exc))
             continue
         rows = rows_from_result(record, checkpoint=str(info["path"]),
                                 checkpoint_sha256=info["sha256"], config=info["config"],

@@ -111,3 +111,18 @@ def test_score_under_torchrun_matches_one_process(tiny_checkpoint, real_folder, 
         a = one.loc[one["result"] == result, "value"].item()
         b = two.loc[two["result"] == result, "value"].item()
         assert b == pytest.approx(a, rel=1e-6, abs=1e-9), result
+
+
+def test_skipping_missing_weights_names_the_entry_and_the_fetch_command(tiny_checkpoint,
+                                                                        real_folder, tmp_path):
+    from leaderboards.score import ScoreSettings, Skipped, checkpoint_info, score_generator
+    from models.checkpoint import load_generator
+
+    settings = ScoreSettings(board=tmp_path / "b.csv", dataset="d", device="cpu",
+                             skip_missing_weights=True, progress=False)
+    outcome = score_generator(load_generator(tiny_checkpoint), checkpoint_info(tiny_checkpoint),
+                              real_folder, ["fid50k_full", "kid50k_full"], settings)
+    assert outcome.skipped == [
+        Skipped("fid50k_full", "inception-fid", "ffhq-tools weights fetch inception-fid"),
+        Skipped("kid50k_full", "inception-fid", "ffhq-tools weights fetch inception-fid")]
+    assert not outcome.rows and not (tmp_path / "b.csv").exists()
