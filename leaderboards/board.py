@@ -118,7 +118,12 @@ def read_board(path: str | Path):
         text = text[: text.rfind("\n") + 1]
     frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     for column in NUMERIC_COLUMNS:
-        frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce")
+        try:
+            frame[column] = pd.to_numeric(frame[column].mask(frame[column] == ""),
+                                          errors="raise")
+        except (TypeError, ValueError) as exc:
+            raise LeaderboardError(f"{path}: column '{column}' holds a non-number ({exc})") \
+                from None
     return frame
 
 

@@ -121,3 +121,11 @@ def test_format_weights_is_sorted_and_reversible():
     names, cell = format_weights({"b": "2", "a": "1"})
     assert names == "a+b" and cell == "a=1;b=2"
     assert parse_weights(cell) == {"a": "1", "b": "2"} and parse_weights("") == {}
+
+
+def test_a_non_number_in_a_numeric_column_names_the_column(tmp_path):
+    board = tmp_path / "board.csv"
+    append_rows(board, make_rows())
+    append_rows(board, [{**make_rows()[0], "value": "oops"}])
+    with pytest.raises(LeaderboardError, match="column 'value'"):
+        read_board(board)
