@@ -1,8 +1,11 @@
 """`pack`: images -> one multi-resolution HDF5 file (layout in `ffhq_tools.data.layout`).
 
-Crash-safe and resumable: everything is written to `.<OUT>.partial` beside OUT, with the count
-of finished images stored (and flushed) every few images; a rerun with the same inputs and
-options continues from there; only a complete file, with its checksums, is renamed to OUT.
+Crash-safe and resumable: pixels go to `.<OUT>.partial` beside OUT, flushed every FLUSH_EVERY
+images together with the count of finished images; per-image metadata goes to a JSON-lines
+sidecar (fsynced appends) and enters the file only at the end, because HDF5's variable-length
+heap does not survive a kill. A rerun with the same inputs and options continues from the last
+flush (or starts over, saying so, if the partial file is damaged); only a complete file, with
+its checksums, is renamed to OUT.
 `--shard i/n` packs the i-th contiguous block of images; `merge_shards` joins shard files into
 one file of HDF5 virtual datasets (no copy of the pixels).
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ffhq_tools import __version__
+from ffhq_tools.atomic import append_jsonl, read_jsonl
 from ffhq_tools.data.layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -54,6 +58,10 @@ def partial_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
+def sidecar_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial.meta.jsonl")
+
+
 def shard_block(count: int, shard: tuple[int, int]) -> slice:
     index, total = shard
     return slice(count * index // total, count * (index + 1) // total)
@@ -76,12 +84,11 @@ def _create(path: Path, items, first: np.ndarray, options: PackOptions, labels, 
     if height != width:
         raise DatasetError(f"{items[0].name}: {width}x{height} is not square")
     resolutions = resolutions_for(width, options.min_res)
-    f = h5py.File(path, "w", libver="latest")
+    f = h5py.File(path, "w")
     for r in resolutions:
         f.create_dataset(level_name(r), shape=(len(items), channels, r, r), dtype=np.uint8,
                          maxshape=(None, channels, r, r), chunks=(1, channels, r, r),
                          **compression_args(options.compression))
-    f.create_dataset("metadata", shape=(len(items),), dtype=h5py.string_dtype())
     if labels is not None:
         f.create_dataset("labels", data=labels.astype(np.float32))
     if attributes is not None:
@@ -101,10 +108,9 @@ def _open_partial(path: Path, identity: dict):
     if not path.exists():
         return None
     try:
-        f = h5py.File(path, "a", libver="latest")
+        f = h5py.File(path, "a")
     except OSError:
-        print(f"pack: {path} is unreadable (killed mid-write?); starting over", file=sys.stderr)
-        path.unlink()
+        _start_over(path, "is unreadable")
         return None
     if json.loads(f.attrs.get("identity", "{}")) != identity:
         f.close()
@@ -113,7 +119,14 @@ def _open_partial(path: Path, identity: dict):
     return f
 
 
-def _write_image(f, index: int, item: PackItem, options: PackOptions, resolutions, shape):
+def _start_over(path: Path, why: str) -> None:
+    print(f"pack: {path} {why} (killed mid-write?); starting over", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    sidecar_path(path.with_name(path.name[1:-len(".partial")])).unlink(missing_ok=True)
+
+
+def _write_image(f, index: int, item: PackItem, options: PackOptions, resolutions,
+                 shape) -> dict:
     try:
         pixels = item.load(options.max_pixels)
     except ImageRejected as exc:
@@ -123,8 +136,14 @@ def _write_image(f, index: int, item: PackItem, options: PackOptions, resolution
                            f", expected {shape[1]}x{shape[0]}x{shape[2]} like the first image")
     for r, level in pyramid(np.ascontiguousarray(pixels.transpose(2, 0, 1)), resolutions).items():
         f[level_name(r)][index] = level
-    meta = dict(item.metadata, name=item.name, pixel_md5=pixel_md5(pixels))
-    f["metadata"][index] = json.dumps(meta, sort_keys=True)
+    return dict(item.metadata, name=item.name, pixel_md5=pixel_md5(pixels))
+
+
+def _store_metadata(f, metadata: list[dict]) -> None:
+    import h5py
+
+    f.create_dataset("metadata", data=[json.dumps(m, sort_keys=True) for m in metadata],
+                     dtype=h5py.string_dtype())
 
 
 def _finalize(f) -> None:
@@ -138,8 +157,6 @@ def pack(src: str | Path, out: str | Path, options: PackOptions | None = None, *
          shard: tuple[int, int] = (0, 1), progress: bool = True,
          on_image: Callable[[int], None] | None = None) -> dict:
     """Pack SRC into OUT (.h5). Returns the summary of `ffhq_tools.data.info.dataset_info`."""
-    from tqdm import tqdm
-
     from ffhq_tools.data.info import dataset_info
 
     options = options or PackOptions()
@@ -157,28 +174,55 @@ def pack(src: str | Path, out: str | Path, options: PackOptions | None = None, *
                 "first": items[0].name if items else None, "options": options.to_dict(),
                 "labels": None if labels is None else labels.shape[1],
                 "attributes": attributes is not None}
-    partial = partial_path(out)
-    f = _open_partial(partial, identity)
     first = _first_image(items, options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resuming = partial_path(out).exists()
+    try:
+        _pack_into_partial(out, items, first, options, labels, attributes, identity, progress,
+                           on_image)
+    except OSError as exc:  # h5py's errors are OSErrors: a partial file damaged by a kill
+        if not resuming:
+            raise
+        _start_over(partial_path(out), f"could not be resumed ({exc})")
+        _pack_into_partial(out, items, first, options, labels, attributes, identity, progress,
+                           on_image)
+    os.replace(partial_path(out), out)
+    sidecar_path(out).unlink(missing_ok=True)
+    return dataset_info(out)
+
+
+def _pack_into_partial(out, items, first, options, labels, attributes, identity, progress,
+                       on_image) -> None:
+    from tqdm import tqdm
+
+    partial, sidecar = partial_path(out), sidecar_path(out)
+    f = _open_partial(partial, identity)
     if f is None:
+        sidecar.unlink(missing_ok=True)
         f = _create(partial, items, first, options, labels, attributes, identity)
     try:
         resolutions = levels_of(f)
         start = int(f.attrs["written"])
+        metadata = read_jsonl(sidecar)[:start]
+        if len(metadata) != start:
+            raise OSError(f"{sidecar} holds {len(metadata)} of {start} metadata lines")
+        with open(sidecar, "w") as handle:  # drop lines past the last flush
+            handle.writelines(json.dumps(m, sort_keys=True) + "\n" for m in metadata)
         for index in tqdm(range(start, len(items)), desc="pack", unit="img", initial=start,
                           total=len(items), disable=not progress):
-            _write_image(f, index, items[index], options, resolutions, first.shape)
+            metadata.append(_write_image(f, index, items[index], options, resolutions,
+                                         first.shape))
+            append_jsonl(sidecar, metadata[-1])
             if (index + 1) % FLUSH_EVERY == 0 or index + 1 == len(items):
                 f.flush()
                 f.attrs["written"] = index + 1
                 f.flush()
             if on_image is not None:
                 on_image(index + 1)
+        _store_metadata(f, metadata)
         _finalize(f)
     finally:
         f.close()
-    os.replace(partial, out)
-    return dataset_info(out)
 
 
 def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
@@ -192,41 +236,38 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
     out = Path(out)
     if len(shards) < 1:
         raise DatasetError("pack --merge: give the shard files, then OUT.h5")
-    opened = [open_h5(s) for s in shards]
-    try:
-        first = opened[0]
-        names = [level_name(r) for r in levels_of(first)] + \
-            [n for n in ("labels", "attributes") if n in first]
-        for path, f in zip(shards, opened, strict=True):
+    names, shapes, dtypes, counts, metadata, attrs = [], {}, {}, [], [], {}
+    for path in shards:  # read what we need, then close: HDF5 reopens them for the VDS
+        with open_h5(path) as f:
             if not f.attrs.get("complete"):
                 raise DatasetError(f"{path}: not a complete pack (rerun its pack first)")
+            if not names:
+                names = [level_name(r) for r in levels_of(f)] + \
+                    [n for n in ("labels", "attributes") if n in f]
+                shapes = {n: f[n].shape[1:] for n in names}
+                dtypes = {n: f[n].dtype for n in names}
+                attrs = {k: f.attrs[k] for k in ("format", "format_version", "resolution",
+                                                 "channels", "options")}
             for name in names:
-                if name not in f or f[name].shape[1:] != first[name].shape[1:]:
+                if name not in f or f[name].shape[1:] != shapes[name]:
                     raise DatasetError(f"{path}: dataset {name} differs from {shards[0]}")
-        counts = [int(f[names[0]].shape[0]) for f in opened]
-        metadata = [m for f in opened for m in read_metadata(f)]
-        partial = partial_path(out)
-        with h5py.File(partial, "w", libver="latest") as merged:
-            for name in names:
-                layout = h5py.VirtualLayout(shape=(sum(counts),) + first[name].shape[1:],
-                                            dtype=first[name].dtype)
-                offset = 0
-                for path, count in zip(shards, counts, strict=True):
-                    relative = os.path.relpath(Path(path).resolve(), out.resolve().parent)
-                    layout[offset:offset + count] = h5py.VirtualSource(
-                        relative, name, shape=(count,) + first[name].shape[1:])
-                    offset += count
-                merged.create_virtual_dataset(name, layout)
-            merged.create_dataset("metadata", data=[json.dumps(m, sort_keys=True)
-                                                    for m in metadata],
-                                  dtype=h5py.string_dtype())
-            for key in ("format", "format_version", "resolution", "channels", "options"):
-                merged.attrs[key] = first.attrs[key]
-            merged.attrs.update(tool_version=__version__, count=sum(counts), written=sum(counts),
-                                merged_from=json.dumps([str(s) for s in shards]))
-            _finalize(merged)
-    finally:
-        for f in opened:
-            f.close()
+            counts.append(int(f[names[0]].shape[0]))
+            metadata += read_metadata(f)
+    partial = partial_path(out)
+    with h5py.File(partial, "w") as merged:
+        for name in names:
+            layout = h5py.VirtualLayout(shape=(sum(counts),) + shapes[name], dtype=dtypes[name])
+            offset = 0
+            for path, count in zip(shards, counts, strict=True):
+                relative = os.path.relpath(Path(path).resolve(), out.resolve().parent)
+                layout[offset:offset + count] = h5py.VirtualSource(
+                    relative, name, shape=(count,) + shapes[name])
+                offset += count
+            merged.create_virtual_dataset(name, layout)
+        _store_metadata(merged, metadata)
+        merged.attrs.update(attrs)
+        merged.attrs.update(tool_version=__version__, count=sum(counts), written=sum(counts),
+                            merged_from=json.dumps([str(s) for s in shards]))
+        _finalize(merged)
     os.replace(partial, out)
     return dataset_info(out)
