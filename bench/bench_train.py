@@ -23,6 +23,7 @@ VARIANTS = (  # (label, precision, channels_last)
     ("bf16", "bf16", False),
     ("fp32+channels_last", "fp32", True),
     ("bf16+channels_last", "bf16", True),
+    ("fp32 again", "fp32", False),  # exposes drift of the shared machine's load over the run
 )
 BATCH, WARMUP_STEPS, BLOCK_STEPS, BLOCKS, THREADS = 16, 2, 4, 3, 1
 

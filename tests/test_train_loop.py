@@ -113,7 +113,8 @@ def _free_port() -> int:
 def test_two_gloo_ranks_equal_one_process(tmp_path):
     steps, changes = 4, {"batch": 4}
     out = tmp_path / "params"
-    mp.spawn(ddp_worker, args=(2, _free_port(), steps, str(out), changes), nprocs=2, join=True)
+    mp.start_processes(ddp_worker, args=(2, _free_port(), steps, str(out), changes), nprocs=2,
+                       join=True, start_method="fork")  # fork: no re-import per rank
     rank0 = torch.load(f"{out}.0", weights_only=True)
     rank1 = torch.load(f"{out}.1", weights_only=True)
     assert torch.equal(rank0, rank1)
