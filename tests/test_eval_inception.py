@@ -1,5 +1,6 @@
-"""The FID Inception against the peers on identical weights (a calibrated random network in
-pytorch-fid's file format), the preprocessing modes and the TorchScript loader."""
+"""The FID Inception: TF1 resize bit-exact with torch-fidelity's, the preprocessing modes, the
+TorchScript loader and clear errors for wrong files. Folder-level agreement with pytorch-fid
+and torch-fidelity on identical weights is in test_eval_fid_peers.py."""
 
 import numpy as np
 import pytest
@@ -39,38 +40,6 @@ def test_tf_resize_matches_torch_fidelity():
     assert torch.equal(ours, theirs)  # TF's float32 order of operations, bit for bit
     assert not torch.allclose(ours, torch.nn.functional.interpolate(
         x, size=(299, 299), mode="bilinear", align_corners=False), atol=1e-2)
-
-
-@pytest.mark.slow
-def test_file_loads_strictly_into_torch_fidelity_and_features_agree(inception_file, images):
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    theirs = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                         feature_extractor_weights_path=str(inception_file))
-    their_pool, their_logits = theirs(images)
-    extractor = load_inception(_ctx(inception_file))
-    pool, probs = extractor(images, want_probs=True)
-    assert torch.allclose(pool, their_pool, rtol=1e-4, atol=1e-4 * their_pool.abs().max())
-    np.testing.assert_allclose(probs.numpy(), torch.softmax(their_logits.double(), 1).numpy(),
-                               rtol=1e-3, atol=1e-7)
-    # Calibrated BatchNorm makes different images give clearly different features.
-    spread = torch.cdist(pool, pool)[~torch.eye(len(pool), dtype=bool)]
-    assert spread.min() > 0.05 * pool.norm(dim=1).mean()
-
-
-@pytest.mark.slow
-def test_pytorch_fid_mode_matches_pytorch_fid(inception_file, images, tmp_path, monkeypatch):
-    from pytorch_fid.inception import InceptionV3
-
-    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / inception_file.name).write_bytes(inception_file.read_bytes())
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    theirs = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
-    with torch.no_grad():
-        their_pool = theirs(images.float() / 255)[0].flatten(1)
-    pool, _ = load_inception(_ctx(inception_file, mode="pytorch-fid"))(images)
-    assert torch.allclose(pool, their_pool, rtol=1e-4, atol=1e-4 * their_pool.abs().max())
 
 
 def test_modes_differ_and_are_named(images):

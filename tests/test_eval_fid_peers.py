@@ -1,0 +1,61 @@
+"""FID between two folders, ours vs pytorch-fid and torch-fidelity on identical weights: an
+architecture-exact Inception with seeded random weights and BatchNorm calibrated on photos,
+saved as pt_inception-2015-12-05-6726825d.pth where both peers look for it (TORCH_HOME)."""
+
+import pytest
+from eval_helpers import photos, random_crops, shared_inception_file, write_folder
+
+from eval.fid import fid_between
+from eval.registry import MetricContext
+
+NUM = 6  # images per folder: every image costs a full 299x299 Inception pass per library
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    sources = photos()
+    root = tmp_path_factory.mktemp("peers")
+    first = write_folder(root / "a", random_crops(NUM, 32, 21, sources[:3]))
+    second = write_folder(root / "b", random_crops(NUM, 32, 22, sources[3:]))
+    return first, second
+
+
+@pytest.fixture()
+def torch_home(tmp_path_factory, monkeypatch):
+    inception = shared_inception_file(tmp_path_factory)
+    checkpoints = tmp_path_factory.mktemp("torch_home") / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / inception.name).write_bytes(inception.read_bytes())
+    (checkpoints / "weights-inception-2015-12-05-6726825d.pth").write_bytes(
+        inception.read_bytes())  # torch-fidelity's name for the same file
+    monkeypatch.setenv("TORCH_HOME", str(checkpoints.parent.parent))
+    return inception
+
+
+def _ours(folders, inception, mode, tmp_path):
+    ctx = MetricContext(weights_overrides={"inception-fid": inception}, mode=mode,
+                        progress=False, stats_cache=tmp_path / "stats")
+    return fid_between(*folders, ctx)["fid"]
+
+
+@pytest.mark.slow
+def test_pytorch_fid_mode_agrees_with_pytorch_fid(folders, torch_home, tmp_path):
+    from pytorch_fid.fid_score import calculate_fid_given_paths
+
+    theirs = calculate_fid_given_paths([str(f) for f in folders], batch_size=NUM,
+                                       device="cpu", dims=2048, num_workers=0)
+    ours = _ours(folders, torch_home, "pytorch-fid", tmp_path)
+    assert theirs > 1.0  # calibrated features spread: the two photo sets are far apart
+    assert ours == pytest.approx(theirs, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_tf_mode_agrees_with_torch_fidelity(folders, torch_home, tmp_path):
+    import torch_fidelity
+
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(folders[0]), input2=str(folders[1]), fid=True, cuda=False, verbose=False,
+        cache=False, batch_size=NUM)["frechet_inception_distance"]
+    ours = _ours(folders, torch_home, "tf", tmp_path)
+    assert theirs > 1.0
+    assert ours == pytest.approx(theirs, rel=1e-3)
