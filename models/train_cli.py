@@ -48,12 +48,14 @@ def eval_metric_fn(names: tuple[str, ...], data: str, weights: list[str], seed: 
         from eval.registry import MetricContext, compute_metric, get_metric
     except ImportError as exc:
         raise FfhqToolsError(f"--metrics needs the eval package ({exc})") from None
-    from ffhq_tools.weights import parse_overrides
+    from ffhq_tools import weights as registry_weights
     from models.checkpoint import checkpoint_info
 
-    for name in names:
-        get_metric(name)  # unknown names fail now, with close matches, not after hours
-    overrides = parse_overrides(weights)
+    overrides = registry_weights.parse_overrides(weights)
+    for name in names:  # fail now, not at the first snapshot hours later
+        entries = get_metric(name).weights  # unknown names: error with close matches
+        if entries and not any(registry_weights.is_available(e, overrides) for e in entries):
+            registry_weights.resolve(entries[0], overrides)  # raises the "how to get it" error
 
     def compute(metric_names: list, snapshot: Path, G_ema) -> dict:
         device = next(G_ema.parameters()).device

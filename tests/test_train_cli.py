@@ -50,6 +50,7 @@ def test_fp16_turns_conv_clamping_on(shapes16, capsys):
     (["--config", "tiny", "--batch", "6", "--batch-gpu", "4"], "--batch-gpu 4"),
     (["--config", "tiny", "--cfg", "nonsense=1"], "unknown config field(s): nonsense"),
     (["--config", "tiny", "--metrics", "fid50k_fulll"], "unknown metric 'fid50k_fulll'"),
+    (["--config", "tiny", "--metrics", "fid50k_full"], "weights fetch inception-fid"),
     (["--config", "tiny", "--precision", "fp16"], "fp16 needs CUDA"),
     (["--resume", "missing-run"], "--resume missing-run"),
 ])
