@@ -207,7 +207,9 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"G architecture must be one of {ARCHITECTURES}, got {architecture}")
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.block_resolutions = [2 ** i for i in range(2, log2_resolution(img_resolution) + 1)]
-        self.fused_modconv = True
+        # None = automatic: one grouped conv in eval mode, activation scaling while training
+        # (stylegan2-ada's choice); True / False force one form.
+        self.fused_modconv: bool | None = None
         self.progressive = progressive
         self.lod = 0.0
         self.num_ws = 0
@@ -232,9 +234,12 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             block_ws = ws[:, w_idx: w_idx + block.num_conv + block.num_torgb]
-            x, img = block(x, img, block_ws, noise_mode, self.fused_modconv)
+            x, img = block(x, img, block_ws, noise_mode, self._fused())
             w_idx += block.num_conv
         return img
+
+    def _fused(self) -> bool:
+        return (not self.training) if self.fused_modconv is None else self.fused_modconv
 
     def _forward_growing(self, ws: torch.Tensor, noise_mode: str) -> torch.Tensor:
         """Progressive growing: every level has a toRGB; the output blends levels by `lod`."""
@@ -247,9 +252,9 @@ class SynthesisNetwork(nn.Module):
                 break
             block = getattr(self, f"b{res}")
             x = block.run_convs(x, ws[:, w_idx: w_idx + block.num_conv], noise_mode,
-                                self.fused_modconv)
+                                self._fused())
             w_idx += block.num_conv
-            y = block.torgb(x, ws[:, w_idx], self.fused_modconv).to(torch.float32)
+            y = block.torgb(x, ws[:, w_idx], self._fused()).to(torch.float32)
             img = y if img is None else lod_blend(y, upscale_nearest(img), t)
         return upscale_nearest(img, self.img_resolution // img.shape[-1])
 

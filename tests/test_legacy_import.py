@@ -92,8 +92,10 @@ def test_tf_stylegan_v1_pickle_fused_resolutions(tmp_path):
     check_import(tmp_path, fx.write_tf_stylegan, G, D, G_ema, "tf-stylegan")
 
 
-@pytest.mark.parametrize("g_arch,d_arch", [("skip", "resnet"), ("resnet", "skip"),
-                                           ("orig", "orig")])
+@pytest.mark.parametrize("g_arch,d_arch", [
+    ("skip", "resnet"),
+    pytest.param("resnet", "skip", marks=pytest.mark.slow),
+    pytest.param("orig", "orig", marks=pytest.mark.slow)])
 def test_stylegan2_ada_pickle(tmp_path, monkeypatch, g_arch, d_arch):
     monkeypatch.chdir(tmp_path)
     G, D, G_ema = randomised("tiny", g_architecture=g_arch, d_architecture=d_arch,

@@ -125,7 +125,7 @@ QUICK = ["tiny", "tiny-stylegan", "tiny-progan", "stylegan2-D"]
 @pytest.mark.parametrize("name", QUICK)
 def test_small_configs_forward_backward(name):
     lods = (0.0, 1.5) if get_config(name).progressive else (0.0,)
-    forward_backward(name, lods=lods)
+    forward_backward(name, resolution=16, batch=2, lods=lods)
 
 
 @pytest.mark.slow
@@ -262,3 +262,14 @@ def test_config_json_round_trip():
     for config in CONFIGS.values():
         again = type(config).from_dict(json.loads(json.dumps(config.to_dict())))
         assert again == config
+
+
+def test_grouped_and_activation_scaled_forms_agree_in_the_generator():
+    torch.manual_seed(7)
+    G, _ = build_networks(get_config("tiny"), 16)
+    ws = G.mapping(torch.randn(3, G.z_dim))
+    G.synthesis.fused_modconv = True
+    grouped = G.synthesis(ws, noise_mode="const")
+    G.synthesis.fused_modconv = False
+    torch.testing.assert_close(G.synthesis(ws, noise_mode="const"), grouped,
+                               rtol=1e-4, atol=1e-4)
