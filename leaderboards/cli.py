@@ -116,12 +116,28 @@ def _compare(args) -> int:
 
 
 def _plot(args) -> int:
-    from leaderboards.plots import load_metric_history, plot_metric_history
+    from leaderboards.plots import load_metric_history, plot_comparison, plot_metric_history
 
+    if not args.run and not args.baseline:
+        raise FfhqToolsError("leaderboard plot: give RUN_DIR (metric vs kimg) and/or "
+                             "--baseline TABLE (bars against the published values)")
     out = Path(args.out)
-    history = load_metric_history(args.run)
-    plot_metric_history(history, out, title=str(args.run))
-    print(f"wrote {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    if args.run:
+        path = plot_metric_history(load_metric_history(args.run), out / "metrics-vs-kimg.png",
+                                   title=str(args.run))
+        print(f"wrote {path}")
+    if args.baseline:
+        from leaderboards.board import read_board
+        from leaderboards.layouts import get_layout
+        from leaderboards.tables import compare, dataset_mapping
+
+        layout = get_layout(args.baseline)
+        table = compare(read_board(args.board), layout, dataset_mapping(layout, args.dataset),
+                        args.aggregate, allow_mixed=args.allow_mixed)
+        path = plot_comparison(table, out / f"{layout.name}-vs-published.png",
+                               title=f"{layout.paper} {layout.name}: ours vs published")
+        print(f"wrote {path}")
     return 0
 
 
@@ -200,9 +216,15 @@ def add_verbs(verbs) -> None:
     _add_table_flags(p, ("text", "csv"))
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("plot", help="metric vs kimg from a run's metric-*.jsonl as a PNG")
-    p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--out", default="metrics.png")
+    p = sub.add_parser("plot", help="PNGs: metric vs kimg from a run's metric-*.jsonl, and/or "
+                                    "bars of leaderboard values against a published table")
+    p.add_argument("run", metavar="RUN_DIR", nargs="?")
+    p.add_argument("--out", default="plots", help="folder for the PNGs (default: plots)")
+    p.add_argument("--baseline", metavar="TABLE", help="bars against this published table")
+    p.add_argument("--board", default=DEFAULT_BOARD)
+    p.add_argument("--dataset", action="append", metavar="NAME|PAPER=NAME")
+    p.add_argument("--aggregate", default="last", choices=("last", "min", "max", "mean"))
+    p.add_argument("--allow-mixed", action="store_true")
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("baselines", help="the published tables shipped with the suite")

@@ -52,6 +52,14 @@ def test_compare_prints_deltas_and_plots(board, tmp_path, capsys):
     assert Image.open(png).size[0] > 100
 
 
+def test_plot_bars_against_a_baseline(board, tmp_path):
+    out = tmp_path / "plots"
+    assert main(["leaderboard", "plot", "--baseline", "stylegan-table1", "--board", str(board),
+                 "--out", str(out)]) == 0
+    assert Image.open(out / "stylegan-table1-vs-published.png").size[0] > 100
+    assert main(["leaderboard", "plot", "--out", str(out)]) == 2
+
+
 def test_compare_refusal_is_a_one_line_cli_error(tmp_path, capsys):
     path = tmp_path / "mixed.csv"
     append_rows(path, [_row("stylegan-A", "fid50k", 9.0),
@@ -80,8 +88,8 @@ def test_metric_history_from_a_run_and_its_plot(tmp_path):
                   "network": {"kimg": 2.0}})
     history = load_metric_history(run)
     assert history == {"fid50k": [(1.0, 80.0), (2.0, 50.0)], "pr50k3_precision": [(2.0, 0.5)]}
-    assert main(["leaderboard", "plot", str(run), "--out", str(tmp_path / "m.png")]) == 0
-    assert Image.open(tmp_path / "m.png").format == "PNG"
+    assert main(["leaderboard", "plot", str(run), "--out", str(tmp_path / "plots")]) == 0
+    assert Image.open(tmp_path / "plots" / "metrics-vs-kimg.png").format == "PNG"
     append_jsonl(run / "metric-bad.jsonl", {"metric": "bad", "results": {"x": 1.0}})
     with pytest.raises(FfhqToolsError, match="metric-bad.jsonl"):
         load_metric_history(run)
