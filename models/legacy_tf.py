@@ -76,6 +76,8 @@ def sg2_generator(variables: dict) -> Renamer:
             out.put(f"mapping.fc{m.group(1)}.{m.group(2)}", value, name)
         elif name == "dlatent_avg":
             out.put("mapping.w_avg", plain(v), name)
+        elif name == "lod":  # G_main's growing level: always 0 for StyleGAN2 networks
+            continue
         elif name == "synthesis/4x4/Const/const":
             out.put("synthesis.b4.const", plain(v)[0], name)
         elif m := re.fullmatch(r"synthesis/noise(\d+)", name):
@@ -199,7 +201,7 @@ def v1_generator(variables: dict) -> tuple[Renamer, float]:
             out.put(f"mapping.fc{m.group(1)}.{m.group(2)}", value, name)
         elif name == "dlatent_avg":
             out.put("mapping.w_avg", plain(v), name)
-        elif name == "synthesis/lod":
+        elif name in ("lod", "synthesis/lod"):  # G_style's own copy and the synthesis one
             lod = float(np.asarray(v))
         elif m := re.fullmatch(r"synthesis/noise(\d+)", name):
             out.put(f"{noise_layers[int(m.group(1))]}.noise_const", plain(v)[0, 0], name)

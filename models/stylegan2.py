@@ -255,7 +255,8 @@ class SynthesisNetwork(nn.Module):
                                 self._fused())
             w_idx += block.num_conv
             y = block.torgb(x, ws[:, w_idx], self._fused()).to(torch.float32)
-            img = y if img is None else lod_blend(y, upscale_nearest(img), t)
+            # the revised StyleGAN2 networks fade in against the FIR-upsampled coarser level
+            img = y if img is None else lod_blend(y, upsample2d(img, self.b4.resample_filter), t)
         return upscale_nearest(img, self.img_resolution // img.shape[-1])
 
 

@@ -145,7 +145,8 @@ def write_tf_stylegan2(path, G, D, G_ema):
             comps = {"mapping": tf_network(ns, "G_mapping", mapping),
                      "synthesis": tf_network(ns, "G_synthesis", synthesis,
                                              func="G_synthesis_stylegan2")}
-            own = {"dlatent_avg": np32(net.mapping.w_avg)}
+            own = {"lod": np.float32(getattr(net, "lod", 0.0)),
+                   "dlatent_avg": np32(net.mapping.w_avg)}
             return tf_network(ns, name, own, comps, func="G_main")
         nets = (generator(G, "G"),
                 tf_network(ns, "D", tf_sg2_discriminator_vars(D),
@@ -218,7 +219,8 @@ def write_tf_stylegan(path, G, D, G_ema):
                      "synthesis": tf_network(ns, "G_synthesis", synthesis, static_kwargs={
                          "blur_filter": [1, 2, 1],
                          "fused_scale": True if net.synthesis.b8.conv0.fused else "auto"})}
-            own = {"dlatent_avg": np32(net.mapping.w_avg)}
+            own = {"lod": np.float32(getattr(net, "lod", 0.0)),
+                   "dlatent_avg": np32(net.mapping.w_avg)}
             return tf_network(ns, name, own, comps, func="G_style",
                               static_kwargs={"truncation_psi": 0.7, "truncation_cutoff": 8})
         nets = (generator(G, "G"), tf_network(ns, "D", tf_v1_discriminator_vars(D)),
