@@ -131,3 +131,28 @@ def test_bad_inputs_name_the_input(inception_file, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     with pytest.raises(FfhqToolsError, match="--network"):
         compute_metric("fid50k_full", MetricContext(data=tmp_path))
+
+
+@pytest.mark.slow
+def test_metrics_verb_on_a_checkpoint_writes_rows(inception_file, real_folder, tmp_path,
+                                                  capsys):
+    from models.checkpoint import save_checkpoint
+    from models.configs import build_networks, get_config
+
+    torch.manual_seed(0)
+    config = get_config("tiny")
+    G, D = build_networks(config, 16)
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, config={"model": config.to_dict(), "resolution": 16}, G=G, D=D)
+    argv = ["metrics", "--metrics", "fid50k_full,kid50k_full", "--network", str(ckpt),
+            "--data", str(real_folder), "--num-gen", "3", "--weights",
+            f"inception-fid={inception_file}", "--no-progress", "--device", "cpu",
+            "--stats-cache", str(tmp_path / "stats"), "--run-root", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["metric"] for r in rows] == ["fid50k_full", "kid50k_full"]
+    assert rows[0]["network"]["sha256"] and rows[1]["protocol"]["subset_size"] == 3
+    run_dir = next((tmp_path / "runs").glob("00000-metrics-*"))
+    saved = json.loads((run_dir / "metric-kid50k_full.jsonl").read_text())
+    assert saved["results"] == rows[1]["results"]
+    assert (run_dir / "options.json").is_file() and (run_dir / "log.txt").is_file()
