@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_ROW_BATCH = 5000
+DEFAULT_ROW_BATCH = 2048
 DEFAULT_COL_BATCH = 10000
 
 
@@ -24,11 +24,18 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
-                       b_sq: torch.Tensor) -> torch.Tensor:
-    d = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0)
-    d.add_(a_sq.unsqueeze(1))
-    return d.clamp_(min=0.0)
+class _Workspace:
+    """One reusable distance block: no large allocation (and page faults) per block."""
+
+    def __init__(self, rows: int, cols: int, dtype: torch.dtype, device):
+        self.flat = torch.empty(rows * cols, dtype=dtype, device=device)
+
+    def squared_distances(self, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
+                          b_sq: torch.Tensor) -> torch.Tensor:
+        d = self.flat[:a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])
+        torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0, out=d)
+        d.add_(a_sq.unsqueeze(1))
+        return d.clamp_(min=0.0)
 
 
 def _merge_smallest(best: torch.Tensor | None, candidates: torch.Tensor, keep: int) -> torch.Tensor:
@@ -41,9 +48,27 @@ def _merge_smallest(best: torch.Tensor | None, candidates: torch.Tensor, keep: i
     return torch.topk(merged, min(keep, merged.shape[1]), dim=1, largest=False).values
 
 
-def _prepare(features, center: torch.Tensor, dtype: torch.dtype, device) -> tuple:
-    x = torch.as_tensor(features).to(device=device, dtype=dtype) - center
-    return x, (x * x).sum(dim=1)
+class _Centered:
+    """Features shifted by `center` block by block (no full centred copy is ever made):
+    centring keeps |a|^2 + |b|^2 - 2 a.b accurate for features far from the origin."""
+
+    def __init__(self, features, center: torch.Tensor, dtype: torch.dtype, device,
+                 block: int):
+        self.x = torch.as_tensor(features).to(device=device, dtype=dtype)
+        self.center = center
+        self.sq = torch.cat([self.block(i0, i1).square().sum(dim=1)
+                             for i0, i1 in _blocks(len(self), block)])
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def block(self, i0: int, i1: int) -> torch.Tensor:
+        return self.x[i0:i1] - self.center
+
+
+def _mean(features, dtype: torch.dtype, device) -> tuple[torch.Tensor, int]:
+    x = torch.as_tensor(features)
+    return x.to(device=device, dtype=dtype).mean(dim=0), x.shape[0]
 
 
 def kth_neighbour_sq_radii(features, k: int = 3, *, row_batch: int = DEFAULT_ROW_BATCH,
@@ -54,22 +79,23 @@ def kth_neighbour_sq_radii(features, k: int = 3, *, row_batch: int = DEFAULT_ROW
     That is index k of the sorted distances of a sample to the whole set (index 0 being the
     sample itself), as in the reference code; with duplicates a twin counts as a neighbour.
     """
-    x = torch.as_tensor(features)
-    center = x.to(dtype=dtype).mean(dim=0).to(device)
-    x, x_sq = _prepare(x, center, dtype, device)
-    return _self_radii(x, x_sq, k, row_batch, progress)
+    x = _Centered(features, _mean(features, dtype, device)[0], dtype, device, row_batch)
+    block = min(row_batch, len(x))
+    return _self_radii(x, k, row_batch, _Workspace(block, block, dtype, device), progress)
 
 
-def _self_radii(x, x_sq, k, row_batch, progress) -> torch.Tensor:
-    n = x.shape[0]
+def _self_radii(x: _Centered, k, row_batch, work: _Workspace, progress) -> torch.Tensor:
+    n = len(x)
     if n < k + 1:
         raise ValueError(f"need more than k={k} samples to find a k-th neighbour (got {n})")
     best: list[torch.Tensor | None] = [None] * len(_blocks(n, row_batch))
     blocks = _blocks(n, row_batch)
     for i, (i0, i1) in enumerate(blocks):
+        rows = x.block(i0, i1)
         for j in range(i, len(blocks)):
             j0, j1 = blocks[j]
-            d = _squared_distances(x[i0:i1], x[j0:j1], x_sq[i0:i1], x_sq[j0:j1])
+            cols = rows if j == i else x.block(j0, j1)
+            d = work.squared_distances(rows, cols, x.sq[i0:i1], x.sq[j0:j1])
             if i == j:
                 d.diagonal().zero_()  # self-distance is exactly 0, whatever the rounding
             best[i] = _merge_smallest(best[i], d, k + 1)
@@ -101,17 +127,21 @@ def precision_recall(real, gen, k: int = 3, *, row_batch: int = DEFAULT_ROW_BATC
     if real.ndim != 2 or gen.ndim != 2 or real.shape[1] != gen.shape[1]:
         raise ValueError(f"expected [N, D] feature matrices of equal D, got {tuple(real.shape)} "
                          f"and {tuple(gen.shape)}")
-    center = torch.cat([real, gen]).to(dtype=dtype).mean(dim=0).to(device)
-    r, r_sq = _prepare(real, center, dtype, device)
-    g, g_sq = _prepare(gen, center, dtype, device)
-    bar = _progress_bar(progress, real.shape[0], gen.shape[0], row_batch, col_batch)
-    real_radii = _self_radii(r, r_sq, k, row_batch, bar)
-    gen_radii = _self_radii(g, g_sq, k, row_batch, bar)
-    inside_real = torch.zeros(g.shape[0], dtype=torch.bool, device=device)
-    inside_gen = torch.zeros(r.shape[0], dtype=torch.bool, device=device)
-    for g0, g1 in _blocks(g.shape[0], row_batch):
-        for r0, r1 in _blocks(r.shape[0], col_batch):
-            d = _squared_distances(g[g0:g1], r[r0:r1], g_sq[g0:g1], r_sq[r0:r1])
+    (mean_r, n_r), (mean_g, n_g) = _mean(real, dtype, device), _mean(gen, dtype, device)
+    center = (mean_r * n_r + mean_g * n_g) / (n_r + n_g)
+    r = _Centered(real, center, dtype, device, row_batch)
+    g = _Centered(gen, center, dtype, device, row_batch)
+    bar = _progress_bar(progress, n_r, n_g, row_batch, col_batch)
+    rows = min(row_batch, max(n_r, n_g))
+    work = _Workspace(rows, max(rows, min(col_batch, n_r)), dtype, device)
+    real_radii = _self_radii(r, k, row_batch, work, bar)
+    gen_radii = _self_radii(g, k, row_batch, work, bar)
+    inside_real = torch.zeros(n_g, dtype=torch.bool, device=device)
+    inside_gen = torch.zeros(n_r, dtype=torch.bool, device=device)
+    for g0, g1 in _blocks(n_g, row_batch):
+        gen_rows = g.block(g0, g1)
+        for r0, r1 in _blocks(n_r, col_batch):
+            d = work.squared_distances(gen_rows, r.block(r0, r1), g.sq[g0:g1], r.sq[r0:r1])
             inside_real[g0:g1] |= (d <= real_radii[r0:r1].unsqueeze(0)).any(dim=1)
             inside_gen[r0:r1] |= (d <= gen_radii[g0:g1].unsqueeze(1)).any(dim=0)
             if bar is not None:

@@ -33,6 +33,10 @@ class LinearGenerator(torch.nn.Module):
         self.mapping_inputs.append(z.clone())
         return z.to(torch.float64).unsqueeze(1).repeat(1, self.num_ws, 1)
 
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
+                noise_mode="random"):
+        return self.synthesis(self.mapping(z, c), noise_mode=noise_mode)
+
     def synthesis(self, ws, noise_mode="random"):
         r = self.img_resolution
         img = (ws.mean(dim=1) @ self.A.T).reshape(-1, 3, r, r)
