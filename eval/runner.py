@@ -3,6 +3,7 @@ statistics (cached), and running a list of metrics into a run directory."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,14 @@ import numpy as np
 from eval import defaults, sampling
 from eval.features import InceptionExtractor, load_inception
 from eval.registry import MetricContext, compute_metric
-from eval.stats import FeatureStats, StatsError, cache_path, fingerprint
+from eval.stats import (
+    FeatureStats,
+    StatsError,
+    cache_key,
+    cache_path,
+    default_cache_dir,
+    fingerprint,
+)
 from ffhq_tools.errors import FfhqToolsError
 
 _EXTRACTORS: dict[tuple, InceptionExtractor] = {}
@@ -34,23 +42,78 @@ def _progress(ctx: MetricContext, total: int, desc: str):
                 disable=not ctx.progress or ctx.rank != 0, leave=False)
 
 
+CHECKPOINT_EVERY_IMAGES = 2048
+
+
+def _partial_paths(ctx: MetricContext, num: int, capture: bool, want_probs: bool,
+                   extractor: InceptionExtractor):
+    """Where partial generated statistics are checkpointed, or None without a checkpoint hash."""
+    sha = (ctx.generator_info or {}).get("sha256")
+    if not sha:
+        return None
+    key = cache_key({"what": "generated-partial/v1", "generator": sha, "seed": ctx.seed,
+                     "num": num, "batch": ctx.batch_size, "network": extractor.sha256,
+                     "mode": ctx.mode, "capture": capture, "probs": want_probs,
+                     "rank": ctx.rank, "world": ctx.world_size})
+    folder = Path(ctx.stats_cache or default_cache_dir()) / "partial"
+    return folder / f"{key}-pool.npz", folder / f"{key}-probs.npz"
+
+
+def _resume(paths, stats: FeatureStats, probs: FeatureStats, want_probs: bool):
+    """(stats, probs, batches done) from a partial checkpoint, or the empty ones and 0."""
+    if paths is None or not paths[0].is_file() or (want_probs and not paths[1].is_file()):
+        return stats, probs, 0
+    batches = _batches_done(paths[0])
+    if want_probs and _batches_done(paths[1]) != batches:
+        return stats, probs, 0  # killed between the two writes: start over
+    stats = FeatureStats.load(paths[0], stats.label)
+    if want_probs:
+        probs = FeatureStats.load(paths[1], probs.label)
+    return stats, probs, batches
+
+
+def _batches_done(path: Path) -> int:
+    with np.load(path) as saved:
+        return int(json.loads(str(saved["meta"]))["batches"])
+
+
+def _checkpoint(paths, stats: FeatureStats, probs: FeatureStats, batches: int,
+                want_probs: bool) -> None:
+    if want_probs:
+        probs.save(paths[1], defaults.DEFAULT_COVARIANCE, {"batches": batches})
+    stats.save(paths[0], defaults.DEFAULT_COVARIANCE, {"batches": batches})
+
+
 def generated_features(ctx: MetricContext, num: int, capture: bool = False,
                        want_probs: bool = False):
-    """(FeatureStats of `num` generated images, class probabilities or None), all ranks."""
+    """(FeatureStats of `num` generated images, class probabilities or None), all ranks.
+
+    With a checkpoint hash in ctx.generator_info, partial statistics are saved every
+    ~2048 images, so an interrupted run resumes where it stopped.
+    """
     extractor = inception(ctx)
     stats = FeatureStats(defaults.INCEPTION_FEATURE_DIM, capture, ctx.device, "generated images")
     probs = FeatureStats(defaults.INCEPTION_NUM_CLASSES, True, ctx.device, "class probabilities")
+    paths = _partial_paths(ctx, num, capture, want_probs, extractor)
+    stats, probs, done = _resume(paths, stats, probs, want_probs)
+    every = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size)
     with _progress(ctx, num, "generated") as bar:
-        for batch in sampling.iterate_generated(ctx.generator, num, ctx.batch_size, ctx.seed,
-                                                ctx.device):
+        bar.update(stats.num * ctx.world_size)
+        batches = sampling.iterate_generated(ctx.generator, num, ctx.batch_size, ctx.seed,
+                                             ctx.device, skip_batches=done)
+        for count, batch in enumerate(batches, start=done + 1):
             pool, batch_probs = extractor(batch, want_probs=want_probs)
             stats.update(pool)
             if want_probs:
                 probs.update(batch_probs)
             bar.update(batch.shape[0] * ctx.world_size)
+            if paths is not None and count % every == 0:
+                _checkpoint(paths, stats, probs, count, want_probs)
     stats.all_reduce()
     if want_probs:
         probs.all_reduce()
+    for path in paths or ():
+        path.unlink(missing_ok=True)
     return stats, (probs.features().astype(np.float64) if want_probs else None)
 
 

@@ -61,14 +61,22 @@ def _rank_batches(num: int, batch_size: int, rank: int, world_size: int):
 
 @torch.no_grad()
 def iterate_generated(G, num: int, batch_size: int, seed: int, device, truncation_psi=1.0,
-                      noise_mode: str = "random", c=None) -> Iterator[torch.Tensor]:
-    """Yield this rank's share of `num` generated images as uint8 NCHW batches on `device`."""
+                      noise_mode: str = "random", c=None,
+                      skip_batches: int = 0) -> Iterator[torch.Tensor]:
+    """Yield this rank's share of `num` generated images as uint8 NCHW batches on `device`.
+
+    `skip_batches` skips this rank's first batches without generating them (resume); the
+    remaining batches are identical to an uninterrupted run's.
+    """
     if num < 1 or batch_size < 1:
         raise FfhqToolsError(f"need num >= 1 and batch_size >= 1 (got {num}, {batch_size})")
     device = torch.device(device)
     rank, world_size = dist_info()
     fork_devices = [device] if device.type == "cuda" else []
-    for index, start, stop in _rank_batches(num, batch_size, rank, world_size):
+    for position, (index, start, stop) in enumerate(_rank_batches(num, batch_size, rank,
+                                                                   world_size)):
+        if position < skip_batches:
+            continue
         rng = torch.Generator().manual_seed(batch_seed(seed, index))
         z = torch.randn(stop - start, G.z_dim, generator=rng).to(device)
         labels = _labels_for(G, c, start, stop, device)
