@@ -88,24 +88,26 @@ def average_gradients(params: Iterable[nn.Parameter], env: DistEnv) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.flatten() for p in params])
-    dist.all_reduce(flat)
-    flat /= env.world_size
-    offset = 0
-    for p in params:
-        count = p.numel()
-        p.grad.copy_(flat[offset:offset + count].view_as(p.grad))
-        offset += count
+    _average_in_place([p.grad for p in params], env)
 
 
 def average_buffers(module: nn.Module, env: DistEnv) -> None:
-    """Mean over ranks of every floating-point buffer (w_avg and friends)."""
-    if not env.distributed:
+    """Mean over ranks of every floating-point buffer (w_avg and friends), one all-reduce."""
+    if env.distributed:
+        _average_in_place([b for b in module.buffers() if b.is_floating_point()], env)
+
+
+def _average_in_place(tensors: list[torch.Tensor], env: DistEnv) -> None:
+    if not tensors:
         return
-    for buf in module.buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf)
-            buf /= env.world_size
+    flat = torch.cat([t.detach().flatten().float() for t in tensors])
+    dist.all_reduce(flat)
+    flat /= env.world_size
+    offset = 0
+    for t in tensors:
+        count = t.numel()
+        t.detach().copy_(flat[offset:offset + count].view_as(t))
+        offset += count
 
 
 def broadcast_module(module: nn.Module, env: DistEnv, src: int = 0) -> None:

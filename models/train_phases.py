@@ -41,28 +41,34 @@ class StepRandom:
                  rounds: int = 1):
         words = np.random.SeedSequence([int(seed), int(step), PHASE_CODES[phase]]
                                        ).generate_state(2, dtype=np.uint32)
-        self.generator = torch.Generator().manual_seed(int(words[0]) << 31 ^ int(words[1]))
+        # On the training device, so large draws (path-length noise at 1024px) stay cheap;
+        # CPU and CUDA generators give different (each reproducible) numbers.
+        self.device = env.device
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(words[0]) << 31 ^ int(words[1]))
         self.env, self.round_idx, self.rounds = env, round_idx, rounds
 
     def _slice(self, full: torch.Tensor, per_rank: int) -> torch.Tensor:
         start = (self.round_idx * self.env.world_size + self.env.rank) * per_rank
-        return full[start:start + per_rank].to(self.env.device)
+        return full[start:start + per_rank]
 
     def normal(self, per_rank: int, *shape: int) -> torch.Tensor:
         """This (round, rank)'s rows of a global N(0, 1) draw."""
         total = per_rank * self.env.world_size * self.rounds
-        return self._slice(torch.randn((total, *shape), generator=self.generator), per_rank)
+        full = torch.randn((total, *shape), generator=self.generator, device=self.device)
+        return self._slice(full, per_rank)
 
     def uniform(self, per_rank: int) -> torch.Tensor:
         total = per_rank * self.env.world_size * self.rounds
-        return self._slice(torch.rand((total,), generator=self.generator), per_rank)
+        full = torch.rand((total,), generator=self.generator, device=self.device)
+        return self._slice(full, per_rank)
 
     def scalar(self) -> float:
-        return float(torch.rand((), generator=self.generator))
+        return float(torch.rand((), generator=self.generator, device=self.device))
 
     def integer(self, low: int, high: int) -> int:
         """Uniform in [low, high)."""
-        return int(torch.randint(low, high, (), generator=self.generator))
+        return int(torch.randint(low, high, (), generator=self.generator, device=self.device))
 
 
 @dataclass
