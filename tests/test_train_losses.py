@@ -123,3 +123,14 @@ def test_ema_update_lerps_parameters_and_copies_buffers():
     update_ema(ema, src, 0.75)
     np.testing.assert_allclose(ema.weight.detach().numpy(), 0.5)
     np.testing.assert_allclose(ema.running_mean.numpy(), 5.0)
+
+
+def test_prepare_reals_scales_and_mirrors_where_asked():
+    from models.train_data import prepare_reals
+
+    images = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
+    reals = prepare_reals(images, [False, True, False], torch.device("cpu"))
+    expected = images.float() / 127.5 - 1
+    torch.testing.assert_close(reals[0], expected[0])
+    torch.testing.assert_close(reals[1], expected[1].flip(-1))
+    assert reals.min() >= -1 and reals.max() <= 1
