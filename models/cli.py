@@ -49,12 +49,25 @@ def _configs_show(args) -> int:
 # ------------------------------------------------------------------------------------------
 # import-checkpoint
 # ------------------------------------------------------------------------------------------
+def _source_path(spec: str) -> Path:
+    """A file path, or the name of a registered weights entry (cached and hash-checked)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    from ffhq_tools import weights
+
+    if spec in weights.REGISTRY:
+        return weights.resolve(spec).path
+    raise FfhqToolsError(f"{spec}: no such file (nor a registered weights name; see "
+                         "`ffhq-tools weights list`)")
+
+
 def _import_checkpoint(args) -> int:
     from models.legacy_import import import_checkpoint
 
     if Path(args.dst).exists() and not args.overwrite:
         raise FfhqToolsError(f"{args.dst} exists (pass --overwrite to replace it)")
-    result = import_checkpoint(args.src, args.dst)
+    result = import_checkpoint(_source_path(args.src), args.dst)
     counts: dict[str, int] = {}
     for net, *_ in result.mapped:
         counts[net] = counts.get(net, 0) + 1
@@ -176,7 +189,7 @@ def add_verbs(verbs) -> None:
     p = verbs.add_parser("import-checkpoint",
                          help="convert an official checkpoint (TF pickle, stylegan2-ada "
                               "pickle, rosinality .pt) to our format without running its code")
-    p.add_argument("src", help="official checkpoint file")
+    p.add_argument("src", help="official checkpoint file (or a registered weights name)")
     p.add_argument("dst", help="our checkpoint to write (.pt)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="list every mapped tensor")

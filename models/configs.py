@@ -202,7 +202,7 @@ def _define_small() -> None:
             "kimg, no path length, no mixing, orig D", mapping_layers=2, batch=64,
             mbstd_group=32, lr=0.0025, r1_gamma=0.01, ema_kimg=500.0, ema_rampup=0.05,
             pl_weight=0.0, mixing_prob=0.0, d_architecture="orig", channel_base=32768)
-    tiny = _derive(f, "tiny", "tiny StyleGAN2 for tests and CPU smoke runs (32-d latents, "
+    _derive(f, "tiny", "tiny StyleGAN2 for tests and CPU smoke runs (32-d latents, "
                    "channel_max 32)", z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
                    channel_max=32, batch=8, mbstd_group=4, r1_gamma=1.0, ema_kimg=0.5,
                    total_kimg=10)
@@ -213,7 +213,6 @@ def _define_small() -> None:
             "growing, for tests", mapping_layers=2, **small_growth)
     _derive(CONFIGS["stylegan-A"], "tiny-progan", "tiny ProGAN with progressive growing, for "
             "tests", start_res=4, **small_growth)
-    del tiny
 
 
 _define_stylegan_v1()

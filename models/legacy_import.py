@@ -26,7 +26,7 @@ from models.legacy import PersistentObject, TFNetwork, safe_load_pickle
 FILTER_BUFFERS = ("resample_filter", "blur_filter")
 
 
-class ImportError_(FfhqToolsError):
+class CheckpointImportError(FfhqToolsError):
     """The checkpoint's structure is not one we can map."""
 
 
@@ -51,16 +51,17 @@ def load_renamed(module, tensors: dict, sources: dict, net: str, result: Importe
     own = module.state_dict()
     unused = sorted(set(tensors) - set(own))
     if unused:
-        raise ImportError_(f"{net}: source tensors with no place in the network: "
+        raise CheckpointImportError(f"{net}: source tensors with no place in the network: "
                            f"{', '.join(sources.get(u, u) for u in unused[:5])}")
     params = {name for name, _ in module.named_parameters()}
     missing = sorted(params - set(tensors))
     if missing:
-        raise ImportError_(f"{net}: parameters missing from the source: {', '.join(missing[:5])}")
+        raise CheckpointImportError(f"{net}: parameters missing from the source: "
+                                    f"{', '.join(missing[:5])}")
     for name, value in tensors.items():
         value = torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value)
         if tuple(value.shape) != tuple(own[name].shape):
-            raise ImportError_(f"{net}: {sources.get(name, name)} has shape "
+            raise CheckpointImportError(f"{net}: {sources.get(name, name)} has shape "
                                f"{tuple(value.shape)}, expected {tuple(own[name].shape)} "
                                f"for {name}")
         own[name] = value.to(own[name].dtype)
@@ -80,7 +81,7 @@ def infer_channels(shapes: dict[int, int], what: str) -> tuple[int, int]:
     below_max = [res * c for res, c in shapes.items() if c < channel_max]
     channel_base = min(below_max) if below_max else channel_max * top
     if any(channels_for(r, channel_base, channel_max) != c for r, c in shapes.items()):
-        raise ImportError_(f"{what}: channel layout {shapes} is not min(base / res, max)")
+        raise CheckpointImportError(f"{what}: channel layout {shapes} is not min(base / res, max)")
     return channel_base, channel_max
 
 
@@ -109,7 +110,8 @@ def stylegan2_config(G: dict, D: dict | None, extra: dict) -> tuple[ModelConfig,
         d_channels = {r: D[f"b{r}.conv0.weight"].shape[0]
                       for r in _resolutions(D, r"b(\d+)\.conv0\.weight")}
         if any(channels[r] != c for r, c in d_channels.items()):
-            raise ImportError_(f"D channels {d_channels} differ from G channels {channels}")
+            raise CheckpointImportError(f"D channels {d_channels} differ from G channels "
+                                        f"{channels}")
         changes["d_architecture"] = "resnet" if f"b{resolution}.skip.weight" in D else \
             "skip" if f"b{resolution // 2}.fromrgb.weight" in D else "orig"
     changes.update(extra)
@@ -160,14 +162,14 @@ def detect_format(obj) -> str:
             return "tf-stylegan2"
         if "StyleMod" in names or "ToRGB_lod" in names:
             return "tf-stylegan"
-        raise ImportError_("TF pickle of an unsupported network (neither StyleGAN nor "
+        raise CheckpointImportError("TF pickle of an unsupported network (neither StyleGAN nor "
                            "StyleGAN2 variable names)")
     if isinstance(obj, dict) and any(isinstance(obj.get(k), PersistentObject)
                                      for k in ("G", "G_ema")):
         return "stylegan2-ada"
     if isinstance(obj, dict) and ("g_ema" in obj or "g" in obj):
         return "rosinality"
-    raise ImportError_("unrecognised checkpoint: expected a TF (G, D, Gs) pickle, a "
+    raise CheckpointImportError("unrecognised checkpoint: expected a TF (G, D, Gs) pickle, a "
                        "stylegan2-ada-pytorch pickle or a rosinality .pt file")
 
 
@@ -194,7 +196,7 @@ def import_ada(obj: dict) -> Imported:
             sources[ours] = ({k: v for k, v in tensors.items() if not k.endswith(FILTER_BUFFERS)},
                              {})
     if "G_ema" not in sources and "G" not in sources:
-        raise ImportError_("stylegan2-ada pickle without G or G_ema")
+        raise CheckpointImportError("stylegan2-ada pickle without G or G_ema")
     gen = sources.get("G_ema", sources.get("G"))[0]
     extra = _ada_extras(obj)
     config, resolution, c_dim, img_channels = stylegan2_config(

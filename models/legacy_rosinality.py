@@ -13,7 +13,11 @@ import re
 
 import torch
 
-from models.legacy_import import Imported, ImportError_, build_and_load, stylegan2_config
+from models.legacy_import import CheckpointImportError, Imported, build_and_load, stylegan2_config
+
+
+def unknown_tensor(name: str) -> CheckpointImportError:
+    return CheckpointImportError(f"rosinality tensor {name!r} has no counterpart in our networks")
 
 
 def _layer(prefix: str, key: str, value: torch.Tensor, out: dict, names: dict, src: str):
@@ -26,7 +30,7 @@ def _layer(prefix: str, key: str, value: torch.Tensor, out: dict, names: dict, s
         "bias": ("bias", lambda v: v.reshape(-1)),
     }
     if key not in table:
-        raise ImportError_(f"rosinality tensor {src!r} has no counterpart in our networks")
+        raise unknown_tensor(src)
     ours, fn = table[key]
     out[f"{prefix}.{ours}"] = fn(value) if fn else value
     names[f"{prefix}.{ours}"] = src
@@ -64,7 +68,7 @@ def rosinality_generator(state: dict) -> tuple[dict, dict]:
                 f"synthesis.b{2 ** (3 + (i - 1) // 2)}.{'conv0' if i % 2 else 'conv1'}"
             out[f"{layer}.noise_const"], names[f"{layer}.noise_const"] = value[0, 0], key
         else:
-            raise ImportError_(f"rosinality tensor {key!r} has no counterpart in our networks")
+            raise unknown_tensor(key)
     return out, names
 
 
@@ -89,7 +93,7 @@ def rosinality_discriminator(state: dict, resolution: int) -> tuple[dict, dict]:
         elif (m := re.fullmatch(r"convs\.(\d+)\.(.+)", key)) and m.group(2) in D_BLOCK:
             ours = f"b{resolution >> (int(m.group(1)) - 1)}.{D_BLOCK[m.group(2)]}"
         else:
-            raise ImportError_(f"rosinality tensor {key!r} has no counterpart in our networks")
+            raise unknown_tensor(key)
         out[ours], names[ours] = value, key
     return out, names
 

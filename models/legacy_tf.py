@@ -14,8 +14,8 @@ import torch
 
 from models.legacy import TFNetwork
 from models.legacy_import import (
+    CheckpointImportError,
     Imported,
-    ImportError_,
     build_and_load,
     stylegan2_config,
     stylegan_v1_config,
@@ -46,8 +46,8 @@ class Renamer:
         self.sources[ours] = source
 
 
-def _unknown(name: str) -> ImportError_:
-    return ImportError_(f"TF variable {name!r} has no counterpart in our networks")
+def _unknown(name: str) -> CheckpointImportError:
+    return CheckpointImportError(f"TF variable {name!r} has no counterpart in our networks")
 
 
 # ------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def sg2_generator(variables: dict) -> Renamer:
             else:
                 raise _unknown(name)
         elif name.startswith("mapping/LabelConcat"):
-            raise ImportError_("conditional TF StyleGAN2 pickles are not supported")
+            raise CheckpointImportError("conditional TF StyleGAN2 pickles are not supported")
         else:
             raise _unknown(name)
     return out
@@ -152,7 +152,7 @@ def _unpack(networks: tuple):
         return networks
     if len(networks) == 1:
         return None, None, networks[0]
-    raise ImportError_(f"TF pickle holds {len(networks)} networks; expected (G, D, Gs)")
+    raise CheckpointImportError(f"TF pickle holds {len(networks)} networks; expected (G, D, Gs)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def v1_generator(variables: dict) -> tuple[Renamer, float]:
             prefix = f"synthesis.b{m.group(1)}.{V1_LAYER[m.group(2)]}"
             v1_layer_variable(prefix, m.group(3), v, name, out)
         elif name.startswith("mapping/LabelConcat"):
-            raise ImportError_("conditional TF StyleGAN pickles are not supported")
+            raise CheckpointImportError("conditional TF StyleGAN pickles are not supported")
         else:
             raise _unknown(name)
     return out, lod

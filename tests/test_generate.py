@@ -132,3 +132,5 @@ def test_configs_and_import_verbs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "rosinality" in printed and "G_ema:" in printed and dst.exists()
     assert main(["import-checkpoint", str(src), str(dst)]) == 2  # refuses to overwrite
+    assert main(["import-checkpoint", str(tmp_path / "nope.pkl"), str(tmp_path / "x.pt")]) == 2
+    assert "nope.pkl: no such file" in capsys.readouterr().err
