@@ -202,11 +202,12 @@ class Trainer:
         for phase, gain in self._phases():
             self._run_phase(phase, gain, rounds)
         distrib.average_buffers(self.G, self.env)
-        self.state.cur_nimg += layout.batch
-        self.state.step += 1
+        # Ramp-up counts the images seen before this step, as the reference does.
         beta = schedule.ema_beta(layout.batch, self.plan.ema_kimg, self.state.cur_nimg,
                                  self.plan.ema_rampup)
         update_ema(self.G_ema, self.G, beta)
+        self.state.cur_nimg += layout.batch
+        self.state.step += 1
 
     # ----- the loop -------------------------------------------------------------------------
     def data_iterator(self):
