@@ -124,3 +124,20 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     torch.testing.assert_close(rank0, expected, rtol=1e-4, atol=1e-5)
     initial = flat_params(build_trainer(changes, noise=False).G)
     assert not torch.allclose(initial, expected[: initial.numel()])
+
+
+def test_lazy_phases_and_adam_correction_in_the_loop():
+    trainer = build_trainer()  # stand-in plan: R1 every 4, path length every 2
+    seen = []
+    for _ in range(4):
+        seen.append([name for name, _ in trainer._phases()])
+        run_steps(trainer, 1)
+    assert seen == [["Gmain", "Greg", "Dmain", "Dreg"], ["Gmain", "Dmain"],
+                    ["Gmain", "Greg", "Dmain"], ["Gmain", "Dmain"]]
+    d_group, g_group = trainer.opt_D.param_groups[0], trainer.opt_G.param_groups[0]
+    assert d_group["lr"] == pytest.approx(0.002 * 4 / 5)
+    assert d_group["betas"][1] == pytest.approx(0.99 ** (4 / 5))
+    assert g_group["lr"] == pytest.approx(0.002 * 2 / 3)
+    eager = build_trainer({"r1_interval": 1, "pl_interval": 1})
+    assert [name for name, _ in eager._phases()] == ["Gboth", "Dboth"]
+    assert eager.opt_D.param_groups[0]["lr"] == pytest.approx(0.002)
