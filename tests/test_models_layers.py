@@ -161,3 +161,21 @@ def test_style_mix_switches_latents_at_the_crossover():
     per_sample = style_mix(a, b, torch.tensor([2, 9]))
     assert per_sample[0, :2].eq(0).all() and per_sample[0, 2:].eq(1).all()
     assert per_sample[1, :9].eq(0).all() and per_sample[1, 9:].eq(1).all()
+
+
+def test_stylegan_v1_fused_resampling_convs_match_their_unfused_definitions():
+    """The reference's fused ops (summed 4x4 kernels, TF conv2d_transpose without a flip):
+    fused down-conv == 3x3 conv then 2x2 average pool; fused up-conv == nearest upsampling
+    then the 3x3 conv with the spatially flipped kernel (exactly, borders included)."""
+    from models.layers import upscale_nearest
+    from models.stylegan import fused_down_weight, fused_up_weight
+
+    torch.manual_seed(6)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    up = F.conv_transpose2d(x, fused_up_weight(w), stride=2, padding=1)
+    torch.testing.assert_close(up, F.conv2d(upscale_nearest(x), w.flip([2, 3]), padding=1))
+    x = torch.randn(2, 2, 12, 12, dtype=torch.float64)
+    down = F.conv2d(x, fused_down_weight(w), stride=2, padding=1)
+    reference = F.avg_pool2d(F.conv2d(x, w, padding=1), 2)
+    torch.testing.assert_close(down[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1])
