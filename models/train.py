@@ -135,13 +135,13 @@ def _run_folder(run: ResolvedRun, env) -> Path:
 
 def _check_mbstd_groups(trainer, group: int) -> None:
     """D's minibatch-stddev groups must tile every per-rank batch the schedule will use."""
-    batches = {trainer.plan.batch, *trainer.plan.minibatch_per_res.values()}
-    for batch in sorted(batches):
-        layout = trainer.layout_at(0) if batch == trainer.plan.batch else None
-        per_rank = layout.batch_gpu if layout else min(trainer.plan.batch_gpu or batch,
-                                                       batch // trainer.env.world_size)
+    from models.train_data import step_layout
+
+    plan, world = trainer.plan, trainer.env.world_size
+    for batch in sorted({plan.batch, *plan.minibatch_per_res.values()}):
+        per_rank = step_layout(batch, plan.batch_gpu or batch // world, world).batch_gpu
         g = min(group, per_rank) if group else per_rank
-        if g and per_rank % g:
+        if per_rank % g:
             raise FfhqToolsError(f"--batch-gpu {per_rank}: not divisible by the discriminator's "
                                  f"minibatch-stddev group {g} (mbstd_group)")
 

@@ -48,6 +48,7 @@ def test_fp16_turns_conv_clamping_on(shapes16, capsys):
     (["--config", "stylegan2-Z"], "unknown model config 'stylegan2-Z'"),
     (["--config", "tiny", "--res", "64"], "--res 64"),
     (["--config", "tiny", "--batch", "6", "--batch-gpu", "4"], "--batch-gpu 4"),
+    (["--config", "tiny", "--batch", "12", "--batch-gpu", "6"], "minibatch-stddev group 4"),
     (["--config", "tiny", "--cfg", "nonsense=1"], "unknown config field(s): nonsense"),
     (["--config", "tiny", "--metrics", "fid50k_fulll"], "unknown metric 'fid50k_fulll'"),
     (["--config", "tiny", "--metrics", "fid50k_full"], "weights fetch inception-fid"),
