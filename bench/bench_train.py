@@ -1,9 +1,11 @@
 """Training throughput on CPU: sec/kimg of `tiny` and a 32px StyleGAN2 config.
 
-Baseline = float32, contiguous memory; variants = bf16 autocast, channels_last, both. Every
-variant runs in a fresh child process (so its peak RSS is its own) with the same seed, data
-and steps; the time is the fastest of several blocks of steps (the machine is shared, the
-minimum is the least disturbed); memory per image = (peak RSS at batch B - at B/2) / (B/2).
+Baseline = float32, contiguous memory; variants = bf16 autocast, channels_last, both. The
+four trainers (same seed, data and networks) live in one process and take turns: each round
+runs a block of steps on every variant, and a variant's time is its fastest block. On a shared
+machine this cancels drifts of the background load that separate runs would mistake for
+speed-ups. Memory per image = (peak RSS at batch B - at B/2) / (B/2), each size measured in a
+fresh child process so its peak RSS is its own.
 
     .venv/bin/python -m bench bench_train
 """
@@ -23,13 +25,23 @@ VARIANTS = (  # (label, precision, channels_last)
     ("bf16", "bf16", False),
     ("fp32+channels_last", "fp32", True),
     ("bf16+channels_last", "bf16", True),
-    ("fp32 again", "fp32", False),  # exposes drift of the shared machine's load over the run
 )
-BATCH, WARMUP_STEPS, BLOCK_STEPS, BLOCKS, THREADS = 16, 2, 4, 3, 1
+BATCH, WARMUP_STEPS, BLOCK_STEPS, ROUNDS, THREADS = 16, 2, 4, 4, 1
 
 
-def _measure(config: str, resolution: int, channel_max: int, precision: str,
-             channels_last: bool, batch: int, queue) -> None:
+class _Images:
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def _trainer(config: str, resolution: int, channel_max: int, precision: str,
+             channels_last: bool, batch: int):
     import torch
 
     from models.configs import build_networks, get_config
@@ -37,46 +49,56 @@ def _measure(config: str, resolution: int, channel_max: int, precision: str,
     from models.train_loop import LoopSettings, Trainer
     from models.train_options import TrainOptions, resolve_plan
 
-    torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     model = get_config(config)
     G, D = build_networks(model, resolution, channel_max=channel_max)
-    options = TrainOptions(config=config, data="synthetic", batch=batch)
-    plan = resolve_plan(model, options, resolution)
-    images = torch.randint(0, 256, (256, 3, resolution, resolution), dtype=torch.uint8)
-    dataset = torch.utils.data.TensorDataset(images)
+    plan = resolve_plan(model, TrainOptions(config=config, data="synthetic", batch=batch),
+                        resolution)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (256, 3, resolution, resolution), dtype=torch.uint8,
+                           generator=gen)
     settings = LoopSettings(total_kimg=1.0, precision=precision, channels_last=channels_last)
-    trainer = Trainer(G, D, plan, _Images(dataset), DistEnv(0, 1, 0, torch.device("cpu")), None,
+    trainer = Trainer(G, D, plan, _Images(images), DistEnv(0, 1, 0, torch.device("cpu")), None,
                       settings)
-    batches = trainer.data_iterator()
-    for _ in range(WARMUP_STEPS):
+    return trainer, trainer.data_iterator()
+
+
+def _block(trainer, batches, steps: int) -> float:
+    """sec/kimg of `steps` steps."""
+    start, nimg = time.perf_counter(), trainer.state.cur_nimg
+    for _ in range(steps):
         trainer.step(next(batches))
-    best = float("inf")
-    for _ in range(BLOCKS):
-        start, nimg = time.perf_counter(), trainer.state.cur_nimg
-        for _ in range(BLOCK_STEPS):
-            trainer.step(next(batches))
-        kimg = (trainer.state.cur_nimg - nimg) / 1000
-        best = min(best, (time.perf_counter() - start) / kimg)
-    queue.put((best, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+    return (time.perf_counter() - start) / ((trainer.state.cur_nimg - nimg) / 1000)
 
 
-class _Images:
-    def __init__(self, dataset):
-        self.dataset = dataset
+def _speeds(config: str, resolution: int, channel_max: int, queue) -> None:
+    import torch
 
-    def __len__(self):
-        return len(self.dataset)
+    torch.set_num_threads(THREADS)
+    runs = {label: _trainer(config, resolution, channel_max, precision, cl, BATCH)
+            for label, precision, cl in VARIANTS}
+    for trainer, batches in runs.values():
+        _block(trainer, batches, WARMUP_STEPS)
+    best = {label: float("inf") for label in runs}
+    for _ in range(ROUNDS):
+        for label, (trainer, batches) in runs.items():
+            best[label] = min(best[label], _block(trainer, batches, BLOCK_STEPS))
+    queue.put(best)
 
-    def __getitem__(self, i):
-        return self.dataset[i][0]
+
+def _peak_rss(config: str, resolution: int, channel_max: int, batch: int, queue) -> None:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    trainer, batches = _trainer(config, resolution, channel_max, "fp32", False, batch)
+    _block(trainer, batches, WARMUP_STEPS + BLOCK_STEPS)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def run_case(config, resolution, channel_max, precision, channels_last, batch=BATCH):
+def _in_child(target, *args):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(config, resolution, channel_max, precision,
-                                              channels_last, batch, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -84,19 +106,18 @@ def run_case(config, resolution, channel_max, precision, channels_last, batch=BA
 
 
 def main() -> None:
-    print(f"batch {BATCH}, best of {BLOCKS} blocks of {BLOCK_STEPS} steps after "
+    print(f"batch {BATCH}, best of {ROUNDS} interleaved blocks of {BLOCK_STEPS} steps after "
           f"{WARMUP_STEPS} warm-up, {THREADS} thread(s), lazy R1 / path length as configured")
     for config, res, cmax in CASES:
-        base_speed, base_rss = run_case(config, res, cmax, "fp32", False)
-        _, half_rss = run_case(config, res, cmax, "fp32", False, batch=BATCH // 2)
-        per_image = (base_rss - half_rss) / (BATCH // 2)
-        print(f"{config} {res}px channel_max {cmax}: peak RSS {base_rss / 2**20:.0f} MiB, "
-              f"~{per_image / 2**20:.1f} MiB per image of batch (fp32)")
-        for label, precision, channels_last in VARIANTS:
-            speed = base_speed if label == "fp32" else \
-                run_case(config, res, cmax, precision, channels_last)[0]
+        full = _in_child(_peak_rss, config, res, cmax, BATCH)
+        half = _in_child(_peak_rss, config, res, cmax, BATCH // 2)
+        per_image = (full - half) / (BATCH // 2)
+        print(f"{config} {res}px channel_max {cmax}: peak RSS {full / 2**20:.0f} MiB at batch "
+              f"{BATCH}, ~{per_image / 2**20:.1f} MiB per image (fp32)", flush=True)
+        speeds = _in_child(_speeds, config, res, cmax)
+        for label, speed in speeds.items():
             print(f"  {label:20s} {speed:8.2f} sec/kimg   speed vs fp32: "
-                  f"{base_speed / speed:5.2f}x", flush=True)
+                  f"{speeds['fp32'] / speed:5.2f}x", flush=True)
 
 
 if __name__ == "__main__":
