@@ -1,5 +1,8 @@
 """Blocked k-nearest-neighbour radii and manifold membership (Kynkaanniemi et al. 2019).
 
+Under torch.distributed the block pairs are dealt out to the ranks and the partial results
+merged, so every rank returns the same answer for a share of the work.
+
 Everything works on squared Euclidean distances computed block by block with one matrix
 product (|a|^2 + |b|^2 - 2 a.b) on mean-centred features, so memory is bounded by one
 row x column block and no square root is ever taken: comparing squared distances selects
@@ -84,15 +87,41 @@ def kth_neighbour_sq_radii(features, k: int = 3, *, row_batch: int = DEFAULT_ROW
     return _self_radii(x, k, row_batch, _Workspace(block, block, dtype, device), progress)
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed; block pairs are dealt out round-robin."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _merge_over_ranks(best: list[torch.Tensor | None], blocks, keep: int, like: torch.Tensor):
+    """Every rank's partial k-smallest lists of every block, merged (inf where a rank had none)."""
+    def padded(b, rows):
+        pad = torch.full((rows, keep), float("inf"), dtype=like.dtype, device=like.device)
+        if b is not None:
+            pad[:, :b.shape[1]] = b
+        return pad
+
+    local = torch.cat([padded(b, i1 - i0) for b, (i0, i1) in zip(best, blocks, strict=True)])
+    parts = [torch.empty_like(local) for _ in range(_world()[1])]
+    torch.distributed.all_gather(parts, local)
+    return torch.topk(torch.cat(parts, dim=1), keep, dim=1, largest=False).values
+
+
 def _self_radii(x: _Centered, k, row_batch, work: _Workspace, progress) -> torch.Tensor:
     n = len(x)
     if n < k + 1:
         raise ValueError(f"need more than k={k} samples to find a k-th neighbour (got {n})")
+    rank, world = _world()
     best: list[torch.Tensor | None] = [None] * len(_blocks(n, row_batch))
     blocks = _blocks(n, row_batch)
+    pair = -1
     for i, (i0, i1) in enumerate(blocks):
         rows = x.block(i0, i1)
         for j in range(i, len(blocks)):
+            pair += 1
+            if pair % world != rank:
+                continue
             j0, j1 = blocks[j]
             cols = rows if j == i else x.block(j0, j1)
             d = work.squared_distances(rows, cols, x.sq[i0:i1], x.sq[j0:j1])
@@ -102,7 +131,9 @@ def _self_radii(x: _Centered, k, row_batch, work: _Workspace, progress) -> torch
             if j != i:
                 best[j] = _merge_smallest(best[j], d.T, k + 1)
             if progress is not None:
-                progress.update(1)
+                progress.update(world)
+    if world > 1:
+        return _merge_over_ranks(best, blocks, k + 1, x.sq)[:, k]
     return torch.cat([b[:, k] for b in best])
 
 
@@ -138,16 +169,24 @@ def precision_recall(real, gen, k: int = 3, *, row_batch: int = DEFAULT_ROW_BATC
     gen_radii = _self_radii(g, k, row_batch, work, bar)
     inside_real = torch.zeros(n_g, dtype=torch.bool, device=device)
     inside_gen = torch.zeros(n_r, dtype=torch.bool, device=device)
-    for g0, g1 in _blocks(n_g, row_batch):
+    rank, world = _world()
+    for index, (g0, g1) in enumerate(_blocks(n_g, row_batch)):
+        if index % world != rank:
+            continue
         gen_rows = g.block(g0, g1)
         for r0, r1 in _blocks(n_r, col_batch):
             d = work.squared_distances(gen_rows, r.block(r0, r1), g.sq[g0:g1], r.sq[r0:r1])
             inside_real[g0:g1] |= (d <= real_radii[r0:r1].unsqueeze(0)).any(dim=1)
             inside_gen[r0:r1] |= (d <= gen_radii[g0:g1].unsqueeze(1)).any(dim=0)
             if bar is not None:
-                bar.update(1)
+                bar.update(world)
     if bar is not None:
         bar.close()
+    if world > 1:
+        for flags in (inside_real, inside_gen):
+            as_int = flags.to(torch.int32)
+            torch.distributed.all_reduce(as_int, op=torch.distributed.ReduceOp.MAX)
+            flags.copy_(as_int.bool())
     return ManifoldResult(int(inside_real.sum()) / len(inside_real),
                           int(inside_gen.sum()) / len(inside_gen),
                           inside_real.cpu(), inside_gen.cpu())

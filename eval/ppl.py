@@ -132,6 +132,12 @@ def pair_distances(G, distance, z: torch.Tensor, t: torch.Tensor, *, space: str,
     return distance(*images).double() / epsilon ** 2
 
 
+def require_unconditional(G, what: str) -> None:
+    if int(getattr(G, "c_dim", 0) or 0):
+        raise FfhqToolsError(f"{what} is defined for unconditional generators; this one has "
+                             f"c_dim={G.c_dim}")
+
+
 def _check_options(space: str, sampling_mode: str, policy: str, noise: str) -> None:
     if sampling_mode not in ("full", "end"):
         raise FfhqToolsError(f"PPL sampling {sampling_mode!r}: expected 'full' or 'end'")
@@ -148,6 +154,7 @@ def path_length_samples(G, distance, num_samples: int, *, space: str, sampling_m
                         device="cpu", progress: bool = False) -> np.ndarray:
     """Every sample's scaled distance (this rank's share, gathered over ranks)."""
     _check_options(space, sampling_mode, policy, noise)
+    require_unconditional(G, "perceptual path length")
     rank, world = sampling.dist_info()
     parts = []
     from tqdm import tqdm

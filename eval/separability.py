@@ -146,6 +146,9 @@ def linear_separability(G, classifiers: dict, num_samples: int = NUM_SAMPLES,
     """
     if not classifiers:
         raise FfhqToolsError("linear separability needs at least one attribute classifier")
+    from eval.ppl import require_unconditional
+
+    require_unconditional(G, "linear separability")
     num_keep = num_samples // 2 if num_keep is None else num_keep
     if not 2 <= num_keep <= num_samples:
         raise FfhqToolsError(f"num_keep must be in [2, num_samples]; got {num_keep} of "

@@ -178,3 +178,6 @@ def test_bad_options_are_named():
         ppl.path_length_samples(G, squared_l2, 4, space="w", sampling_mode="middle", crop=True)
     with pytest.raises(Exception, match="space 'x'"):
         ppl.path_length_samples(G, squared_l2, 4, space="x", sampling_mode="end", crop=True)
+    G.c_dim = 10
+    with pytest.raises(Exception, match="unconditional generators; this one has c_dim=10"):
+        ppl.path_length_samples(G, squared_l2, 4, space="w", sampling_mode="end", crop=True)

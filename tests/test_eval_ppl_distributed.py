@@ -1,4 +1,5 @@
-"""PPL and separability sampling under torch.distributed (2 CPU ranks, Gloo) equal one process."""
+"""PPL sampling and the precision/recall blocks under torch.distributed (2 CPU ranks, Gloo)
+equal one process."""
 
 from __future__ import annotations
 
@@ -37,3 +38,36 @@ def test_two_ranks_produce_the_single_process_samples(tmp_path):
     gathered = np.load(out)
     assert gathered.shape == (50,)
     np.testing.assert_allclose(np.sort(gathered), np.sort(single), rtol=1e-12)
+
+
+def _pr_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    from eval import knn
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}",
+                                         rank=rank, world_size=world)
+    try:
+        real, gen = _clouds()
+        result = knn.precision_recall(real, gen, 3, row_batch=16, col_batch=40,
+                                      dtype=torch.float64)
+        np.save(out_file.replace(".npy", f"-{rank}.npy"),
+                np.array([result.precision, result.recall]))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _clouds():
+    g = torch.Generator().manual_seed(8)
+    return torch.randn(90, 6, generator=g, dtype=torch.float64), \
+        torch.randn(70, 6, generator=g, dtype=torch.float64) + 0.4
+
+
+def test_precision_recall_blocks_split_over_two_ranks(tmp_path):
+    from eval import knn
+
+    out = tmp_path / "pr.npy"
+    torch.multiprocessing.spawn(_pr_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2)
+    real, gen = _clouds()
+    single = knn.precision_recall(real, gen, 3, row_batch=16, col_batch=40, dtype=torch.float64)
+    for rank in range(2):
+        got = np.load(tmp_path / f"pr-{rank}.npy")
+        assert got.tolist() == [single.precision, single.recall]
