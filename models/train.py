@@ -4,8 +4,9 @@
     run_dir = train(TrainOptions(config="stylegan2-F", data="ffhq.h5", kimg=25000, batch=32))
 
 Under torchrun every rank calls `train` with the same options; rank 0 writes the run folder.
-Resume: `resume` is a snapshot file (a new run folder continues from it) or a run folder
-(training continues in it from its newest snapshot).
+Resume: `resume` is a snapshot file (a new run folder continues from it), a run folder
+(training continues in it from its newest snapshot) or "auto" (the newest run folder of the
+same data and config in `outdir`, or a fresh run when there is none).
 """
 
 from __future__ import annotations
@@ -53,6 +54,34 @@ def find_snapshot(resume: str | Path) -> tuple[Path, Path | None]:
     raise FfhqToolsError(f"--resume {path}: no such snapshot file or run folder")
 
 
+def run_desc(data: str | Path, config: str) -> str:
+    from ffhq_tools.runs import sanitize_desc
+
+    return sanitize_desc(f"{Path(data).stem}-{config}")
+
+
+def latest_run(outdir: str | Path, desc: str) -> Path | None:
+    """Newest `outdir/NNNNN-desc` folder holding a snapshot (for `--resume auto`)."""
+    from ffhq_tools.runs import RUN_NAME
+
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        return None
+    runs = [p for p in outdir.iterdir() if p.is_dir() and RUN_NAME.match(p.name)
+            and p.name.split("-", 1)[1] == desc and any(p.glob(SNAPSHOT_GLOB))]
+    return max(runs, key=lambda p: int(RUN_NAME.match(p.name).group(1)), default=None)
+
+
+def _auto_resume(options: TrainOptions) -> TrainOptions:
+    """`--resume auto`: continue the newest run of this data + config, else start afresh."""
+    if options.resume != "auto":
+        return options
+    if not options.config:
+        raise FfhqToolsError("--resume auto needs --config (to find the run to continue)")
+    found = latest_run(options.outdir, run_desc(options.data, options.config))
+    return _with(options, resume=str(found) if found else None)
+
+
 def _snapshot_config(path: Path) -> dict:
     """The JSON config stored in a snapshot (cheap: no networks are built)."""
     import json
@@ -73,6 +102,7 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
     from models.configs import ModelConfig, get_config
     from models.train_data import open_training_set
 
+    options = _auto_resume(options)
     snapshot, continue_dir = find_snapshot(options.resume) if options.resume else (None, None)
     if snapshot is not None:
         stored = _snapshot_config(snapshot)
@@ -121,8 +151,8 @@ def _run_folder(run: ResolvedRun, env) -> Path:
         if run.continue_dir is not None:
             folder = run.continue_dir
         else:
-            desc = f"{Path(run.options.data).stem}-{run.config.name}"
-            folder = create_run_dir(run.options.outdir, desc)
+            folder = create_run_dir(run.options.outdir,
+                                    run_desc(run.options.data, run.config.name))
             write_options(folder, {**run.describe(), "world_size": env.world_size})
     if env.distributed:
         import torch.distributed as dist

@@ -107,7 +107,8 @@ def add_verbs(verbs) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metrics", help="comma-separated metric names run at every snapshot")
     p.add_argument("--metric-num-gen", type=int, help="shrink the metrics' generated count")
-    p.add_argument("--resume", help="snapshot file (new run folder) or run folder (continue)")
+    p.add_argument("--resume", help="snapshot file (new run folder), run folder (continue in "
+                                    "it) or 'auto' (newest run of this data + config, if any)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast for the main losses (fp16 needs CUDA)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")

@@ -112,3 +112,12 @@ def test_bf16_autocast_and_channels_last_train(shapes16, tmp_path):
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     losses = [v for s in stats for k, v in s.items() if k.startswith("Loss/")]
     assert losses and all(abs(v) < 1e6 for v in losses)
+
+
+def test_resume_auto_continues_the_newest_matching_run(shapes16, tmp_path):
+    first = train(_options(shapes16, tmp_path, kimg=0.008, resume="auto"))  # nothing yet
+    again = train(_options(shapes16, tmp_path, kimg=0.016, resume="auto"))
+    assert again == first and (first / "network-snapshot-000000.016.pt").exists()
+    other = train(_options(shapes16, tmp_path, config="tiny-progan", kimg=0.004,
+                           resume="auto"))
+    assert other != first and other.name.endswith("-shapes-tiny-progan")
