@@ -110,6 +110,9 @@ def style_mixing_grids(G, col_seeds: list[int], row_seeds: list[int], *,
                        class_idx: int | None = None) -> dict[str, np.ndarray]:
     """StyleGAN Fig. 3: columns = source A, rows = source B; each cell takes source A's styles
     except the range (coarse / middle / fine) copied from source B. Top-left cell is blank."""
+    if not getattr(G, "use_styles", True):
+        raise FfhqToolsError("--style-mixing needs a style-based generator; this one has a "
+                             "traditional input (ProGAN / traditional configs)")
     ws_a = map_seeds(G, col_seeds, truncation_psi, truncation_cutoff, class_idx)
     ws_b = map_seeds(G, row_seeds, truncation_psi, truncation_cutoff, class_idx)
     img_a = synthesize(G, ws_a, noise_mode, batch_size)

@@ -202,6 +202,7 @@ class StyleGANGenerator(nn.Module):
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, self.mapping.w_dim
         self.img_resolution, self.img_channels, self.num_ws = img_resolution, img_channels, num_ws
         self.has_mapping = mapping_layers > 0
+        self.use_styles = use_styles  # False: traditional input, only ws[:, 0] is used
         self.synthesis = SynthesisV1(self.w_dim, img_resolution, img_channels, channels,
                                      use_styles=use_styles, const_input=const_input,
                                      use_noise=use_noise, blur=blur,

@@ -134,3 +134,9 @@ def test_configs_and_import_verbs(tmp_path, capsys):
     assert main(["import-checkpoint", str(src), str(dst)]) == 2  # refuses to overwrite
     assert main(["import-checkpoint", str(tmp_path / "nope.pkl"), str(tmp_path / "x.pt")]) == 2
     assert "nope.pkl: no such file" in capsys.readouterr().err
+
+
+def test_style_mixing_refuses_traditional_generators():
+    G, _ = build_networks(get_config("tiny-progan"), 16)
+    with pytest.raises(FfhqToolsError, match="style-based"):
+        gen.style_mixing_grids(G, [1], [2])
