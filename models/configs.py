@@ -170,27 +170,26 @@ def _define_stylegan_v1() -> None:
 
 
 def _define_stylegan2() -> None:
-    f = _add(ModelConfig(
-        name="stylegan2-F", arch="stylegan2",
-        description="StyleGAN2 Table 1 F: + large networks (channel_base 32768), the "
-                    "published FFHQ model", channel_base=32768, truncation_psi=0.5))
-    e = _derive(f, "stylegan2-E", "StyleGAN2 Table 1 E: no growing, skip G / resnet D "
-                "(networks at StyleGAN width, gamma 100 as in the reference config-e)",
-                channel_base=16384, r1_gamma=100.0)
-    growing = dict(progressive=True, start_res=8, lr=0.001, lr_per_res=dict(V1_LR_PER_RES),
-                   minibatch_per_res=dict(SG2_GROWING_MINIBATCH_PER_RES),
-                   g_architecture="orig", d_architecture="orig", r1_gamma=10.0)
-    d = _derive(e, "stylegan2-D", "StyleGAN2 Table 1 D: + path length regularisation "
-                "(revised StyleGAN networks with progressive growing)", **growing)
-    c = _derive(d, "stylegan2-C", "StyleGAN2 Table 1 C: + lazy regularisation (no path "
-                "length regularisation)", pl_weight=0.0)
-    b = _derive(c, "stylegan2-B", "StyleGAN2 Table 1 B: + weight demodulation (R1 every "
-                "minibatch)", r1_interval=1)
-    v1 = CONFIGS["stylegan-F"]
-    _derive(b, "stylegan2-A", "StyleGAN2 Table 1 A: baseline StyleGAN (original networks, "
-            "AdaIN, progressive growing)", arch="stylegan", demodulate=False,
-            blur=v1.blur, fir=v1.fir, mbstd_group=v1.mbstd_group, truncation_psi=0.7,
-            truncation_cutoff=8)
+    """StyleGAN2 Table 1, each row derived from the previous one (reference config-a..f)."""
+    a = _derive(CONFIGS["stylegan-F"], "stylegan2-A", "StyleGAN2 Table 1 A: baseline StyleGAN "
+                "(original networks, AdaIN, progressive growing, R1 every minibatch)",
+                batch=32, lr=0.001, lr_per_res=dict(V1_LR_PER_RES),
+                minibatch_per_res=dict(SG2_GROWING_MINIBATCH_PER_RES), r1_interval=1,
+                pl_weight=0.0, demodulate=False)
+    b = _derive(a, "stylegan2-B", "StyleGAN2 Table 1 B: + weight demodulation (revised "
+                "networks, still growing progressively)", arch="stylegan2", demodulate=True,
+                fir=(1, 3, 3, 1), g_architecture="orig", d_architecture="orig",
+                truncation_psi=0.5, truncation_cutoff=None)
+    c = _derive(b, "stylegan2-C", "StyleGAN2 Table 1 C: + lazy regularisation (R1 every 16 "
+                "minibatches)", r1_interval=16)
+    d = _derive(c, "stylegan2-D", "StyleGAN2 Table 1 D: + path length regularisation",
+                pl_weight=2.0)
+    e = _derive(d, "stylegan2-E", "StyleGAN2 Table 1 E: + no growing, new G & D "
+                "architectures (skip G, resnet D; gamma 100 as the reference config-e)",
+                progressive=False, g_architecture="skip", d_architecture="resnet", lr=0.002,
+                lr_per_res={}, minibatch_per_res={}, r1_gamma=100.0)
+    _derive(e, "stylegan2-F", "StyleGAN2 Table 1 F: + large networks (channel_base 32768), "
+            "the published FFHQ model", channel_base=32768, r1_gamma=10.0)
 
 
 def _define_small() -> None:

@@ -142,6 +142,13 @@ def test_table_rows_are_all_named():
     assert set(expected) <= set(CONFIGS)
     assert get_config("stylegan-C").differences(get_config("stylegan-B")) == {
         "mapping_layers": (0, 8), "use_styles": (False, True)}
+    # StyleGAN2 Table 1 rows each add one thing to the previous row
+    assert get_config("stylegan2-C").differences(get_config("stylegan2-B")) == {
+        "r1_interval": (1, 16)}
+    assert get_config("stylegan2-D").differences(get_config("stylegan2-C")) == {
+        "pl_weight": (0.0, 2.0)}
+    assert get_config("stylegan2-F").differences(get_config("stylegan2-E")) == {
+        "channel_base": (16384, 32768), "r1_gamma": (100.0, 10.0)}
 
 
 # ---------------------------------------------------------------------------------------------
