@@ -31,13 +31,14 @@ class ResolvedRun:
     plan: TrainingPlan
     dataset: object
     img_channels: int
+    c_dim: int
     resume_snapshot: Path | None
     continue_dir: Path | None
 
     def describe(self) -> dict:
         return {"options": self.options.to_dict(), "plan": self.plan.to_dict(),
                 "model": self.config.to_dict(), "dataset_size": len(self.dataset),
-                "img_channels": self.img_channels,
+                "img_channels": self.img_channels, "c_dim": self.c_dim,
                 "resume_snapshot": str(self.resume_snapshot) if self.resume_snapshot else None}
 
 
@@ -117,7 +118,8 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
             raise FfhqToolsError(f"--res {options.resolution}: the snapshot is at "
                                  f"{stored['resolution']}px")
         options = _with(options, config=config.name, resolution=int(stored["resolution"]),
-                        channel_max=stored.get("channel_max"))
+                        channel_max=stored.get("channel_max"),
+                        cond=int(stored.get("c_dim", 0)) > 0)
     elif not options.config:
         raise FfhqToolsError("--config is required (or --resume a snapshot)")
     else:
@@ -129,11 +131,17 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
         options = _with(options, kimg=float(config.total_kimg))
     if options.kimg <= 0:
         raise FfhqToolsError(f"--kimg {options.kimg}: must be positive")
-    dataset = open_training_set(options.data, options.resolution, options.max_images)
+    dataset = open_training_set(options.data, options.resolution, options.max_images,
+                                labels=options.cond)
     resolution = int(dataset.resolution)
-    img_channels = int(dataset[0].shape[0])
+    first = dataset[0]
+    img_channels = int((first[0] if options.cond else first).shape[0])
+    c_dim = int(first[1].numel()) if options.cond else 0
+    if options.cond and c_dim == 0:
+        raise FfhqToolsError(f"--cond: the labels of {options.data} are empty")
     plan = resolve_plan(config, options, resolution)
-    return ResolvedRun(options, config, plan, dataset, img_channels, snapshot, continue_dir)
+    return ResolvedRun(options, config, plan, dataset, img_channels, c_dim, snapshot,
+                       continue_dir)
 
 
 def _with(options: TrainOptions, **changes) -> TrainOptions:
@@ -197,23 +205,25 @@ def _train(options: TrainOptions, env, metric_fn) -> Path:
     from ffhq_tools.runtime import seed_everything
     from models.checkpoint import load_checkpoint
     from models.configs import build_networks
+    from models.train_data import dataset_labels
     from models.train_loop import LoopSettings, Trainer
 
     seed_everything(options.seed, env.rank)
     run = resolve_run(options)
     opts, plan = run.options, run.plan
-    G, D = build_networks(run.config, plan.resolution, img_channels=run.img_channels,
-                          channel_max=opts.channel_max)
+    G, D = build_networks(run.config, plan.resolution, c_dim=run.c_dim,
+                          img_channels=run.img_channels, channel_max=opts.channel_max)
     settings = LoopSettings(
         total_kimg=opts.kimg, tick_kimg=opts.tick_kimg, snap=opts.snap, seed=opts.seed,
         mirror=opts.mirror, precision=opts.precision, channels_last=opts.channels_last,
         workers=opts.workers, metrics=tuple(opts.metrics), grid_size=opts.grid_size,
         progress=opts.progress and env.is_main,
         checkpoint_config={"model": run.config.to_dict(), "resolution": plan.resolution,
-                           "c_dim": 0, "img_channels": run.img_channels,
+                           "c_dim": run.c_dim, "img_channels": run.img_channels,
                            "channel_max": opts.channel_max,
                            "training_options": opts.to_dict()})
-    trainer = Trainer(G, D, plan, run.dataset, env, None, settings, metric_fn)
+    labels = dataset_labels(run.dataset) if run.c_dim else None
+    trainer = Trainer(G, D, plan, run.dataset, env, None, settings, metric_fn, labels)
     _check_mbstd_groups(trainer, int(run.config.mbstd_group or 0))
     folder = _run_folder(run, env)
     trainer.run_dir = folder if env.is_main else None

@@ -31,6 +31,7 @@ def options_from_args(args):
     return TrainOptions(
         config=args.config or "", data=args.data, resolution=args.res, kimg=args.kimg,
         batch=args.batch, batch_gpu=args.batch_gpu, gamma=args.gamma, mirror=args.mirror,
+        cond=args.cond,
         snap=args.snap, tick_kimg=args.tick, seed=args.seed,
         metrics=_metric_names(args.metrics), resume=args.resume, precision=args.precision,
         channels_last=args.channels_last, device=args.device, outdir=args.outdir,
@@ -102,6 +103,8 @@ def add_verbs(verbs) -> None:
     p.add_argument("--batch-gpu", type=int, help="batch per rank and accumulation round")
     p.add_argument("--gamma", type=float, help="R1 weight (default: config's)")
     p.add_argument("--mirror", action="store_true", help="random x-flips of the reals")
+    p.add_argument("--cond", action="store_true",
+                   help="conditional training on the dataset's labels (c_dim from the file)")
     p.add_argument("--snap", type=int, default=50, help="ticks between snapshots (0: end only)")
     p.add_argument("--tick", type=float, default=4.0, help="kimg per tick")
     p.add_argument("--seed", type=int, default=0)

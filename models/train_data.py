@@ -104,7 +104,8 @@ class StepBatchSampler:
             nimg += layout.batch
 
 
-def open_training_set(path: str | Path, resolution: int | None, max_size: int | None = None):
+def open_training_set(path: str | Path, resolution: int | None, max_size: int | None = None,
+                      labels: bool = False):
     """The HDF5 training set (ffhq_tools.data.H5Dataset): uint8 CHW items at `resolution`
     (None: the largest level stored). X-flips are the trainer's (seeded per stream position),
     so the dataset is opened without its own xflip."""
@@ -114,15 +115,31 @@ def open_training_set(path: str | Path, resolution: int | None, max_size: int | 
     if not path.exists():
         raise FfhqToolsError(f"--data {path}: no such file")
     try:
-        return H5Dataset(path, resolution, xflip=False, labels=False, max_size=max_size)
+        return H5Dataset(path, resolution, xflip=False, labels=labels, max_size=max_size)
     except FfhqToolsError as exc:
         flags = f"--data {path}" + (f" --res {resolution}" if resolution else "")
         raise FfhqToolsError(f"{flags}: {exc}") from None
 
 
-def _collate_images(items) -> torch.Tensor:
-    images = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
-    return torch.stack([torch.as_tensor(np.asarray(img)) for img in images])
+def _collate_images(items):
+    """Images -> uint8 NCHW tensor; (image, label) pairs -> (images, labels [N, c_dim])."""
+    if isinstance(items[0], (tuple, list)):
+        images = torch.stack([torch.as_tensor(np.asarray(item[0])) for item in items])
+        return images, torch.stack([torch.as_tensor(item[1]) for item in items])
+    return torch.stack([torch.as_tensor(np.asarray(img)) for img in items])
+
+
+def dataset_labels(dataset) -> torch.Tensor:
+    """Every label of an H5Dataset opened with labels=True, in item order ([N, c_dim]).
+
+    Read in one go from the file's `labels` dataset, restricted to the items the reader keeps
+    (its `max_size` subset), instead of decoding every image through __getitem__.
+    """
+    import h5py
+
+    with h5py.File(dataset.path, "r") as f:
+        labels = np.asarray(f["labels"][:], dtype=np.float32)
+    return torch.from_numpy(labels[dataset._indices])
 
 
 def make_loader(dataset, sampler: StepBatchSampler, workers: int, seed: int):

@@ -52,7 +52,9 @@ class LoopSettings:
 class Trainer:
     def __init__(self, G: nn.Module, D: nn.Module, plan: TrainingPlan, dataset,
                  env: distrib.DistEnv, run_dir: Path | None, settings: LoopSettings,
-                 metric_fn: MetricFn | None = None):
+                 metric_fn: MetricFn | None = None, labels: torch.Tensor | None = None):
+        """`labels` ([N, c_dim], conditional training): every item's label, in dataset order;
+        the dataset then yields (image, label) pairs and fakes get labels drawn from it."""
         self.plan, self.env, self.run_dir, self.settings = plan, env, run_dir, settings
         self.dataset, self.metric_fn = dataset, metric_fn
         self.G, self.D = G.to(env.device).train(), D.to(env.device).train()
@@ -71,7 +73,8 @@ class Trainer:
         self.state = LoopState()
         self.loss_settings = train_phases.LossSettings(
             plan.loss, plan.r1_gamma, plan.gp_lambda, plan.drift_epsilon, plan.pl_weight,
-            plan.pl_decay, plan.pl_batch_shrink, plan.mixing_prob)
+            plan.pl_decay, plan.pl_batch_shrink, plan.mixing_prob,
+            None if labels is None else labels.to(env.device, torch.float32))
         self.stream = ItemStream(len(dataset), settings.seed, settings.mirror)
         self.tick_stats: dict[str, list[torch.Tensor]] = {}
         self.last_snapshot: Path | None = None
@@ -137,7 +140,8 @@ class Trainer:
         return phases
 
     def _round_loss(self, phase: str, gain: int, round_idx: int, rounds: int,
-                    reals: torch.Tensor) -> torch.Tensor:
+                    batch: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+        reals, real_c = batch
         s, precision, n = self.loss_settings, self.settings.precision, reals.shape[0]
 
         def rand(name: str) -> train_phases.StepRandom:
@@ -156,24 +160,24 @@ class Trainer:
             total, stats = total + terms.mean() * gain, {**stats, **st}
         if phase in ("Dmain", "Dboth"):
             terms, st = train_phases.discriminator_main(
-                self.G, self.D, s, rand("Dmain"), reals, precision)
+                self.G, self.D, s, rand("Dmain"), reals, real_c, precision)
             total, stats = total + terms.mean(), {**stats, **st}
         if phase in ("Dreg", "Dboth"):
             terms, st = train_phases.discriminator_reg(self.G, self.D, s,
-                                                       rand("Dreg"), reals)
+                                                       rand("Dreg"), reals, real_c)
             total, stats = total + terms.mean() * gain, {**stats, **st}
         for key, value in stats.items():
             self.tick_stats.setdefault(key, []).append(value.detach().float())
         return total
 
-    def _run_phase(self, phase: str, gain: int, rounds: list[torch.Tensor]) -> None:
+    def _run_phase(self, phase: str, gain: int, rounds: list[tuple]) -> None:
         module, opt = (self.G, self.opt_G) if phase.startswith("G") else (self.D, self.opt_D)
         self.G.requires_grad_(module is self.G)
         self.D.requires_grad_(module is self.D)
         opt.zero_grad(set_to_none=True)
         scaler = self.scalers.get(phase[0])
-        for round_idx, reals in enumerate(rounds):
-            loss = self._round_loss(phase, gain, round_idx, len(rounds), reals) / len(rounds)
+        for round_idx, batch in enumerate(rounds):
+            loss = self._round_loss(phase, gain, round_idx, len(rounds), batch) / len(rounds)
             (scaler.scale(loss) if scaler else loss).backward()
         distrib.average_gradients(module.parameters(), self.env)
         if scaler:
@@ -183,7 +187,9 @@ class Trainer:
             opt.step()
         module.requires_grad_(False)
 
-    def _load_reals(self, images: torch.Tensor, layout, level) -> list[torch.Tensor]:
+    def _load_reals(self, batch, layout, level) -> list[tuple]:
+        """Per accumulation round: (reals in [-1, 1], their labels or None)."""
+        images, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
         _, flips = self.stream.items(layout.local_positions(self.state.cur_nimg, self.env.rank))
         reals = prepare_reals(images, flips, self.env.device)
         if self.plan.progressive and level.lod > 0:
@@ -192,13 +198,18 @@ class Trainer:
             reals = downscale_to_lod(reals, level.lod)
         if self.settings.channels_last:
             reals = reals.contiguous(memory_format=torch.channels_last)
-        return list(reals.split(layout.batch_gpu))
+        if labels is None:
+            return [(r, None) for r in reals.split(layout.batch_gpu)]
+        labels = labels.to(self.env.device, torch.float32)
+        return list(zip(reals.split(layout.batch_gpu), labels.split(layout.batch_gpu),
+                        strict=True))
 
-    def step(self, images: torch.Tensor) -> None:
+    def step(self, batch) -> None:
+        """One optimiser step on the loader's next batch (images, or (images, labels))."""
         level = self.level_at(self.state.cur_nimg)
         layout = self.layout_at(self.state.cur_nimg)
         self._apply_level(level)
-        rounds = self._load_reals(images, layout, level)
+        rounds = self._load_reals(batch, layout, level)
         for phase, gain in self._phases():
             self._run_phase(phase, gain, rounds)
         distrib.average_buffers(self.G, self.env)

@@ -26,6 +26,7 @@ class TrainOptions:
     batch_gpu: int | None = None  # per rank and accumulation round; None: batch / ranks
     gamma: float | None = None  # R1 gamma override
     mirror: bool = False
+    cond: bool = False  # conditional training on the dataset's `labels`
     snap: int = 50  # ticks between snapshots (0: only at the end)
     tick_kimg: float = 4.0
     seed: int = 0

@@ -54,6 +54,9 @@ class Outputs:
         generator = torch.Generator().manual_seed(trainer.settings.seed)
         self.grid_z = torch.randn([trainer.settings.grid_size, trainer.G.z_dim],
                                   generator=generator)
+        table = trainer.loss_settings.label_table  # conditional: the first items' labels
+        self.grid_c = None if table is None else \
+            table[torch.arange(trainer.settings.grid_size) % len(table)]
         self.writer = None
         self.started = time.time()
 
@@ -63,14 +66,18 @@ class Outputs:
             print("tensorboard is not installed: no event files (pip install tensorboard)")
         if self.t.state.cur_nimg == 0:
             count = min(self.t.settings.grid_size, len(self.t.dataset))
-            reals = [np.asarray(self.t.dataset[i]) for i in range(count)]
+            items = [self.t.dataset[i] for i in range(count)]
+            reals = [np.asarray(x[0] if isinstance(x, (tuple, list)) else x) for x in items]
             save_grid(np.stack(reals), self.run_dir / "reals.png")
             save_grid(self.fakes(), self.run_dir / "fakes_init.png")
 
     @torch.no_grad()
     def fakes(self) -> torch.Tensor:
         G = self.t.G_ema
-        images = [G(z[None].to(self.t.env.device), None, noise_mode="const") for z in self.grid_z]
+        images = []
+        for i, z in enumerate(self.grid_z):
+            c = None if self.grid_c is None else self.grid_c[i:i + 1]
+            images.append(G(z[None].to(self.t.env.device), c, noise_mode="const"))
         return torch.cat(images)
 
     def tick(self, tick: int, stats: dict, seconds: float, tick_nimg: int) -> None:

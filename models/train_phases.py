@@ -66,6 +66,12 @@ class StepRandom:
     def scalar(self) -> float:
         return float(torch.rand((), generator=self.generator, device=self.device))
 
+    def indices(self, per_rank: int, high: int) -> torch.Tensor:
+        """This (round, rank)'s rows of a global uniform draw of indices in [0, high)."""
+        total = per_rank * self.env.world_size * self.rounds
+        full = torch.randint(0, high, (total,), generator=self.generator, device=self.device)
+        return self._slice(full, per_rank)
+
     def integer(self, low: int, high: int) -> int:
         """Uniform in [low, high)."""
         return int(torch.randint(low, high, (), generator=self.generator, device=self.device))
@@ -81,6 +87,7 @@ class LossSettings:
     pl_decay: float
     pl_batch_shrink: int
     mixing_prob: float
+    label_table: torch.Tensor | None = None  # conditional training: labels fakes are drawn from
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -96,33 +103,38 @@ def mixing_layers(G: nn.Module) -> int:
     return max(G.num_ws - 2 * int(math.floor(lod)), 1)
 
 
-def generate(G: nn.Module, rand: StepRandom, per_rank: int, mixing_prob: float,
-             update_w_avg: bool, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and the ws that made them, with style mixing at the config's probability.
+def generate(G: nn.Module, rand: StepRandom, per_rank: int, settings: LossSettings,
+             update_w_avg: bool, precision: str = "fp32"):
+    """(images, ws, labels) with style mixing at the config's probability; for conditional
+    training the labels are drawn from the training set's labels (else None).
 
     The mapping network always runs in float32 (w_avg is a float32 running mean); only the
     synthesis network runs under autocast when `precision` asks for it.
     """
     z = rand.normal(per_rank, G.z_dim)
-    ws = G.mapping(z, None, update_w_avg=update_w_avg)
+    c = None
+    if settings.label_table is not None:
+        c = settings.label_table[rand.indices(per_rank, len(settings.label_table))]
+    ws = G.mapping(z, c, update_w_avg=update_w_avg)
+    mixing_prob = settings.mixing_prob
     if mixing_prob > 0:
         layers = mixing_layers(G)
         mix = rand.scalar() < mixing_prob and layers > 1
         cutoff = rand.integer(1, layers) if layers > 1 else layers
         z2 = rand.normal(per_rank, G.z_dim)
         if mix:
-            ws2 = G.mapping(z2, None, update_w_avg=False)
+            ws2 = G.mapping(z2, c, update_w_avg=False)
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
     with autocast_context(rand.env.device, precision):
         images = G.synthesis(ws, noise_mode="random")
-    return images.float(), ws
+    return images.float(), ws, c
 
 
 def generator_main(G, D, settings: LossSettings, rand: StepRandom, per_rank: int,
                    precision: str) -> tuple[torch.Tensor, dict]:
-    fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, True, precision)
+    fakes, _, c = generate(G, rand, per_rank, settings, True, precision)
     with autocast_context(rand.env.device, precision):
-        logits = D(fakes, None).float()
+        logits = D(fakes, c).float()
     if settings.loss == "wgan-gp":
         terms = losses.generator_wgan(logits)
     else:
@@ -134,7 +146,7 @@ def generator_path_length(G, settings: LossSettings, rand: StepRandom, per_rank:
                           pl_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Path-length terms (already times pl_weight) and the updated running mean."""
     shrunk = max(per_rank // settings.pl_batch_shrink, 1)
-    images, ws = generate(G, rand, shrunk, settings.mixing_prob, update_w_avg=False)
+    images, ws, _ = generate(G, rand, shrunk, settings, update_w_avg=False)
     noise = rand.normal(shrunk, *images.shape[1:])
     lengths = losses.path_lengths(images, ws, noise)
     batch_mean = mean_over_ranks(lengths.mean(), rand.env)
@@ -147,13 +159,13 @@ def generator_path_length(G, settings: LossSettings, rand: StepRandom, per_rank:
 
 
 def discriminator_main(G, D, settings: LossSettings, rand: StepRandom, reals: torch.Tensor,
-                       precision: str) -> tuple[torch.Tensor, dict]:
+                       real_c: torch.Tensor | None, precision: str) -> tuple[torch.Tensor, dict]:
     per_rank = reals.shape[0]
     with torch.no_grad():
-        fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, False, precision)
+        fakes, _, fake_c = generate(G, rand, per_rank, settings, False, precision)
     with autocast_context(rand.env.device, precision):
-        fake_logits = D(fakes, None).float()
-        real_logits = D(reals, None).float()
+        fake_logits = D(fakes, fake_c).float()
+        real_logits = D(reals, real_c).float()
     if settings.loss == "wgan-gp":
         terms = losses.discriminator_wgan(real_logits, fake_logits, settings.drift_epsilon)
     else:
@@ -162,18 +174,19 @@ def discriminator_main(G, D, settings: LossSettings, rand: StepRandom, reals: to
                    "Loss/scores/real": real_logits.detach().mean()}
 
 
-def discriminator_reg(G, D, settings: LossSettings, rand: StepRandom,
-                      reals: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """R1 * gamma / 2 for the logistic loss; lambda * gradient penalty for WGAN-GP."""
+def discriminator_reg(G, D, settings: LossSettings, rand: StepRandom, reals: torch.Tensor,
+                      real_c: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """R1 * gamma / 2 for the logistic loss; lambda * gradient penalty for WGAN-GP (the
+    interpolated images are judged with the reals' labels)."""
     per_rank = reals.shape[0]
     if settings.loss == "wgan-gp":
         with torch.no_grad():
-            fakes, _ = generate(G, rand, per_rank, settings.mixing_prob, update_w_avg=False)
+            fakes, _, _ = generate(G, rand, per_rank, settings, update_w_avg=False)
         mix = rand.uniform(per_rank)
-        penalty = losses.gradient_penalty(lambda x: D(x, None), reals, fakes, mix)
+        penalty = losses.gradient_penalty(lambda x: D(x, real_c), reals, fakes, mix)
         return penalty * settings.gp_lambda, {"Loss/D/gp": penalty.detach().mean()}
     reals = reals.detach().requires_grad_(True)
-    logits = D(reals, None)
+    logits = D(reals, real_c)
     penalty = losses.r1_penalty(reals, logits)
     terms = penalty * (settings.r1_gamma / 2) + logits.flatten() * 0
     return terms, {"Loss/r1_penalty": penalty.detach().mean()}

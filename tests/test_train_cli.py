@@ -38,6 +38,20 @@ def test_dry_run_prints_resolved_plan(shapes16, capsys):
     assert described["options"]["kimg"] == 25000 and described["dataset_size"] == 32
 
 
+def test_cond_takes_c_dim_from_the_labels(shapes16, tmp_path, capsys):
+    import h5py
+
+    assert main(["train", "--config", "tiny", "--data", str(shapes16), "--cond",
+                 "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["c_dim"] == 2
+    unlabelled = tmp_path / "unlabelled.h5"
+    with h5py.File(shapes16, "r") as src, h5py.File(unlabelled, "w") as dst:
+        dst.create_dataset("data16x16", data=src["data16x16"][:])
+    assert main(["train", "--config", "tiny", "--data", str(unlabelled), "--cond",
+                 "--dry-run"]) == 2
+    assert "no labels" in capsys.readouterr().err
+
+
 def test_fp16_turns_conv_clamping_on(shapes16, capsys):
     assert main(["train", "--config", "tiny", "--data", str(shapes16), "--precision", "fp16",
                  "--dry-run"]) == 0

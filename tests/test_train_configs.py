@@ -41,11 +41,12 @@ def test_tiny_run_writes_the_run_folder(shapes16, tmp_path):
     assert options["plan"]["r1_interval"] == 16 and options["plan"]["batch"] == 4
 
 
-def test_resume_from_run_folder_is_exact(shapes16, tmp_path):
+@pytest.mark.parametrize("cond", [False, True], ids=["unconditional", "conditional"])
+def test_resume_from_run_folder_is_exact(cond, shapes16, tmp_path):
     from models.checkpoint import load_checkpoint
 
-    straight = train(_options(shapes16, tmp_path / "a", kimg=0.024))
-    half = train(_options(shapes16, tmp_path / "b", kimg=0.012))
+    straight = train(_options(shapes16, tmp_path / "a", kimg=0.024, cond=cond))
+    half = train(_options(shapes16, tmp_path / "b", kimg=0.012, cond=cond))
     torch.manual_seed(4321)
     resumed = train(_options(shapes16, tmp_path / "c", kimg=0.024, resume=str(half)))
     assert resumed == half  # a run folder continues in place
@@ -56,6 +57,7 @@ def test_resume_from_run_folder_is_exact(shapes16, tmp_path):
                                     getattr(b, name).state_dict().items(), strict=True):
             assert torch.equal(x, y), f"{name}.{key} differs after resume"
     assert a.training_state["kimg"] == b.training_state["kimg"] == 0.024
+    assert a.G.c_dim == b.D.c_dim == (2 if cond else 0)
 
 
 # One of each architecture / loss / growing mode runs locally; CI (slow) runs every config.

@@ -158,12 +158,14 @@ def shapes_images(count=64, resolution=16, seed=0):
 
 
 def write_shapes_h5(path, count=64, resolution=16, seed=0):
-    """A ProGAN-layout HDF5 file (data{R}x{R} for every level down to 4x4)."""
+    """A ProGAN-layout HDF5 file (data{R}x{R} for every level down to 4x4) with one-hot
+    `labels` [square, disc]."""
     import h5py
     import numpy as np
 
     images = shapes_images(count, resolution, seed).astype(np.float64)
     with h5py.File(path, "w") as f:
+        f.create_dataset("labels", data=np.eye(2, dtype=np.float32)[np.arange(count) % 2])
         res = resolution
         while res >= 4:
             f.create_dataset(f"data{res}x{res}", data=np.rint(images).clip(0, 255)
