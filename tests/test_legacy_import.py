@@ -19,12 +19,12 @@ from models.legacy import UnsafePickleError, safe_load_pickle
 from models.legacy_import import import_checkpoint
 
 
-def randomised(name, resolution=16, seed=0, **overrides):
+def randomised(name, resolution=16, seed=0, c_dim=0, **overrides):
     """(G, D, G_ema) with every parameter and buffer random, so misplacements show."""
     torch.manual_seed(seed)
     config = get_config(name).replace(**overrides) if overrides else get_config(name)
-    G, D = build_networks(config, resolution)
-    G_ema, _ = build_networks(config, resolution)
+    G, D = build_networks(config, resolution, c_dim=c_dim)
+    G_ema, _ = build_networks(config, resolution, c_dim=c_dim)
     with torch.no_grad():
         for net in (G, D, G_ema):
             for pname, p in net.named_parameters():
@@ -54,9 +54,11 @@ def check_import(tmp_path, writer, G, D, G_ema, fmt):
         skip = ("mapping.w_avg",) if fmt == "rosinality" and what == "G" else ()
         assert_same_state(ours, theirs, what, skip)
     z = torch.randn(4, G.z_dim)
-    torch.testing.assert_close(ckpt.G_ema(z, noise_mode="const"), G_ema(z, noise_mode="const"))
+    c = torch.eye(G.c_dim)[torch.arange(4) % G.c_dim] if G.c_dim else None
+    torch.testing.assert_close(ckpt.G_ema(z, c, noise_mode="const"),
+                               G_ema(z, c, noise_mode="const"))
     img = torch.randn(4, 3, G.img_resolution, G.img_resolution)
-    torch.testing.assert_close(ckpt.D(img), D(img))
+    torch.testing.assert_close(ckpt.D(img, c), D(img, c))
     mapped = {src_name for net, src_name, _, _ in result.mapped if net == "G_ema"}
     return result, ckpt, mapped
 
@@ -104,6 +106,12 @@ def test_stylegan2_ada_pickle(tmp_path, monkeypatch, g_arch, d_arch):
     assert result.config.g_architecture == g_arch and result.config.d_architecture == d_arch
     assert result.config.mbstd_group == 2
     assert not (tmp_path / "persistence-source-ran").exists()
+
+
+def test_conditional_stylegan2_ada_pickle(tmp_path):
+    G, D, G_ema = randomised("tiny", c_dim=3)
+    result, _, mapped = check_import(tmp_path, fx.write_ada, G, D, G_ema, "stylegan2-ada")
+    assert result.c_dim == 3 and "mapping.embed.weight" in mapped
 
 
 def test_rosinality_checkpoint(tmp_path):
