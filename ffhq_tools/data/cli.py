@@ -71,7 +71,8 @@ def add_verbs(verbs) -> None:
                    help="SRC then OUT.h5; with --merge: shard files then OUT.h5")
     p.add_argument("--merge", action="store_true", help="merge shard files into OUT.h5")
     p.add_argument("--min-res", type=int, default=4, help="smallest level")
-    p.add_argument("--compression", default="lzf", metavar="none|lzf|gzip[-N]")
+    p.add_argument("--compression", default="none", metavar="none|lzf|gzip[-N]",
+                   help="none reads fastest (see BENCHMARKS.md); lzf/gzip save disk space")
     p.add_argument("--labels", type=Path, default=None,
                    help="CSV (name, values...) or JSON {name: values} / stylegan2-ada dataset.json")
     p.add_argument("--attributes", type=Path, default=None,

@@ -47,7 +47,7 @@ FLUSH_EVERY = 16
 @dataclass(frozen=True)
 class PackOptions:
     min_res: int = 4
-    compression: str = "lzf"
+    compression: str = "none"
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def to_dict(self) -> dict:
