@@ -28,25 +28,34 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def g_and_d_step(G, D, batch: int, autocast: bool):
+def g_step(G, batch: int, autocast: bool):
     z = torch.randn(batch, G.z_dim)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            img = G(z)
-            loss = torch.nn.functional.softplus(-D(img)).mean()
+            loss = G(z).float().square().mean()
+        loss.backward()
+    return step
+
+
+def d_step(D, batch: int, autocast: bool):
+    img = torch.randn(batch, D.img_channels, D.img_resolution, D.img_resolution)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = torch.nn.functional.softplus(-D(img)).float().mean()
         loss.backward()
     return step
 
 
 NETWORK_CASES = ((64, "full", 2), (64, "half", 2), (256, "half", 1))
-FULL_256 = ((256, "full", 1),)  # BENCH_MODELS_ALL=1: ~5 more minutes on 2 shared cores
+FULL_256 = ((256, "full", 1),)  # BENCH_MODELS_ALL=1: several more minutes on 2 shared cores
 
 
 def bench_networks() -> None:
-    print("G+D forward+backward, stylegan2-F shapes (skip G, resnet D), images/s")
-    print(f"{'res':>4} {'width':>5} {'batch':>5} {'float32':>9} {'bf16 autocast':>14} "
-          f"{'ratio':>6}")
+    print("forward+backward images/s, stylegan2-F shapes (skip G, resnet D), trained mode")
+    print(f"{'res':>4} {'width':>5} {'batch':>5} {'net':>3} {'float32':>9} "
+          f"{'bf16 autocast':>14} {'ratio':>6}")
     cases = NETWORK_CASES + (FULL_256 if os.environ.get("BENCH_MODELS_ALL") else ())
     for res, width, batch in cases:
         torch.manual_seed(0)
@@ -54,10 +63,11 @@ def bench_networks() -> None:
             channel_base=32768 if width == "full" else 16384,
             channel_max=512 if width == "full" else 256)
         G, D = build_networks(config, res)
-        fp32 = batch / timed(g_and_d_step(G, D, batch, False), 1)
-        bf16 = batch / timed(g_and_d_step(G, D, batch, True), 1)
-        print(f"{res:>4} {width:>5} {batch:>5} {fp32:>9.3f} {bf16:>14.3f} "
-              f"{bf16 / fp32:>5.2f}x", flush=True)
+        for net, make_step, module in (("G", g_step, G), ("D", d_step, D)):
+            fp32 = batch / timed(make_step(module, batch, False), 1)
+            bf16 = batch / timed(make_step(module, batch, True), 1)
+            print(f"{res:>4} {width:>5} {batch:>5} {net:>3} {fp32:>9.3f} {bf16:>14.3f} "
+                  f"{bf16 / fp32:>5.2f}x", flush=True)
 
 
 def naive_modulated_conv(x, weight, styles, up, f):

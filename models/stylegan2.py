@@ -43,12 +43,15 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     """
     n = x.shape[0]
     out_c, in_c, k, _ = weight.shape
-    w = weight[None] * styles[:, None, :, None, None]
-    dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None
+    # sum over (i, kh, kw) of (W[o,i] s[n,i])^2 as one [N, I] x [I, O] product: no per-sample
+    # [N, O, I, k, k] tensor is needed unless the grouped form asks for it
+    dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() \
+        if demodulate else None
     if not fused:
         x = x * styles.to(x.dtype)[:, :, None, None]
         x = resample_conv2d(x, weight.to(x.dtype), resample_filter, up=up)
         return x * dcoefs.to(x.dtype)[:, :, None, None] if demodulate else x
+    w = weight[None] * styles[:, None, :, None, None]
     if demodulate:
         w = w * dcoefs[:, :, None, None, None]
     x = x.reshape(1, n * in_c, *x.shape[2:])
