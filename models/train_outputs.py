@@ -106,9 +106,14 @@ class Outputs:
               flush=True)
 
     def _memory(self) -> int:
+        """Peak memory of this tick on CUDA (the peak is reset), of the process on CPU."""
         from models.train_state import memory_bytes
 
-        return memory_bytes(self.t.env.device)
+        device = self.t.env.device
+        peak = memory_bytes(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        return peak
 
     def snapshot(self, rng_states: list[dict]) -> Path:
         from models.checkpoint import save_checkpoint
