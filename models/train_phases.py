@@ -6,6 +6,9 @@ With an interval of 1 the regulariser runs every step inside the main phase ("G 
 "D both"). Regularisers are multiplied by their interval (lazy regularisation) and the Adam
 hyperparameters of lazy phases are corrected (see `schedule.lazy_adam`).
 
+w_avg (the truncation centre) is updated by every mapping of the first latent in G main,
+G reg and D main, as in the reference trainers (not by the style-mixing second latent).
+
 All random numbers of a phase (latents, the style-mixing crossover, path-length noise, the
 WGAN-GP mixing factors) come from `StepRandom`, seeded by (seed, step, phase) and drawn for
 the global batch then sliced by accumulation round and rank. Only the generator's per-layer
@@ -146,7 +149,7 @@ def generator_path_length(G, settings: LossSettings, rand: StepRandom, per_rank:
                           pl_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Path-length terms (already times pl_weight) and the updated running mean."""
     shrunk = max(per_rank // settings.pl_batch_shrink, 1)
-    images, ws, _ = generate(G, rand, shrunk, settings, update_w_avg=False)
+    images, ws, _ = generate(G, rand, shrunk, settings, update_w_avg=True)
     noise = rand.normal(shrunk, *images.shape[1:])
     lengths = losses.path_lengths(images, ws, noise)
     batch_mean = mean_over_ranks(lengths.mean(), rand.env)
@@ -162,7 +165,7 @@ def discriminator_main(G, D, settings: LossSettings, rand: StepRandom, reals: to
                        real_c: torch.Tensor | None, precision: str) -> tuple[torch.Tensor, dict]:
     per_rank = reals.shape[0]
     with torch.no_grad():
-        fakes, _, fake_c = generate(G, rand, per_rank, settings, False, precision)
+        fakes, _, fake_c = generate(G, rand, per_rank, settings, True, precision)
     with autocast_context(rand.env.device, precision):
         fake_logits = D(fakes, fake_c).float()
         real_logits = D(reals, real_c).float()
