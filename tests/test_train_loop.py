@@ -141,3 +141,16 @@ def test_lazy_phases_and_adam_correction_in_the_loop():
     eager = build_trainer({"r1_interval": 1, "pl_interval": 1})
     assert [name for name, _ in eager._phases()] == ["Gboth", "Dboth"]
     assert eager.opt_D.param_groups[0]["lr"] == pytest.approx(0.002)
+
+
+def test_w_avg_tracks_the_mapping_and_reaches_the_ema():
+    trainer = build_trainer()
+    run_steps(trainer, 3)
+    w_avg = trainer.G.w_avg
+    assert w_avg.abs().sum() > 0  # it moved from its zero start
+    assert torch.equal(trainer.G_ema.w_avg, w_avg)  # buffers are copied into the EMA
+    with torch.no_grad():
+        w = trainer.G.mapping(torch.randn(4096, trainer.G.z_dim), None)[:, 0]
+    # after 3 steps of ~3 updates at beta 0.995, w_avg = (1 - 0.995^k) * E[w] for k ~ 7-9
+    ratio = (w_avg @ w.mean(0)) / w.mean(0).square().sum()
+    assert 0.02 < float(ratio) < 0.06
