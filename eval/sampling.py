@@ -198,11 +198,26 @@ def _iterate_folder(folder: Path, num: int, batch_size: int, resolution: int | N
     files = list_images(folder)[:num]
     chunks = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     chunks = [chunk for index, chunk in enumerate(chunks) if _mine(index, shard)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = pool.map(lambda chunk: [_decode(p, resolution) for p in chunk], chunks)
-        for arrays in decoded:
-            for run in _same_size_runs(arrays):
-                yield torch.from_numpy(np.stack(run)).permute(0, 3, 1, 2).contiguous()
+    for arrays in _prefetched(chunks, resolution, workers):
+        for run in _same_size_runs(arrays):
+            yield torch.from_numpy(np.stack(run)).permute(0, 3, 1, 2).contiguous()
+
+
+def _prefetched(chunks: list[list[Path]], resolution: int | None, workers: int):
+    """Decode chunks in threads, at most `workers + 1` chunks ahead (bounded memory)."""
+    from collections import deque
+
+    def decode(chunk):
+        return [_decode(p, resolution) for p in chunk]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(decode, chunk))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def iterate_real(data: str | Path, num: int, batch_size: int, resolution: int | None = None,

@@ -38,15 +38,14 @@ def _tf_coordinates(in_size: int, out_size: int):
 
 def tf_resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
     """Float NCHW -> NC(size)(size) as TF1's resize_bilinear (half_pixel_centers=False), with
-    TF's own order of float32 operations: top/bottom lerps along x, then along y."""
+    TF's float32 arithmetic: top = tl + (tr - tl) * x_lerp (likewise bottom), then
+    top + (bottom - top) * y_lerp. The x-lerp is done once per input row, then rows gathered."""
     y_lo, y_hi, y_lerp = (t.to(x.device) for t in _tf_coordinates(x.shape[2], size))
     x_lo, x_hi, x_lerp = (t.to(x.device) for t in _tf_coordinates(x.shape[3], size))
-    top, bottom = x[:, :, y_lo], x[:, :, y_hi]
-    top_left, top_right = top[..., x_lo], top[..., x_hi]
-    bottom_left, bottom_right = bottom[..., x_lo], bottom[..., x_hi]
-    top = top_left + (top_right - top_left) * x_lerp
-    bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
-    return top + (bottom - top) * y_lerp.view(-1, 1)
+    left = x[..., x_lo]
+    rows = left + (x[..., x_hi] - left) * x_lerp  # no fused multiply-add: TF rounds twice
+    top = rows[:, :, y_lo]
+    return top + (rows[:, :, y_hi] - top) * y_lerp.view(-1, 1)
 
 
 def pil_bicubic_float(x: torch.Tensor, size: int) -> torch.Tensor:
