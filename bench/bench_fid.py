@@ -43,15 +43,23 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(first: str, second: str, inception: str, cache: str):
+def _run_ours(first: str, second: str, inception: str, cache: str, mode: str):
     from eval.fid import fid_between
     from eval.registry import MetricContext
 
     start = time.perf_counter()
-    ctx = MetricContext(weights_overrides={"inception-fid": Path(inception)}, mode="tf",
-                        progress=False, stats_cache=Path(cache))
+    ctx = MetricContext(weights_overrides={"inception-fid": Path(inception)}, mode=mode,
+                        progress=False, stats_cache=Path(cache) / mode)
     value = fid_between(first, second, ctx)["fid"]
     return value, time.perf_counter() - start, _peak_mib()
+
+
+def run_ours_tf(first: str, second: str, inception: str, cache: str):
+    return _run_ours(first, second, inception, cache, "tf")
+
+
+def run_ours_pytorch_fid(first: str, second: str, inception: str, cache: str):
+    return _run_ours(first, second, inception, cache, "pytorch-fid")
 
 
 def run_pytorch_fid(first: str, second: str, inception: str, cache: str):
@@ -84,15 +92,24 @@ def main() -> None:
     cache = ROOT / f"stats-{time.time_ns()}"  # fresh: no cached statistics
     args = (str(first), str(second), str(inception), str(cache))
     results = {}
-    for name, fn in (("ours (tf mode)", run_ours), ("pytorch-fid", run_pytorch_fid),
-                     ("torch-fidelity", run_torch_fidelity)):
+    runs = (("ours tf", run_ours_tf), ("ours pytorch-fid", run_ours_pytorch_fid),
+            ("pytorch-fid", run_pytorch_fid), ("torch-fidelity", run_torch_fidelity))
+    for name, fn in runs:
         results[name] = _in_child(fn, *args)
         fid, seconds, peak = results[name]
-        print(f"fid {num}+{num} images 256px: {name:15s} {seconds:7.1f} s  peak RSS "
-              f"{peak:6.0f} MiB  FID {fid:.4f}", flush=True)
+        print(f"fid {num}+{num} images 256px: {name:16s} {seconds:7.1f} s  peak RSS "
+              f"{peak:6.0f} MiB  FID {fid:.6f}", flush=True)
+
+    def rel(a: str, b: str) -> float:
+        return abs(results[a][0] - results[b][0]) / abs(results[b][0])
+
     fastest_peer = min(results["pytorch-fid"][1], results["torch-fidelity"][1])
-    print(f"fid speed-up of ours over the fastest peer: "
-          f"{fastest_peer / results['ours (tf mode)'][1]:.2f}x", flush=True)
+    print(f"agreement: ours pytorch-fid mode vs pytorch-fid "
+          f"{rel('ours pytorch-fid', 'pytorch-fid'):.1e}, ours tf mode vs torch-fidelity "
+          f"{rel('ours tf', 'torch-fidelity'):.1e}", flush=True)
+    for name in ("ours tf", "ours pytorch-fid"):
+        print(f"speed-up of {name} over the fastest peer: "
+              f"{fastest_peer / results[name][1]:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
