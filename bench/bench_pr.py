@@ -8,7 +8,8 @@ Peers, on the same tensors in this process:
 Prints wall time, process CPU time and peak resident memory of each (peak RSS via
 /proc/self/clear_refs + VmHWM) and the ratios; all three must agree on P and R.
 
-Run: .venv/bin/python -m bench bench_pr   (size: BENCH_PR_N=20000 by default)
+Run: .venv/bin/python -m bench bench_pr   (BENCH_PR_N=20000 by default; BENCH_PR_THREADS=1
+pins torch to one thread, which makes CPU times comparable on a shared, oversubscribed host)
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def straightforward(real: torch.Tensor, gen: torch.Tensor):
 def main() -> None:
     from eval import knn
 
+    if os.environ.get("BENCH_PR_THREADS"):
+        torch.set_num_threads(int(os.environ["BENCH_PR_THREADS"]))
     torch.manual_seed(0)
     real, gen = features(N, 1, 1.0), features(N, 2, 1.05)
     print(f"N = {N} per side, D = {DIM}, k = {K}, torch threads = {torch.get_num_threads()}")

@@ -18,14 +18,19 @@ def _photos(size: int = 64) -> torch.Tensor:
     return torch.nn.functional.interpolate(batch, size=(size, size), mode="area")
 
 
-def random_vgg16_state(seed: int = 1234) -> dict:
-    """A deterministic He-initialised VGG16 state dict (architecture-exact, random weights)."""
+def random_vgg16_state(seed: int = 1234, classifier: bool = True) -> dict:
+    """A deterministic He-initialised VGG16 state dict (architecture-exact, random weights).
+
+    classifier=False zeroes the fully connected layers (LPIPS never reads them; 120M fewer
+    random numbers)."""
     from eval.features.vgg16 import empty_vgg16
 
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, tensor in empty_vgg16().state_dict().items():
-        if name.endswith("bias"):
+        if name.startswith("classifier") and not classifier:
+            state[name] = torch.zeros(tensor.shape)
+        elif name.endswith("bias"):
             state[name] = torch.randn(tensor.shape, generator=generator) * 0.01
         else:
             fan_in = tensor[0].numel()
@@ -35,7 +40,7 @@ def random_vgg16_state(seed: int = 1234) -> dict:
 
 @pytest.fixture(scope="module")
 def random_vgg_state():
-    return random_vgg16_state()
+    return random_vgg16_state(classifier=False)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,22 @@ def vgg_path(random_vgg_state, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def full_vgg_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vgg") / "vgg16-random-full.pth"
+    torch.save(random_vgg16_state(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def peer_lpips(random_vgg_state):
-    model = lpips_pkg.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+    with torch.device("meta"):  # skip torchvision's random init; every weight is set below
+        model = lpips_pkg.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
+    model = model.to_empty(device="cpu")
+    model.scaling_layer = lpips_pkg.lpips.ScalingLayer()  # the package's own constants
+    from ffhq_tools import weights
+
+    lins = torch.load(weights.resolve("lpips-vgg-lin").path, map_location="cpu")
+    model.load_state_dict(lins, strict=False)  # the shipped v0.1 linear layers
     for slice_name in ("slice1", "slice2", "slice3", "slice4", "slice5"):
         for index, layer in getattr(model.net, slice_name).named_children():
             if isinstance(layer, torch.nn.Conv2d):  # children keep torchvision's indices
@@ -56,7 +75,8 @@ def peer_lpips(random_vgg_state):
     return model.eval()
 
 
-def _ours(vgg_path):
+@pytest.fixture(scope="module")
+def ours(vgg_path):
     from eval.features import lpips
     from ffhq_tools import weights
 
@@ -64,9 +84,8 @@ def _ours(vgg_path):
                                lpips.OURS)
 
 
-def test_lpips_matches_lpips_package(vgg_path, peer_lpips):
-    ours = _ours(vgg_path)
-    images = _photos()
+def test_lpips_matches_lpips_package(ours, peer_lpips):
+    images = _photos(32)
     x0, x1 = images, images.roll(1, dims=0)
     with torch.no_grad():
         expected = peer_lpips(x0 / 127.5 - 1, x1 / 127.5 - 1).flatten()
@@ -76,7 +95,7 @@ def test_lpips_matches_lpips_package(vgg_path, peer_lpips):
     assert torch.all(ours(x0, x0) < 1e-10)
 
 
-def test_lpips_uses_the_shipped_linear_layers(vgg_path):
+def test_lpips_uses_the_shipped_linear_layers(ours):
     from eval.features import lpips
     from ffhq_tools import weights
 
@@ -84,18 +103,17 @@ def test_lpips_uses_the_shipped_linear_layers(vgg_path):
     lins = lpips.load_lin_weights(lin_path)
     assert [w.shape[1] for w in lins] == list(lpips.CHANNELS)
     assert all((w >= 0).all() for w in lins)  # LPIPS v0.1 weights are non-negative
-    ours = _ours(vgg_path)
     for conv, w in zip(ours.lpips.lins, lins, strict=True):
         torch.testing.assert_close(conv.weight.flatten(), w.flatten())
 
 
 @pytest.mark.slow
-def test_vgg16_fc2_matches_torch_fidelity(vgg_path):
+def test_vgg16_fc2_matches_torch_fidelity(full_vgg_path):
     fidelity = pytest.importorskip("torch_fidelity.feature_extractor_vgg16")
     from eval.features import vgg16
     from ffhq_tools import weights
 
-    path = vgg_path
+    path = full_vgg_path
     ours = vgg16.load_feature_network(lambda n: weights.resolve(n, {"vgg16": path}),
                                       vgg16.TORCHVISION)
     peer = fidelity.FeatureExtractorVGG16("vgg16-fc2", ["fc2_relu"],
