@@ -98,3 +98,14 @@ def test_wrong_files_are_clear_errors(tmp_path):
         load_inception(_ctx(bad))
     with pytest.raises(WeightsError, match="inception-fid"):
         load_inception(MetricContext())  # empty cache, offline: says how to get the file
+
+
+def test_clean_mode_resize_matches_clean_fid(images):
+    from cleanfid.resize import make_resizer
+
+    from eval.features.preprocess import resize_299
+
+    resizer = make_resizer("PIL", False, "bicubic", (299, 299))
+    theirs = np.stack([resizer(img) for img in images.permute(0, 2, 3, 1).numpy()])
+    ours = resize_299(images, "clean").permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(ours, theirs)
