@@ -21,6 +21,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ffhq_tools.errors import FfhqToolsError
+
 
 @dataclass
 class DemoOptions:
@@ -35,6 +37,7 @@ class DemoOptions:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    resume: Path | None = None      # an interrupted demo's run folder: continue it
 
     def resolved(self) -> DemoOptions:
         quick = self.quick
@@ -45,7 +48,7 @@ class DemoOptions:
             kimg=self.kimg if self.kimg is not None else (0.064 if quick else 0.5),
             num_gen=self.num_gen or (24 if quick else 128),
             snapshot_num_gen=self.snapshot_num_gen or (8 if quick else 32), seed=self.seed,
-            device=self.device, progress=self.progress)
+            device=self.device, progress=self.progress, resume=self.resume)
 
 
 @dataclass
@@ -105,20 +108,46 @@ def _run_stage(state: DemoState, name: str, fn) -> None:
           flush=True)
 
 
+def _stored_options(run_dir: Path, progress: bool) -> DemoOptions:
+    """The frozen options of an interrupted demo (its run folder's options.json)."""
+    from ffhq_tools.runs import read_options
+
+    stored = read_options(run_dir)
+    known = {f for f in DemoOptions.__dataclass_fields__}
+    unknown = sorted(set(stored) - known)
+    if unknown or "quick" not in stored:
+        raise FfhqToolsError(f"--resume {run_dir}: not a demo run folder (options.json has "
+                             f"{', '.join(unknown) or 'no demo options'})")
+    for name in ("outdir", "photos"):
+        stored[name] = Path(stored[name]) if stored.get(name) not in (None, "None") else None
+    stored.update(resume=run_dir, progress=progress)
+    return DemoOptions(**stored).resolved()
+
+
 def run_demo(options: DemoOptions) -> DemoState:
-    """Run every stage; returns the state (stages with status, outputs, report path)."""
+    """Run every stage; returns the state (stages with status, outputs, report path).
+
+    With `options.resume` (a demo run folder) the interrupted run continues in place with its
+    frozen options: alignment skips finished photos, packing resumes, training continues from
+    its newest snapshot and scoring skips results already on the leaderboard.
+    """
     from ffhq_tools.runs import capture_log, create_run_dir, write_options
     from ffhq_tools.runtime import seed_everything
 
-    options = options.resolved()
-    run_dir = create_run_dir(options.outdir, "demo-quick" if options.quick else "demo")
-    write_options(run_dir, json.loads(json.dumps(asdict(options), default=str)))
+    if options.resume:
+        run_dir = Path(options.resume)
+        options = _stored_options(run_dir, options.progress)
+    else:
+        options = options.resolved()
+        run_dir = create_run_dir(options.outdir, "demo-quick" if options.quick else "demo")
+        stored = {k: v for k, v in asdict(options).items() if k != "resume"}
+        write_options(run_dir, json.loads(json.dumps(stored, default=str)))
     state = DemoState(run_dir, options)
     seed_everything(options.seed)
     from ffhq_tools import demo_stages as stages
 
     with capture_log(run_dir):
-        print(f"[demo] run folder {run_dir}", flush=True)
+        print(f"[demo] {'resuming' if options.resume else 'run folder'} {run_dir}", flush=True)
         total = time.perf_counter()
         for name in STAGE_NEEDS:
             _run_stage(state, name, getattr(stages, f"stage_{name}"))
@@ -132,7 +161,8 @@ def _demo(args) -> int:
     state = run_demo(DemoOptions(
         outdir=Path(args.outdir), photos=Path(args.photos) if args.photos else None,
         quick=args.quick, resolution=args.res, kimg=args.kimg, num_gen=args.num_gen,
-        seed=args.seed, device=args.device, progress=not args.no_progress))
+        seed=args.seed, device=args.device, progress=not args.no_progress,
+        resume=Path(args.resume) if args.resume else None))
     failed = [s.name for s in state.stages if s.status != "done"]
     if failed:
         print(f"demo: stages not completed: {', '.join(failed)} (see {state.run_dir}/report.html)")
@@ -154,5 +184,7 @@ def add_verbs(verbs) -> None:
     p.add_argument("--num-gen", type=int, help="generated images per metric")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted demo in its run folder (its options are kept)")
     add_device_flag(p)
     p.set_defaults(func=_demo, device="cpu")

@@ -134,7 +134,7 @@ def stage_train(state) -> str:
         config=DEMO_CONFIG, data=str(state.dataset), resolution=o.resolution, kimg=o.kimg,
         tick_kimg=max(o.kimg / 4, 0.016), snap=2, seed=o.seed, device=o.device,
         outdir=str(state.run_dir / "train"), workers=0, progress=o.progress, grid_size=16,
-        metrics=(TRAINING_METRIC,))
+        metrics=(TRAINING_METRIC,), resume="auto")  # a resumed demo continues its training
     state.train_dir = train(options, _training_metric_fn(state))
     snapshots = sorted(state.train_dir.glob("network-snapshot-*.pt"))
     if not snapshots:
@@ -192,7 +192,7 @@ def stage_score(state) -> str:
                              progress=o.progress, skip_missing_weights=True,
                              note="demo: tiny model, reduced counts")
     G, info = load_generator(state.snapshot), checkpoint_info(state.snapshot)
-    ran, failed = [], []
+    ran, reused, failed = [], [], []
     for metric in list_metrics():
         try:
             outcome = score_generator(G, info, state.dataset, [metric], settings)
@@ -203,9 +203,13 @@ def stage_score(state) -> str:
             continue
         state.skipped_metrics += [vars(s) for s in outcome.skipped]
         ran += [r["metric"] for r in outcome.records]
-    if not ran:
+        reused += outcome.reused
+    if not ran and not reused:
         raise FfhqToolsError(f"no metric could run (failed: {', '.join(failed) or 'none'})")
-    return (f"scored {', '.join(ran)}; {len(state.skipped_metrics)} skipped for missing weights"
+    done = f"scored {', '.join(ran) or 'nothing new'}"
+    if reused:
+        done += f" (already on the leaderboard: {', '.join(reused)})"
+    return (f"{done}; {len(state.skipped_metrics)} skipped for missing weights"
             + (f"; failed: {', '.join(failed)}" if failed else ""))
 
 

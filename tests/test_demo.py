@@ -51,6 +51,16 @@ def test_quick_photo_set_is_the_astronaut_under_known_changes(tmp_path):
     assert mirror.transpose(Image.FLIP_LEFT_RIGHT).tobytes() == original.tobytes()
 
 
+def test_resume_refuses_a_folder_that_is_not_a_demo_run(tmp_path):
+    from ffhq_tools.runs import write_options
+
+    with pytest.raises(FfhqToolsError, match="not a run directory"):
+        run_demo(DemoOptions(resume=tmp_path))
+    write_options(tmp_path, {"config": "tiny", "kimg": 5})  # a training run, say
+    with pytest.raises(FfhqToolsError, match="not a demo run folder"):
+        run_demo(DemoOptions(resume=tmp_path))
+
+
 @pytest.mark.slow
 def test_quick_demo_runs_end_to_end(tmp_path):
     start = time.perf_counter()
@@ -80,3 +90,12 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert (state.run_dir / "samples" / "grid.png").exists()
     log = (state.run_dir / "log.txt").read_text()
     assert "[demo] score: done" in log
+
+    # an interrupted demo continues in place: nothing is retrained or scored twice
+    (state.run_dir / "report.html").unlink()
+    again = run_demo(DemoOptions(resume=state.run_dir, progress=False))
+    assert all(s.status == "done" for s in again.stages), again.stages
+    assert again.options.num_gen == 24 and again.run_dir == state.run_dir
+    assert len(list((state.run_dir / "train").glob("0*"))) == 1
+    assert len(read_board(state.board)) == len(board)
+    assert (state.run_dir / "report.html").exists()
