@@ -43,6 +43,7 @@ def test_metrics_a_table_needs_for_a_config():
         metrics_for_table("stylegan-table3", "tiny")
 
 
+@pytest.mark.slow
 def test_score_appends_rows_with_provenance_and_resumes(tiny_checkpoint, real_folder, tmp_path,
                                                         capsys):
     board = tmp_path / "board.csv"
