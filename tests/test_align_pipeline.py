@@ -247,3 +247,25 @@ def test_cli_align_errors_are_one_line(tmp_path, capsys):
 def test_face_alignment_backend_offline_error(tmp_path):
     with pytest.raises(FfhqToolsError, match="fan-2d.*weights import|weights fetch fan-2d"):
         make_detector("face-alignment")
+
+
+@pytest.mark.slow
+def test_face_alignment_backend_loads_registry_weights(tmp_path):
+    """Architecture-exact FAN-4 and S3FD with deterministic random weights, saved as the state
+    dicts face-alignment publishes, load through --weights overrides; their hashes are recorded.
+    (Detection itself is not run: random weights find nothing meaningful and take minutes.)"""
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.models import FAN
+
+    torch.manual_seed(0)
+    torch.save(FAN(4).state_dict(), tmp_path / "fan.pth")
+    torch.save(s3fd().state_dict(), tmp_path / "s3fd.pth")
+    overrides = {"fan-2d": tmp_path / "fan.pth", "s3fd": tmp_path / "s3fd.pth"}
+    detector = make_detector("face-alignment", overrides)
+    assert detector.models == {name: hashlib.sha256(path.read_bytes()).hexdigest()
+                               for name, path in overrides.items()}
+    fan = detector._model.face_alignment_net
+    expected = torch.load(tmp_path / "fan.pth", weights_only=True)
+    for name, tensor in fan.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
