@@ -152,14 +152,14 @@ def _metrics(section, state) -> None:
 
 def _baselines(section) -> None:
     from leaderboards.layouts import get_layout
-    from leaderboards.tables import pivot_published
+    from leaderboards.tables import format_frame, pivot_published
 
     layout = get_layout("stylegan2-table1")
     section.text("For scale: the published StyleGAN2 Table 1 (FFHQ 1024 px, 25M images shown, "
                  "Inception/VGG16 features). The demo's tiny 16-32 px model trained for minutes "
                  "on one face is not comparable; `ffhq-tools leaderboard compare` refuses such "
                  "comparisons unless features and modes match.")
-    section.table(pivot_published(layout), "StyleGAN2 Table 1 (published)", "{:.3g}")
+    section.table(format_frame(pivot_published(layout), layout), "StyleGAN2 Table 1 (published)")
 
 
 def _provenance(section, state) -> None:

@@ -55,13 +55,24 @@ MISSING_ENTRY = re.compile(r"weights '([^']+)'")
 FETCH_COMMAND = re.compile(r"ffhq-tools weights fetch \S+")
 
 
-def skipped_for(metric: str, error: Exception) -> Skipped:
-    """The missing entry and the command that fetches it, from a WeightsError's message."""
+def skipped_for(metric: str, error: Exception, overrides: dict | None = None) -> Skipped:
+    """The missing entry and the command that fetches it, from a WeightsError's message.
+
+    A metric that needs a whole family of files (`ls`: 40 classifiers) is named by its range.
+    """
+    from eval.registry import get_metric
+    from ffhq_tools.weights import is_available
+
     text = str(error)
     entry = MISSING_ENTRY.search(text)
     fetch = FETCH_COMMAND.search(text)
     name = entry.group(1) if entry else "?"
-    return Skipped(metric, name, fetch.group(0) if fetch else f"--weights {name}=PATH")
+    fix = fetch.group(0) if fetch else f"--weights {name}=PATH"
+    missing = [w for w in get_metric(metric).weights if not is_available(w, overrides)]
+    if len(missing) > 2 and name == missing[0]:
+        name = f"{missing[0]} .. {missing[-1]} ({len(missing)} files)"
+        fix = f"{fix} .. {missing[-1]} (every name: ffhq-tools weights list)"
+    return Skipped(metric, name, fix)
 
 
 @dataclass
@@ -155,7 +166,7 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
         except WeightsError as exc:
             if not settings.skip_missing_weights:
                 raise
-            outcome.skipped.append(skipped_for(metric, exc))
+            outcome.skipped.append(skipped_for(metric, exc, settings.weights_overrides))
             continue
         rows = rows_from_result(record, checkpoint=str(info["path"]),
                                 checkpoint_sha256=info["sha256"], config=info["config"],

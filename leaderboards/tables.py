@@ -204,17 +204,20 @@ def _mixed_across_rows(cells: list[dict]) -> dict[str, list[str]]:
     return problems
 
 
+def format_frame(frame, layout: TableLayout):
+    """The table as strings with the paper's decimals per column; missing cells as '-'."""
+    decimals = {c.label: c.decimals for c in layout.columns}
+    return frame.apply(lambda col: col.map(lambda v: _format(v, decimals.get(col.name))))
+
+
 def to_markdown(frame, layout: TableLayout, caption: str = "") -> str:
     """A GitHub Markdown table with the paper's decimals; missing cells show as '-'."""
-    decimals = {c.label: c.decimals for c in layout.columns}
+    text = format_frame(frame, layout)
     header = [frame.index.name or ""] + list(frame.columns)
     lines = [f"**{layout.paper} {layout.name}**: {caption or layout.title}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, values in frame.iterrows():
-        cells = [str(label)]
-        for column, value in values.items():
-            cells.append(_format(value, decimals.get(column)))
-        lines.append("| " + " | ".join(cells) + " |")
+    for label, values in text.iterrows():
+        lines.append("| " + " | ".join([str(label), *values]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -122,8 +122,12 @@ def test_skipping_missing_weights_names_the_entry_and_the_fetch_command(tiny_che
     settings = ScoreSettings(board=tmp_path / "b.csv", dataset="d", device="cpu",
                              skip_missing_weights=True, progress=False)
     outcome = score_generator(load_generator(tiny_checkpoint), checkpoint_info(tiny_checkpoint),
-                              real_folder, ["fid50k_full", "kid50k_full"], settings)
-    assert outcome.skipped == [
+                              real_folder, ["fid50k_full", "kid50k_full", "ls"], settings)
+    assert outcome.skipped[:2] == [
         Skipped("fid50k_full", "inception-fid", "ffhq-tools weights fetch inception-fid"),
         Skipped("kid50k_full", "inception-fid", "ffhq-tools weights fetch inception-fid")]
+    assert outcome.skipped[2] == Skipped(
+        "ls", "celebahq-classifier-00 .. celebahq-classifier-39 (40 files)",
+        "ffhq-tools weights fetch celebahq-classifier-00 .. celebahq-classifier-39 "
+        "(every name: ffhq-tools weights list)")
     assert not outcome.rows and not (tmp_path / "b.csv").exists()
