@@ -21,11 +21,13 @@ from models.stylegan2 import modulated_conv2d
 
 
 def timed(fn, repeats: int) -> float:
+    """CPU seconds per call (all threads of this process): on a shared machine wall time
+    mostly measures the other tenants, CPU time measures the work."""
     fn()  # warm-up
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    return (time.process_time() - start) / repeats
 
 
 def g_step(G, batch: int, autocast: bool):
@@ -53,7 +55,8 @@ FULL_256 = ((256, "full", 1),)  # BENCH_MODELS_ALL=1: several more minutes on 2 
 
 
 def bench_networks() -> None:
-    print("forward+backward images/s, stylegan2-F shapes (skip G, resnet D), trained mode")
+    print("forward+backward images per CPU-second, stylegan2-F shapes (skip G, resnet D), "
+          "trained mode")
     print(f"{'res':>4} {'width':>5} {'batch':>5} {'net':>3} {'float32':>9} "
           f"{'bf16 autocast':>14} {'ratio':>6}")
     cases = NETWORK_CASES + (FULL_256 if os.environ.get("BENCH_MODELS_ALL") else ())
@@ -91,7 +94,7 @@ def modconv_step(kind, x, weight, styles, up, f):
 
 
 def bench_modulated_conv() -> None:
-    print("modulated 3x3 conv forward+backward, batch 4, ms")
+    print("modulated 3x3 conv forward+backward, batch 4, CPU ms")
     print(f"{'shape':>22} {'naive loop':>11} {'grouped':>8} {'act-scaled':>11} "
           f"{'grouped speed-up':>17}")
     f = setup_filter([1, 3, 3, 1])
