@@ -152,10 +152,10 @@ def plan_warp(quad: np.ndarray, image_size: tuple[int, int], options: AlignOptio
 
 
 def pad_mask(height: int, width: int, pad: tuple[int, int, int, int]) -> np.ndarray:
-    """FFHQ's blend mask (H, W, 1) float32: 0 deep inside, rising to 1 at the padded edges."""
+    """FFHQ's blend mask (H, W, 1): 0 deep inside, rising to 1 at the padded edges. Same dtypes
+    as the FFHQ script (float32 coordinates over int64 pads, hence float64)."""
     y, x, _ = np.ogrid[:height, :width, :1]
-    x, y = np.float32(x), np.float32(y)
-    left, top, right, bottom = (np.float32(p) for p in pad)  # all > 0 (at least 0.3 qsize)
-    horizontal = np.minimum(x / left, (width - 1 - x) / right)
-    vertical = np.minimum(y / top, (height - 1 - y) / bottom)
-    return np.maximum(1.0 - horizontal, 1.0 - vertical).astype(np.float32)
+    left, top, right, bottom = (np.int64(p) for p in pad)  # all > 0 (at least 0.3 qsize)
+    horizontal = np.minimum(np.float32(x) / left, np.float32(width - 1 - x) / right)
+    vertical = np.minimum(np.float32(y) / top, np.float32(height - 1 - y) / bottom)
+    return np.maximum(1.0 - horizontal, 1.0 - vertical)

@@ -17,8 +17,9 @@ def blend_padding(padded: np.ndarray, pad: tuple[int, int, int, int], qsize: flo
     """FFHQ's pad blend on a reflect-padded float32 HWC image, given its Gaussian blur."""
     height, width, _ = padded.shape
     mask = pad_mask(height, width, pad)
-    padded = padded + (blurred - padded) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
-    padded = padded + (np.median(padded, axis=(0, 1)) - padded) * np.clip(mask, 0.0, 1.0)
+    padded = padded.copy()  # float32, updated in place as the FFHQ script does
+    padded += (blurred - padded) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    padded += (np.median(padded, axis=(0, 1)) - padded) * np.clip(mask, 0.0, 1.0)
     return Image.fromarray(np.uint8(np.clip(np.rint(padded), 0, 255)), "RGB")
 
 
