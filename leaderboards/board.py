@@ -19,6 +19,7 @@ import fcntl
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
@@ -140,6 +141,24 @@ def parse_weights(cell: str) -> dict[str, str]:
     return {name: digest for name, _, digest in pairs}
 
 
+def qualified_result(metric: str, key: str) -> str:
+    """A result's leaderboard name: the protocol's name for its main value, else
+    `<protocol>_<extra>` (metrics return generic keys such as `fid`, `is_mean`, `precision`).
+
+    fid50k/fid -> fid50k; ppl_zfull/ppl -> ppl_zfull; is50k/is_mean -> is50k_mean;
+    kid50k_full/kid_std -> kid50k_full_std; pr50k3/precision -> pr50k3_precision;
+    ls/ls_z -> ls_z; fd_dlib_face/fd_dlib_face -> fd_dlib_face.
+    """
+    if key.startswith(metric):
+        return key
+    family = re.match(r"[a-z]*", metric).group()
+    if key == family:
+        return metric
+    if family and key.startswith(family + "_"):
+        return metric + key[len(family):]
+    return f"{metric}_{key}"
+
+
 def _count(protocol: dict, *keys: str):
     for key in keys:
         if protocol.get(key) is not None:
@@ -175,7 +194,8 @@ def rows_from_result(result: dict, *, checkpoint: str, checkpoint_sha256: str, c
     for name, value in result["results"].items():
         if not isinstance(value, (int, float)):
             continue  # per-attribute tables and other structured extras stay in the jsonl
-        rows.append({**shared, "result": name, "value": float(value)})
+        rows.append({**shared, "result": qualified_result(result["metric"], name),
+                     "value": float(value)})
     if not rows:
         raise LeaderboardError(f"metric '{result['metric']}' returned no numeric results")
     return rows

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ffhq_tools.atomic import atomic_path, read_jsonl
 from ffhq_tools.errors import FfhqToolsError
+from leaderboards.board import qualified_result
 
 
 def _pyplot():
@@ -53,6 +54,7 @@ def load_metric_history(run_dir: str | Path) -> dict[str, list[tuple[float, floa
             kimg = _kimg(record, path)
             for name, value in (record.get("results") or {}).items():
                 if isinstance(value, (int, float)):
+                    name = qualified_result(record.get("metric", ""), name)
                     history.setdefault(name, []).append((kimg, float(value)))
     return {name: sorted(points) for name, points in history.items()}
 

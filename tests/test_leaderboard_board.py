@@ -17,6 +17,7 @@ from leaderboards.board import (
     append_rows,
     format_weights,
     parse_weights,
+    qualified_result,
     read_board,
     rows_from_result,
 )
@@ -115,6 +116,22 @@ def test_concurrent_writers_killed_mid_run_leave_a_valid_file(tmp_path):
         assert kimgs == list(range(len(kimgs)))  # each writer's rows complete and in order
     append_rows(board, make_rows())
     assert len(read_board(board)) == len(frame) + 2
+
+
+@pytest.mark.parametrize("metric,key,expected", [
+    ("fid50k", "fid", "fid50k"), ("fid50k_full", "fid", "fid50k_full"),
+    ("kid50k_full", "kid", "kid50k_full"), ("kid50k_full", "kid_std", "kid50k_full_std"),
+    ("is50k", "is_mean", "is50k_mean"), ("ppl_zfull", "ppl", "ppl_zfull"),
+    ("ppl2_wend", "ppl", "ppl2_wend"), ("pr50k3", "precision", "pr50k3_precision"),
+    ("ls", "ls_w", "ls_w"), ("fd_dlib_face", "fd_dlib_face", "fd_dlib_face"),
+    ("pr_dlib_face", "pr_dlib_face_recall", "pr_dlib_face_recall"),
+])
+def test_results_are_named_after_their_protocol(metric, key, expected):
+    assert qualified_result(metric, key) == expected
+    record = {"metric": metric, "results": {key: 1.0}}
+    row = rows_from_result(record, checkpoint="c", checkpoint_sha256="s", config="x", kimg=0,
+                           dataset="d", data_path="p")[0]
+    assert row["result"] == expected
 
 
 def test_format_weights_is_sorted_and_reversible():
