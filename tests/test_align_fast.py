@@ -60,8 +60,8 @@ def test_large_photo_large_face_and_variants(astronaut_landmarks):
     worst, mean, size = agreement(canvas, landmarks)  # qsize ~700
     assert worst <= 2 and mean <= 0.25 and size == 2048
     huge = Image.fromarray(data.astronaut()).resize((4096, 4096), Image.BILINEAR)
-    worst, mean, size = agreement(huge, astronaut_landmarks * 8)  # qsize ~1400: exact path
-    assert size == 4096 and worst <= 2 and mean <= 0.05
+    worst, mean, size = agreement(huge, astronaut_landmarks * 8)  # qsize ~1400: PIL's warp
+    assert size == 4096 and worst == 0
     edge = Image.fromarray(data.astronaut()).crop((150, 60, 420, 400))  # face at the top edge
     for options in (FULL, AlignOptions(enable_padding=False), AlignOptions(rotate_level=False)):
         worst, mean, _ = agreement(edge, astronaut_landmarks - [150, 60], options)

@@ -8,7 +8,7 @@ import pytest
 import scipy.ndimage
 from PIL import Image
 
-from ffhq_tools.align.fast import gaussian_blur_fft, lanczos_weights, warp_fast
+from ffhq_tools.align.fast import _exact_tile, gaussian_blur_fft, lanczos_weights, warp_fast
 from ffhq_tools.align.quad import AlignOptions, choose_quad, face_frame, plan_warp
 from ffhq_tools.align.reference import warp_reference
 from ffhq_tools.errors import FfhqToolsError
@@ -98,13 +98,20 @@ def test_lanczos_coefficients_equal_pils(n_in, n_out):
     np.testing.assert_allclose(ours, pil, atol=1e-6)
 
 
-def test_exact_path_reproduces_reference_pixels(astronaut):
-    # small transform size: the fast warp takes its exact path (every sample as PIL takes it)
+def test_exact_tiles_reproduce_reference_pixels(astronaut):
+    """The torch re-computation of a tile (samples at transform_size, truncated, PIL's uint8
+    horizontal pass) gives the reference's pixels; exact=True is the reference's own warp."""
+    import torch
+
     options = AlignOptions(output_size=64, transform_size=256)
     lm = synthetic_landmarks((190, 125), (240, 125), (195, 175), (235, 175))
     image = Image.fromarray(astronaut)
     plan = plan_warp(face_frame(lm).quad(), image.size, options)
-    fast = warp_fast(image, plan, options, exact=True).astype(int)
     reference = warp_reference(image, plan, options).astype(int)
-    assert np.abs(fast - reference).max() <= 1
-    assert np.abs(fast - reference).mean() < 0.05
+    prepared = np.asarray(image.crop(plan.crop)).transpose(2, 0, 1)
+    source = torch.from_numpy(np.ascontiguousarray(prepared)).float()
+    tile = _exact_tile(source, plan, options, range(16, 48), range(8, 40))
+    tile = torch.clamp(torch.round(tile), 0, 255).numpy().transpose(1, 2, 0)
+    assert np.abs(tile - reference[16:48, 8:40]).max() <= 1
+    assert np.abs(tile - reference[16:48, 8:40]).mean() < 0.05
+    np.testing.assert_array_equal(warp_fast(image, plan, options, exact=True), reference)

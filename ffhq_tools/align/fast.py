@@ -11,10 +11,12 @@ Lanczos to output_size. Here (agreement with `reference` is tested: max abs diff
   most output_size), in float with torch; PIL's uint8 truncation of each sample enters as its
   mean effect (-0.5); the Lanczos-3 reduction uses PIL's coefficients (renormalised border taps
   included) as a sparse matrix and clips the horizontal pass like PIL's uint8 buffer;
-- warp, exact tiles: where the coarser sampling can err by more than a level (tiles whose
-  samples hold a strong kink, `kinky_tiles`), and for large faces everywhere, output pixels are
-  recomputed exactly as the reference does (samples at transform_size, truncated, horizontal
-  pass rounded to uint8), only over each tile's footprint.
+- warp, exact tiles: where the coarser sampling can err by more than a level (tiles where the
+  source has a strong kink, `kinky_tiles`), output pixels are recomputed exactly as the
+  reference does (samples at transform_size, truncated, horizontal pass rounded to uint8),
+  only over each tile's footprint;
+- large faces (qsize > output_size) and photos too sharp for the coarse pass use PIL's own
+  QUAD transform on the prepared image: the reference's pixels.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ import scipy.signal
 from PIL import Image
 
 from ffhq_tools.align.quad import AlignOptions, WarpPlan
-from ffhq_tools.align.reference import blend_padding, reflect_pad
+from ffhq_tools.align.reference import blend_padding, reflect_pad, warp_prepared
+
+TILE = 32
+REDUCE_BLOCK = 32  # outputs per cache-sized block of the Lanczos reduction
+KINK_THRESHOLD = 28.0  # calibrated on 21 real-photo cases: every tile off by > 2 scored >= 38
+MAX_REFINED_FRACTION = 0.35  # beyond this, PIL's own transform is cheaper
 
 
 def _shrink_and_crop(image: Image.Image, plan: WarpPlan) -> Image.Image:
@@ -126,8 +133,8 @@ def _affine_grid(nw, a1, a2, scale, size: int, transposed: bool):
     if transposed:  # the grid's last axis walks output rows
         along_x, along_y = along_y, along_x
     theta = torch.tensor([[[along_x[0], along_y[0], offset[0]],
-                           [along_x[1], along_y[1], offset[1]]]], dtype=torch.float64)
-    return F.affine_grid(theta, [1, 1, size, size], align_corners=False)[0].float()
+                           [along_x[1], along_y[1], offset[1]]]], dtype=torch.float32)
+    return F.affine_grid(theta, [1, 1, size, size], align_corners=False)[0]
 
 
 def lanczos_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,25 +171,20 @@ def reduce_axis(x, n_out: int, axis: int):
     out_shape = list(x.shape)
     out_shape[axis] = n_out
     out = torch.zeros(out_shape, dtype=x.dtype)
-    span = factor * (last - first)
-    inner = out.narrow(axis, first, last - first)
-    for k, weight in enumerate(taps):
-        start = int(columns[first, k])
-        window = x.narrow(axis, start, span - factor + 1)
-        index = [slice(None)] * x.dim()
-        index[axis] = slice(0, None, factor)
-        inner.add_(window[tuple(index)], alpha=float(weight))
+    index = [slice(None)] * x.dim()
+    index[axis] = slice(0, None, factor)
+    for block in range(first, last, REDUCE_BLOCK):  # cache-sized blocks of outputs
+        count = min(REDUCE_BLOCK, last - block)
+        inner = out.narrow(axis, block, count)
+        for k, weight in enumerate(taps):
+            window = x.narrow(axis, int(columns[block, k]), factor * (count - 1) + 1)
+            inner.add_(window[tuple(index)], alpha=float(weight))
     for i in list(range(first)) + list(range(last, n_out)):
         picked = torch.from_numpy(columns[i])
         edge = (x.index_select(axis, picked).movedim(axis, -1)
                 @ torch.from_numpy(weights[i]).to(x.dtype))
         out.select(axis, i).copy_(edge)
     return out
-
-
-TILE = 32
-KINK_THRESHOLD = 28.0  # calibrated on 21 real-photo cases: every tile off by > 2 scored >= 38
-MAX_REFINED_FRACTION = 0.35  # beyond this, computing everything exactly is cheaper
 
 
 def _truncate(values):
@@ -222,8 +224,9 @@ def _approximate(source, plan: WarpPlan, options: AlignOptions, size: int):
     full = range(size)
     # sampled transposed, (C, x, y), so that both reductions run over contiguous rows
     samples = _sample_quad(source, plan.quad, size, full, full, transposed=True)
-    samples -= 0.5  # the mean effect of PIL's truncation once averaged by the reduction
-    across = reduce_axis(samples, options.output_size, axis=1).clamp_(0, 255)  # PIL: x first
+    across = reduce_axis(samples, options.output_size, axis=1)  # PIL reduces x first
+    across -= 0.5  # PIL's truncation of each sample, averaged by the (normalised) taps
+    across.clamp_(0, 255)
     return reduce_axis(across.transpose(1, 2).contiguous(), options.output_size, axis=1)
 
 
@@ -244,53 +247,40 @@ def kinky_tiles(source, plan: WarpPlan, options: AlignOptions, size: int) -> np.
     if corners.min() < 0 or corners[:, 0].max() >= width or corners[:, 1].max() >= height:
         # --no-padding: PIL fills outside the photo with black, a step at the border
         kink[:2], kink[-2:], kink[:, :2], kink[:, -2:] = 1e6, 1e6, 1e6, 1e6
-    kink = F.max_pool2d(kink[None, None], 3, stride=1, padding=1)[0]  # the kink's support
-    out_size = options.output_size
-    # output pixels are no coarser than source pixels on this path (qsize <= output size)
-    seen = _sample_quad(kink, plan.quad, out_size, range(out_size), range(out_size))[0]
+    # the kink's support (1 px) plus the gap between the half-resolution samples below (on
+    # this path qsize <= output size, so they are at most 2 source pixels apart)
+    kink = F.max_pool2d(kink[None, None], 7, stride=1, padding=3)[0]
+    half = options.output_size // 2
+    seen = _sample_quad(kink, plan.quad, half, range(half), range(half))[0]
     seen *= plan.qsize / size  # source second difference -> sample second difference
-    pooled = F.max_pool2d(seen[None, None], kernel_size=TILE + 6, stride=TILE, padding=3,
-                          ceil_mode=True)[0, 0]
-    return torch.nonzero(pooled > KINK_THRESHOLD).numpy()
-
-
-def _exact(source, plan: WarpPlan, options: AlignOptions):
-    """The whole output exactly as the reference computes it, in strips of rows."""
-    import torch
-
-    size, out_size = options.transform_size, options.output_size
-    if size == out_size:
-        return _truncate(_sample_quad(source, plan.quad, size, range(size), range(size)))
-    rows_per_strip = 64
-    horizontal = []
-    for top in range(0, size, rows_per_strip):
-        strip = _truncate(_sample_quad(source, plan.quad, size, range(size),
-                                       range(top, min(top + rows_per_strip, size))))
-        horizontal.append(torch.round_(reduce_axis(strip, out_size, axis=2).clamp_(0, 255)))
-    return reduce_axis(torch.cat(horizontal, dim=1), out_size, axis=1)
+    pooled = F.max_pool2d(seen[None, None], kernel_size=TILE // 2 + 3, stride=TILE // 2,
+                          padding=2, ceil_mode=True)[0, 0]
+    tiles = torch.nonzero(pooled > KINK_THRESHOLD).numpy()
+    last = -(-options.output_size // TILE)
+    return tiles[(tiles[:, 0] < last) & (tiles[:, 1] < last)]
 
 
 def warp_fast(image: Image.Image, plan: WarpPlan, options: AlignOptions,
               refine: bool = True, exact: bool = False) -> np.ndarray:
-    """The aligned face as HWC uint8 (see the module docstring for the differences)."""
+    """The aligned face as HWC uint8 (see the module docstring). Faces larger than the output
+    (qsize > output_size), photos too sharp for the coarse pass (more than
+    MAX_REFINED_FRACTION of the tiles) and exact=True take PIL's own QUAD transform on the
+    prepared image: the reference's pixels exactly, at the reference's speed for that step."""
     import torch
 
-    prepared = np.asarray(_prepare(image.convert("RGB"), plan))
-    source = torch.from_numpy(np.ascontiguousarray(prepared.transpose(2, 0, 1))).float()
+    prepared = _prepare(image.convert("RGB"), plan)
     size = options.transform_size if exact else intermediate_size(plan.qsize, options)
-    out_size = options.output_size
-    if size >= options.transform_size:
-        warped = _exact(source, plan, options)
-    else:
+    if size < options.transform_size:
+        source = torch.from_numpy(np.ascontiguousarray(
+            np.asarray(prepared).transpose(2, 0, 1))).float()
         tiles = kinky_tiles(source, plan, options, size) if refine else []
-        if len(tiles) > MAX_REFINED_FRACTION * (-(-out_size // TILE)) ** 2:
-            warped = _exact(source, plan, options)
-        else:
+        if len(tiles) <= MAX_REFINED_FRACTION * (-(-options.output_size // TILE)) ** 2:
             warped = _approximate(source, plan, options, size)
             for r, c in tiles:
-                rows = range(r * TILE, min((r + 1) * TILE, out_size))
-                columns = range(c * TILE, min((c + 1) * TILE, out_size))
+                rows = range(r * TILE, min((r + 1) * TILE, options.output_size))
+                columns = range(c * TILE, min((c + 1) * TILE, options.output_size))
                 warped[:, rows.start:rows.stop, columns.start:columns.stop] = _exact_tile(
                     source, plan, options, rows, columns)
-    out = torch.clamp(torch.round(warped), 0, 255).to(torch.uint8)
-    return out.permute(1, 2, 0).contiguous().numpy()
+            out = torch.clamp(torch.round(warped), 0, 255).to(torch.uint8)
+            return out.permute(1, 2, 0).contiguous().numpy()
+    return warp_prepared(prepared, plan, options)

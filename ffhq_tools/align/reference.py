@@ -44,7 +44,11 @@ def prepare_reference(image: Image.Image, plan: WarpPlan) -> Image.Image:
 
 def warp_reference(image: Image.Image, plan: WarpPlan, options: AlignOptions) -> np.ndarray:
     """The aligned face as HWC uint8."""
-    image = prepare_reference(image.convert("RGB"), plan)
+    return warp_prepared(prepare_reference(image.convert("RGB"), plan), plan, options)
+
+
+def warp_prepared(image: Image.Image, plan: WarpPlan, options: AlignOptions) -> np.ndarray:
+    """QUAD transform of the shrunk / cropped / padded image, then Lanczos to output_size."""
     size = options.transform_size
     image = image.transform((size, size), Image.QUAD, tuple((plan.quad + 0.5).flatten()),
                             Image.BILINEAR)
