@@ -36,15 +36,15 @@ def test_score_a_table_then_pivot_and_compare(setup, tmp_path, capsys):
     root, inception, ckpt, real = setup
     board = tmp_path / "board.csv"
     assert main(["score", str(ckpt), "--data", str(real), "--table", "stylegan-table1",
-                 "--config", "stylegan-F", "--dataset", "mini", "--num-gen", "8",
-                 "--max-real", "6", "--batch", "4", "--board", str(board), "--no-progress",
+                 "--config", "stylegan-F", "--dataset", "mini", "--num-gen", "4",
+                 "--max-real", "4", "--batch", "4", "--board", str(board), "--no-progress",
                  "--device", "cpu", "--stats-cache", str(tmp_path / "stats"),
                  "--weights", f"inception-fid={inception}"]) == 0
     rows = read_board(board)
     assert list(rows["metric"]) == ["fid50k"] and list(rows["config"]) == ["stylegan-F"]
     fid = rows["value"].item()
     record = read_jsonl(tmp_path / "board.records.jsonl")[0]
-    assert record["results"]["fid"] == fid and record["protocol"]["num_gen"] == 8
+    assert record["results"]["fid"] == fid and record["protocol"]["num_gen"] == 4
     assert rows["mode"].item() == "tf" and rows["kimg"].item() == 12.0
 
     capsys.readouterr()
