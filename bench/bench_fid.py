@@ -5,7 +5,8 @@ architecture-exact network with seeded random weights and calibrated BatchNorm, 
 the peers look for it via TORCH_HOME). Each run happens in a fresh spawned child so its peak
 resident memory (ru_maxrss) is its own; the driver prints seconds, the speed-up over the
 fastest peer and peak memory. `FFHQ_BENCH_FID_NUM` sets images per folder (default 200; the
-issue's full size is 2000). Scratch files go to runs/bench-fid/ (git-ignored).
+issue's full size is 2000); `FFHQ_BENCH_FID_PEERS_FIRST=1` runs the peers first. Scratch
+files go to runs/bench-fid/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def main() -> None:
     results = {}
     runs = (("ours tf", run_ours_tf), ("ours pytorch-fid", run_ours_pytorch_fid),
             ("pytorch-fid", run_pytorch_fid), ("torch-fidelity", run_torch_fidelity))
+    if os.environ.get("FFHQ_BENCH_FID_PEERS_FIRST"):  # on a shared machine load drifts
+        runs = runs[2:] + runs[:2]
     for name, fn in runs:
         results[name] = _in_child(fn, *args)
         fid, seconds, peak = results[name]
