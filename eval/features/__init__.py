@@ -2,6 +2,12 @@
 
 `load_inception(ctx)` returns an `InceptionExtractor`: uint8 NCHW images of any size ->
 (2048-d pool features, 1008-class probabilities or None), preprocessing per `ctx.mode`.
+
+NVIDIA's TorchScript `inception-2015-12-05.pt` takes images in [0, 255] (uint8 or float),
+emulates TF's resize with grid_sample (the identity at 299x299) and normalises itself; we
+resize to 299 per mode first and feed floats, so `tf` and `clean` modes mean the same with
+either network. Its `return_features=False, no_output_bias=True` output is already softmax
+probabilities (what the IS reference uses).
 """
 
 from __future__ import annotations
