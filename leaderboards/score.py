@@ -14,6 +14,7 @@ mode and seed, so an interrupted `score` resumes.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def metrics_for_table(table: str, config: str) -> list[str]:
     unregistered = [c.label for row in rows for c in layout.columns if not c.protocol_for(row)]
     if unregistered:
         print(f"note: table {table} columns {', '.join(dict.fromkeys(unregistered))} have no "
-              "registered metric protocol and stay empty")
+              "registered metric protocol and stay empty", file=sys.stderr)
     return list(dict.fromkeys(needed))
 
 
@@ -117,11 +118,14 @@ def _already_scored(board: Path, info: dict, metric: str, settings: ScoreSetting
         return False
     frame = read_board(board)
     same = frame[(frame["checkpoint_sha256"] == info["sha256"]) & (frame["metric"] == metric)
-                 & (frame["dataset"] == settings.dataset) & (frame["seed"] == settings.seed)]
+                 & (frame["config"] == info["config"]) & (frame["dataset"] == settings.dataset)
+                 & (frame["seed"] == settings.seed)]
     if settings.mode:
         same = same[same["mode"] == settings.mode]
     if settings.num_gen is not None:
         same = same[same["num_gen"] == settings.num_gen]
+    if settings.max_real is not None:  # the row records min(max_real, reals available)
+        same = same[same["num_real"] <= settings.max_real]
     return not same.empty
 
 
