@@ -99,9 +99,7 @@ def _sample_quad(source, quad: np.ndarray, size: int, columns: range, rows: rang
     scale = np.array([2.0 / width, 2.0 / height])
     along_u = (nw * scale - 1.0)[None, :] + u[:, None] * (a1 * scale)[None, :]
     along_v = v[:, None] * (a2 * scale)[None, :]
-    if np.abs(a3).max() <= 1e-12 and len(columns) == len(rows) == size:
-        grid = _affine_grid(nw, a1, a2, scale, size, transposed)  # FFHQ's parallelograms
-    elif transposed:
+    if transposed:
         grid = (torch.from_numpy(along_u[:, None]).float()
                 + torch.from_numpy(along_v[None, :]).float())
     else:
@@ -119,22 +117,6 @@ def _sample_quad(source, quad: np.ndarray, size: int, columns: range, rows: rang
                   & (pixels[..., 1] >= 0) & (pixels[..., 1] < height))
         sampled = sampled * inside  # PIL fills samples outside the source with black
     return sampled
-
-
-def _affine_grid(nw, a1, a2, scale, size: int, transposed: bool):
-    """The full sampling grid of an affine quad via F.affine_grid (output pixel centres are
-    (2k + 1) / size - 1 in its normalised coordinates, i.e. k + 0.5 = (n + 1) * size / 2)."""
-    import torch
-    import torch.nn.functional as F
-
-    half = size / 2.0
-    along_x, along_y = a1 * scale * half, a2 * scale * half
-    offset = nw * scale - 1.0 + along_x + along_y
-    if transposed:  # the grid's last axis walks output rows
-        along_x, along_y = along_y, along_x
-    theta = torch.tensor([[[along_x[0], along_y[0], offset[0]],
-                           [along_x[1], along_y[1], offset[1]]]], dtype=torch.float32)
-    return F.affine_grid(theta, [1, 1, size, size], align_corners=False)[0]
 
 
 def lanczos_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +231,8 @@ def kinky_tiles(source, plan: WarpPlan, options: AlignOptions, size: int) -> np.
         kink[:2], kink[-2:], kink[:, :2], kink[:, -2:] = 1e6, 1e6, 1e6, 1e6
     # the kink's support (1 px) plus the gap between the half-resolution samples below (on
     # this path qsize <= output size, so they are at most 2 source pixels apart)
-    kink = F.max_pool2d(kink[None, None], 7, stride=1, padding=3)[0]
+    kink = F.max_pool2d(kink[None, None], (1, 7), stride=1, padding=(0, 3))
+    kink = F.max_pool2d(kink, (7, 1), stride=1, padding=(3, 0))[0]
     half = options.output_size // 2
     seen = _sample_quad(kink, plan.quad, half, range(half), range(half))[0]
     seen *= plan.qsize / size  # source second difference -> sample second difference
@@ -266,6 +249,17 @@ def warp_fast(image: Image.Image, plan: WarpPlan, options: AlignOptions,
     (qsize > output_size), photos too sharp for the coarse pass (more than
     MAX_REFINED_FRACTION of the tiles) and exact=True take PIL's own QUAD transform on the
     prepared image: the reference's pixels exactly, at the reference's speed for that step."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of small ops: thread barriers cost more than they give
+    try:
+        return _warp_fast(image, plan, options, refine, exact)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _warp_fast(image, plan, options, refine, exact) -> np.ndarray:
     import torch
 
     prepared = _prepare(image.convert("RGB"), plan)
