@@ -145,3 +145,47 @@ def test_missing_vgg_weights_name_the_entry_and_command():
 
     with pytest.raises(WeightsError, match="(?s)vgg16.*weights fetch vgg16"):
         lpips.load_distance(weights.resolve, lpips.OURS)
+
+
+class NvidiaVggStandIn(torch.nn.Module):
+    """Same call signature as NVIDIA's TorchScript vgg16.pt (not its architecture): lets the
+    TorchScript loading path and our wrappers run offline."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 8 * 8, 16)
+
+    def forward(self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        f = self.proj(torch.nn.functional.adaptive_avg_pool2d(img.float(), 8).flatten(1))
+        if return_lpips:
+            return f / f.square().sum(dim=1, keepdim=True).sqrt()
+        return f
+
+
+def test_torchscript_vgg16_path_through_the_registry(tmp_path):
+    from eval.features import lpips, vgg16
+    from ffhq_tools import weights
+
+    torch.manual_seed(0)
+    module = torch.jit.script(NvidiaVggStandIn())
+    path = tmp_path / "vgg16.pt"
+    module.save(str(path))
+    overrides = {"vgg16-ts": path}
+    assert lpips.preferred_source(overrides) == vgg16.TORCHSCRIPT
+    assert vgg16.preferred_source({}) == vgg16.TORCHVISION
+    used = []
+
+    def resolve(name):
+        used.append(name)
+        return weights.resolve(name, overrides)
+
+    images = _photos(32)
+    distance = lpips.load_distance(resolve, lpips.preferred_source(overrides))
+    f0, f1 = module(images, return_lpips=True), module(images.roll(1, 0), return_lpips=True)
+    torch.testing.assert_close(distance(images, images.roll(1, 0)),
+                               (f0 - f1).square().sum(1))
+    features = vgg16.load_feature_network(resolve, vgg16.TORCHSCRIPT)
+    as_uint8 = images.round().to(torch.uint8)
+    torch.testing.assert_close(features(as_uint8), module(as_uint8, return_features=True))
+    assert used == ["vgg16-ts", "vgg16-ts"]
