@@ -262,7 +262,7 @@ def warp_fast(image: Image.Image, plan: WarpPlan, options: AlignOptions,
 def _warp_fast(image, plan, options, refine, exact) -> np.ndarray:
     import torch
 
-    prepared = _prepare(image.convert("RGB"), plan)
+    prepared = _prepare(image if image.mode == "RGB" else image.convert("RGB"), plan)
     size = options.transform_size if exact else intermediate_size(plan.qsize, options)
     if size < options.transform_size:
         source = torch.from_numpy(np.ascontiguousarray(
