@@ -10,7 +10,8 @@ Lanczos to output_size. Here (agreement with `reference` is tested: max abs diff
 - warp, approximate pass: samples at output_size * 2 when the face is small enough (qsize at
   most output_size), in float with torch; PIL's uint8 truncation of each sample enters as its
   mean effect (-0.5); the Lanczos-3 reduction uses PIL's coefficients (renormalised border taps
-  included) as a sparse matrix and clips the horizontal pass like PIL's uint8 buffer;
+  included) as cache-blocked strided sums and clips the horizontal pass like PIL's uint8
+  buffer;
 - warp, exact tiles: where the coarser sampling can err by more than a level (tiles where the
   source has a strong kink, `kinky_tiles`), output pixels are recomputed exactly as the
   reference does (samples at transform_size, truncated, horizontal pass rounded to uint8),
