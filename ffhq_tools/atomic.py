@@ -35,13 +35,16 @@ def write_json_atomic(final: str | Path, obj: object) -> None:
     write_bytes_atomic(final, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one JSON line with a single write call, flushed and fsynced."""
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+def append_jsonl(path: str | Path, record: dict | list[dict]) -> None:
+    """Append one record (or a list of them) as JSON lines with a single write, fsynced."""
+    records = record if isinstance(record, list) else [record]
+    if not records:
+        return
+    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        os.write(fd, payload)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -27,7 +27,7 @@ from models.layers import (
     setup_filter,
     upscale_nearest,
 )
-from models.stylegan2 import truncate
+from models.stylegan2 import MappedGenerator, truncate
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -189,7 +189,7 @@ class SynthesisV1(nn.Module):
         return upscale_nearest(img, self.img_resolution // img.shape[-1])
 
 
-class StyleGANGenerator(nn.Module):
+class StyleGANGenerator(MappedGenerator):
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int,
                  img_channels: int, channels: dict[int, int], *, mapping_layers: int = 8,
                  mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.995,
@@ -207,23 +207,6 @@ class StyleGANGenerator(nn.Module):
                                      use_styles=use_styles, const_input=const_input,
                                      use_noise=use_noise, blur=blur,
                                      fused_scale_min_res=fused_scale_min_res)
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self.mapping.w_avg
-
-    @property
-    def lod(self) -> float:
-        return self.synthesis.lod
-
-    @lod.setter
-    def lod(self, value: float) -> None:
-        self.synthesis.lod = float(value)
-
-    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
-                noise_mode="random"):
-        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode)
 
 
 def v1_channels(img_resolution: int, channel_base: int, channel_max: int) -> dict[int, int]:

@@ -263,7 +263,28 @@ class SynthesisNetwork(nn.Module):
         return upscale_nearest(img, self.img_resolution // img.shape[-1])
 
 
-class Generator(nn.Module):
+class MappedGenerator(nn.Module):
+    """What every style-based generator shares: `mapping` then `synthesis`, w_avg and lod."""
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg
+
+    @property
+    def lod(self) -> float:
+        return self.synthesis.lod
+
+    @lod.setter
+    def lod(self, value: float) -> None:
+        self.synthesis.lod = float(value)
+
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
+                noise_mode="random"):
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode)
+
+
+class Generator(MappedGenerator):
     has_mapping = True
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int,
@@ -283,22 +304,6 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
                                       lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta)
 
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self.mapping.w_avg
-
-    @property
-    def lod(self) -> float:
-        return self.synthesis.lod
-
-    @lod.setter
-    def lod(self, value: float) -> None:
-        self.synthesis.lod = float(value)
-
-    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
-                noise_mode="random"):
-        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode)
 
 
 class DiscriminatorBlock(nn.Module):

@@ -16,14 +16,13 @@ import calendar
 import datetime as dt
 import json
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ffhq_tools.atomic import read_jsonl, write_json_atomic
+from ffhq_tools.atomic import append_jsonl, read_jsonl, write_json_atomic
 from ffhq_tools.crawl.flickr_api import SEARCH_EXTRAS, FlickrClient
 from ffhq_tools.errors import FfhqToolsError
 
@@ -139,19 +138,6 @@ def split_window(low: int, high: int, total: int, cap: int) -> list[list[int]]:
     return [[bounds[i], bounds[i + 1] - 1] for i in range(pieces)]
 
 
-def _append_records(path: Path, records: list[dict]) -> None:
-    """Append JSON lines with one write and one fsync (a page of photos at a time)."""
-    if not records:
-        return
-    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _last_page(total: int, cap: int, per_page: int) -> int:
     return max(1, math.ceil(min(total, cap) / per_page))
 
@@ -198,7 +184,7 @@ def _step(client: FlickrClient, query: FlickrQuery, state: SearchState, photos: 
         if key and key not in photos:
             photos[key] = slim_photo(photo)
             new.append(photos[key])
-    _append_records(out_dir / PHOTOS_FILE, new)
+    append_jsonl(out_dir / PHOTOS_FILE, new)
     if page >= _last_page(result.total, cap, query.per_page) or not result.photos:
         if result.total > cap:
             data["capped_windows"].append([low, high, result.total])
