@@ -124,17 +124,16 @@ METRIC_MODULES = (
     "eval.ppl",
     "eval.separability",
     "eval.precision_recall",
+    "eval.face_space",
 )
 
 
 def load_builtin_metrics() -> None:
-    """Import every metric module that exists so its decorators run."""
+    """Import every metric module so its decorators run."""
     import importlib
-    import importlib.util
 
     for module in METRIC_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(module)
 
 
 def list_metrics() -> list[str]:

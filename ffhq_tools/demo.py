@@ -31,7 +31,7 @@ class DemoOptions:
     quick: bool = False
     align_size: int | None = None   # aligned output size (default 64)
     resolution: int | None = None   # training resolution (default 32, quick 16)
-    kimg: float | None = None       # training length (default 0.5, quick 0.064)
+    kimg: float | None = None       # training length (default 16, quick 0.064)
     num_gen: int | None = None      # generated images per final metric (default 128, quick 24)
     snapshot_num_gen: int | None = None  # per metric at each snapshot (default 32, quick 8)
     seed: int = 0
@@ -45,7 +45,7 @@ class DemoOptions:
             outdir=Path(self.outdir), photos=Path(self.photos) if self.photos else None,
             quick=quick, align_size=self.align_size or 64,
             resolution=self.resolution or (16 if quick else 32),
-            kimg=self.kimg if self.kimg is not None else (0.064 if quick else 0.5),
+            kimg=self.kimg if self.kimg is not None else (0.064 if quick else 16.0),
             num_gen=self.num_gen or (24 if quick else 128),
             snapshot_num_gen=self.snapshot_num_gen or (8 if quick else 32), seed=self.seed,
             device=self.device, progress=self.progress, resume=self.resume)
@@ -180,7 +180,7 @@ def add_verbs(verbs) -> None:
     p.add_argument("--quick", action="store_true", help="reduced mode (16px, ~2-3 minutes)")
     p.add_argument("--res", type=int, help="training resolution (default 32; quick 16)")
     p.add_argument("--kimg", type=float,
-                   help="training length in kimg (default 0.5; quick 0.064)")
+                   help="training length in kimg (default 16; quick 0.064)")
     p.add_argument("--num-gen", type=int, help="generated images per metric")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

@@ -119,7 +119,6 @@ def stage_pack(state) -> str:
 
 # ----- train ----------------------------------------------------------------------------------
 def _training_metric_fn(state):
-    import eval.face_space  # noqa: F401  (registers the offline face-space metrics)
     from models.train_cli import eval_metric_fn
 
     return eval_metric_fn((TRAINING_METRIC,), str(state.dataset), [], state.options.seed,

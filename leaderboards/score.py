@@ -106,8 +106,7 @@ def metrics_for_table(table: str, config: str) -> list[str]:
 
 
 def load_metrics() -> None:
-    """Register every metric: the registry's own modules plus the offline face-space ones."""
-    import eval.face_space  # noqa: F401  (registers fd_dlib_face, pr_dlib_face)
+    """Register every metric module listed by the registry (face-space metrics included)."""
     from eval.registry import load_builtin_metrics
 
     load_builtin_metrics()
