@@ -27,7 +27,7 @@ from models.layers import (
     setup_filter,
     upscale_nearest,
 )
-from models.stylegan2 import MappedGenerator, truncate
+from models.stylegan2 import MappedGenerator, broadcast_ws
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -75,10 +75,7 @@ class MappingV1(nn.Module):
         x = pixel_norm(x)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
-        if update_w_avg:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        ws = x[:, None, :].repeat(1, self.num_ws, 1)
-        return truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
+        return broadcast_ws(self, x, update_w_avg, truncation_psi, truncation_cutoff)
 
 
 class LayerV1(nn.Module):

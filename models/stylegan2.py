@@ -60,6 +60,15 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return x.reshape(n, out_c, *x.shape[2:])
 
 
+def broadcast_ws(mapping: nn.Module, w: torch.Tensor, update_w_avg: bool,
+                 truncation_psi: float, truncation_cutoff: int | None) -> torch.Tensor:
+    """The end of every mapping network: track w_avg, repeat w per layer, truncate."""
+    if update_w_avg:
+        mapping.w_avg.copy_(w.detach().mean(dim=0).lerp(mapping.w_avg, mapping.w_avg_beta))
+    ws = w[:, None, :].repeat(1, mapping.num_ws, 1)
+    return truncate(ws, mapping.w_avg, truncation_psi, truncation_cutoff)
+
+
 class MappingNetwork(nn.Module):
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, *, num_layers: int = 8,
                  lr_multiplier: float = 0.01, w_avg_beta: float = 0.995):
@@ -84,10 +93,7 @@ class MappingNetwork(nn.Module):
         x = torch.cat(parts, dim=1)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
-        if update_w_avg:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        ws = x[:, None, :].repeat(1, self.num_ws, 1)
-        return truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
+        return broadcast_ws(self, x, update_w_avg, truncation_psi, truncation_cutoff)
 
 
 def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | None):
