@@ -25,6 +25,13 @@ V1_MINIBATCH_PER_RES = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8
 SG2_GROWING_MINIBATCH_PER_RES = {8: 256, 16: 128, 32: 64, 64: 32}
 
 
+def reject_unknown_fields(cls, data: dict, message: str) -> None:
+    """Refuse a dict (a frozen JSON file) carrying keys that are not fields of dataclass `cls`."""
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise FfhqToolsError(f"{message}: {', '.join(unknown)}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -102,10 +109,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FfhqToolsError(f"model config has unknown field(s): {', '.join(unknown)}")
+        reject_unknown_fields(cls, data, "model config has unknown field(s)")
         values = dict(data)
         if "fir" in values:
             values["fir"] = tuple(values["fir"])

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ffhq_tools.errors import FfhqToolsError
+from models.configs import reject_unknown_fields
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -50,10 +51,7 @@ class TrainOptions:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FfhqToolsError(f"unknown training option(s): {', '.join(unknown)}")
+        reject_unknown_fields(cls, data, "unknown training option(s)")
         data = dict(data)
         data["metrics"] = tuple(data.get("metrics", ()))
         return cls(**data)
