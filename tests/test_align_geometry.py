@@ -8,8 +8,16 @@ import pytest
 import scipy.ndimage
 from PIL import Image
 
-from ffhq_tools.align.fast import _exact_tile, gaussian_blur_fft, lanczos_weights, warp_fast
-from ffhq_tools.align.quad import AlignOptions, choose_quad, face_frame, plan_warp
+from ffhq_tools.align.fast import (
+    KINK_THRESHOLD,
+    TILE,
+    _exact_tile,
+    gaussian_blur_fft,
+    kinky_tiles,
+    lanczos_weights,
+    warp_fast,
+)
+from ffhq_tools.align.quad import AlignOptions, WarpPlan, choose_quad, face_frame, plan_warp
 from ffhq_tools.align.reference import warp_reference
 from ffhq_tools.errors import FfhqToolsError
 
@@ -115,3 +123,41 @@ def test_exact_tiles_reproduce_reference_pixels(astronaut):
     assert np.abs(tile - reference[16:48, 8:40]).max() <= 1
     assert np.abs(tile - reference[16:48, 8:40]).mean() < 0.05
     np.testing.assert_array_equal(warp_fast(image, plan, options, exact=True), reference)
+
+
+@pytest.mark.parametrize("qsize", [250.0, 1000.0])
+@pytest.mark.parametrize("angle", [0.0, 20.0, 45.0])
+def test_kinky_tiles_flag_every_tile_a_kink_reaches(angle, qsize):
+    """One bright pixel on a flat photo, as bright as makes its own kink score 1.6x the
+    threshold and its neighbours' 0.8x: every output tile whose footprint (tile +- 3 px, the
+    Lanczos support) meets the pixel's bilinear reach (1 px around its centre) is flagged, and
+    few others are. qsize 1000 is the tightest case (an output pixel spans a source pixel)."""
+    options = AlignOptions(output_size=1024, transform_size=4096)
+    n, side = options.output_size, int(qsize * 1.6)
+    turn = np.deg2rad(angle)
+    x = np.array([np.cos(turn), np.sin(turn)]) * qsize / 2
+    y = np.array([-x[1], x[0]])
+    centre = np.array([side / 2, side / 2])  # the quad stays inside the photo
+    quad = np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y])
+    plan = WarpPlan(shrink=1, shrunk_size=(side, side), crop=None, pad=None, quad=quad,
+                    qsize=qsize)
+    nw, sw, ne = quad[0] + 0.5, quad[1] + 0.5, quad[3] + 0.5
+    to_output = np.linalg.inv(np.stack([ne - nw, sw - nw], axis=1)) * n
+    offsets = np.arange(-96, 97) / 8.0
+    spikes = centre + np.random.RandomState(int(angle + qsize)).uniform(-0.3, 0.3, (12, 2)) * qsize
+    for spike in spikes.astype(int):
+        pixels = np.full((3, side, side), 60, np.uint8)
+        pixels[1, spike[1], spike[0]] += round(1.6 * KINK_THRESHOLD / 2 / (qsize / 2048))
+        flagged = {tuple(t) for t in kinky_tiles(pixels, plan, options, 2048)}
+        # output positions every 1/8 px within 12 px of the spike's image
+        centre_u, centre_v = to_output @ (spike + 0.5 - nw)
+        u, v = np.meshgrid(centre_u + offsets, centre_v + offsets, indexing="xy")
+        source = nw + (u / n)[..., None] * (ne - nw) + (v / n)[..., None] * (sw - nw)
+        reached = np.all(np.abs(source - (spike + 0.5)) < 1.0, axis=-1)
+        oy, ox = v[reached], u[reached]
+        required = {(int(r), int(c))
+                    for dy in (-3, 3) for dx in (-3, 3)
+                    for r, c in zip(np.clip(oy + dy, 0, n - 1) // TILE,
+                                    np.clip(ox + dx, 0, n - 1) // TILE, strict=True)}
+        assert required and required <= flagged
+        assert len(flagged) <= 9
