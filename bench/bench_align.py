@@ -81,6 +81,10 @@ def main() -> None:
         compare(f"3000x2000 sharp mosaic, face x{face_scale}", *sharp_3000x2000(face_scale))
     compare("3000x2000 sharp mosaic, face x3.0 cut by the top edge (padded)",
             *sharp_3000x2000(3.0, at_top=True))
+    camera = Image.fromarray(np.stack([data.camera()] * 3, axis=-1))
+    centred = landmarks - [476, 0] - (landmarks - [476, 0]).mean(axis=0)
+    compare("512x512 sharp photo (camera), face quad 608 px, padded: the worst case seen",
+            camera, centred * 3.5 / 4 + 256)
     large = Image.fromarray(data.astronaut()).resize((4096, 4096), Image.BILINEAR)
     compare("4096x4096 photo, large face (PIL's warp)", large, (landmarks - [476, 0]) * 2)
 

@@ -12,13 +12,13 @@ from ffhq_tools.align.fast import (
     KINK_THRESHOLD,
     TILE,
     _exact_tile,
-    gaussian_blur_fft,
     kinky_tiles,
     lanczos_weights,
     warp_fast,
 )
+from ffhq_tools.align.fast_prepare import blend_padding_banded, gaussian_blur_fft
 from ffhq_tools.align.quad import AlignOptions, WarpPlan, choose_quad, face_frame, plan_warp
-from ffhq_tools.align.reference import warp_reference
+from ffhq_tools.align.reference import blend_padding, reflect_pad, warp_reference
 from ffhq_tools.errors import FfhqToolsError
 
 
@@ -93,6 +93,17 @@ def test_fft_blur_matches_scipy_gaussian_filter():
         ours = gaussian_blur_fft(image, sigma)
         np.testing.assert_allclose(ours, scipy.ndimage.gaussian_filter(image, [sigma, sigma, 0]),
                                    atol=1e-3)
+
+
+@pytest.mark.parametrize("pad", [(30, 45, 30, 30), (12, 12, 60, 9), (80, 80, 80, 80)])
+def test_banded_blend_is_bit_identical_to_the_reference(pad):
+    """(80, 80, 80, 80) on a 40 x 50 photo leaves no rectangle where the first weight vanishes."""
+    photo = np.random.RandomState(sum(pad)).randint(0, 256, (40, 50, 3)).astype(np.uint8)
+    padded = reflect_pad(Image.fromarray(photo), pad)
+    blurred = gaussian_blur_fft(padded, 3.0)
+    expected = np.asarray(blend_padding(padded, pad, 150.0, blurred))
+    np.testing.assert_array_equal(np.asarray(blend_padding_banded(padded, pad, blurred)),
+                                  expected)
 
 
 @pytest.mark.parametrize("n_in,n_out", [(64, 16), (48, 16), (4096, 1024), (37, 11)])

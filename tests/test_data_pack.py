@@ -38,6 +38,9 @@ def test_pyramid_levels_are_rounded_box_averages_of_the_full_image():
         k = 16 // r
         blocks = image.astype(np.float64).reshape(3, r, k, r, k).mean(axis=(2, 4))
         np.testing.assert_array_equal(level, np.round(blocks).astype(np.uint8))
+    for r in (8, 4, 2):  # against the stored level above: within the one rounding step
+        above = levels[2 * r].astype(np.float64).reshape(3, r, 2, r, 2).mean(axis=(2, 4))
+        assert np.abs(levels[r].astype(int) - np.round(above)).max() <= 1
 
 
 def test_pack_layout_checksums_and_metadata(tmp_path):

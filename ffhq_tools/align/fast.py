@@ -3,11 +3,7 @@
 The reference samples the face quad bilinearly at transform_size (4096) and reduces with
 Lanczos to output_size. Here (agreement with `reference` is tested: max abs diff <= 2 and mean
 <= 0.25 on 8-bit pixels at 1024 output on real photos):
-- shrink + crop: one PIL Lanczos resize restricted to the crop box (the same coefficients as
-  resizing everything and cropping afterwards, so identical pixels);
-- pad: the Gaussian blur (sigma = 0.02 qsize, truncated at 4 sigma, half-sample reflection, as
-  scipy.ndimage.gaussian_filter) by float32 FFT convolution: the same numbers within 1e-4,
-  O(N log N), not O(N sigma);
+- shrink, crop, pad: `fast_prepare` (the same pixels with fewer operations);
 - warp, approximate pass: samples at output_size * 2 when the face is small enough (qsize at
   most output_size), in float with torch; PIL's uint8 truncation of each sample enters as its
   mean effect (-0.5); the Lanczos-3 reduction uses PIL's coefficients (renormalised border taps
@@ -26,59 +22,17 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.signal
 from PIL import Image
 
+from ffhq_tools.align.fast_prepare import prepare_fast
 from ffhq_tools.align.quad import AlignOptions, WarpPlan
-from ffhq_tools.align.reference import blend_padding, reflect_pad, warp_prepared
+from ffhq_tools.align.reference import warp_prepared
 
 TILE = 32
 REDUCE_BLOCK = 32  # outputs per cache-sized block of the Lanczos reduction
 SAMPLE_BAND = 32  # outputs of the first Lanczos pass per band of bilinear samples
 KINK_THRESHOLD = 28.0  # calibrated on 21 real-photo cases: every tile off by > 2 scored >= 38
 MAX_REFINED_FRACTION = 0.35  # beyond this, PIL's own transform is cheaper
-
-
-def _shrink_and_crop(image: Image.Image, plan: WarpPlan) -> Image.Image:
-    if plan.shrink == 1:
-        return image.crop(plan.crop) if plan.crop is not None else image
-    box = plan.crop or (0, 0) + plan.shrunk_size
-    scale_x = image.size[0] / plan.shrunk_size[0]
-    scale_y = image.size[1] / plan.shrunk_size[1]
-    source_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
-    return image.resize((box[2] - box[0], box[3] - box[1]), Image.LANCZOS, box=source_box)
-
-
-def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    radius = int(truncate * float(sigma) + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def gaussian_blur_fft(image: np.ndarray, sigma: float) -> np.ndarray:
-    """scipy.ndimage.gaussian_filter(image, [sigma, sigma, 0]) (mode 'reflect') via FFT, in
-    float32 (within 1e-4 of scipy on 8-bit values; 2.4x faster than float64)."""
-    kernel = gaussian_kernel(sigma).astype(np.float32)
-    radius = len(kernel) // 2
-    out = np.asarray(image, dtype=np.float32)
-    for axis in (0, 1):
-        widths = [(0, 0)] * out.ndim
-        widths[axis] = (radius, radius)
-        extended = np.pad(out, widths, mode="symmetric")  # scipy's 'reflect'
-        shape = [1] * out.ndim
-        shape[axis] = len(kernel)
-        out = scipy.signal.fftconvolve(extended, kernel.reshape(shape), mode="valid", axes=axis)
-    return out
-
-
-def _prepare(image: Image.Image, plan: WarpPlan) -> Image.Image:
-    image = _shrink_and_crop(image, plan)
-    if plan.pad is not None:
-        padded = reflect_pad(image, plan.pad)
-        blurred = gaussian_blur_fft(padded, plan.qsize * 0.02)
-        image = blend_padding(padded, plan.pad, plan.qsize, blurred)
-    return image
 
 
 def intermediate_size(qsize: float, options: AlignOptions) -> int:
@@ -372,7 +326,7 @@ def warp_fast(image: Image.Image, plan: WarpPlan, options: AlignOptions,
 def _warp_fast(image, plan, options, refine, exact) -> np.ndarray:
     import torch
 
-    prepared = _prepare(image if image.mode == "RGB" else image.convert("RGB"), plan)
+    prepared = prepare_fast(image if image.mode == "RGB" else image.convert("RGB"), plan)
     size = options.transform_size if exact else intermediate_size(plan.qsize, options)
     if size < options.transform_size:
         pixels = np.ascontiguousarray(np.asarray(prepared).transpose(2, 0, 1))

@@ -151,11 +151,18 @@ def plan_warp(quad: np.ndarray, image_size: tuple[int, int], options: AlignOptio
     return WarpPlan(shrink, shrunk_size, crop, pad, quad, qsize)
 
 
-def pad_mask(height: int, width: int, pad: tuple[int, int, int, int]) -> np.ndarray:
-    """FFHQ's blend mask (H, W, 1): 0 deep inside, rising to 1 at the padded edges. Same dtypes
-    as the FFHQ script (float32 coordinates over int64 pads, hence float64)."""
+def pad_weights(height: int, width: int,
+                pad: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """FFHQ's blend mask is max(across, down): across (1, W, 1) and down (H, 1, 1), each 1 at
+    the padded edge and falling inwards (negative deep inside). Same dtypes as the FFHQ script
+    (float32 coordinates over int64 pads, hence float64)."""
     y, x, _ = np.ogrid[:height, :width, :1]
     left, top, right, bottom = (np.int64(p) for p in pad)  # all > 0 (at least 0.3 qsize)
     horizontal = np.minimum(np.float32(x) / left, np.float32(width - 1 - x) / right)
     vertical = np.minimum(np.float32(y) / top, np.float32(height - 1 - y) / bottom)
-    return np.maximum(1.0 - horizontal, 1.0 - vertical)
+    return 1.0 - horizontal, 1.0 - vertical
+
+
+def pad_mask(height: int, width: int, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """FFHQ's blend mask (H, W, 1): 0 deep inside, rising to 1 at the padded edges."""
+    return np.maximum(*pad_weights(height, width, pad))
