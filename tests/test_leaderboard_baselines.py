@@ -126,7 +126,7 @@ REFERENCE_LINES = {
     "- Reference values FFHQ: StyleGAN v1 zfull": [
         ("StyleGAN v1", "ppl_zfull"), ("StyleGAN v1", "ppl_wfull"),
         ("StyleGAN v1", "ppl_zend"), ("StyleGAN v1", "ppl_wend"),
-        ("StyleGAN2 config F", "ppl2_wend")],
+        ("StyleGAN2 config F", "ppl_wend")],
     "- Reference values FFHQ: StyleGAN v1 z ": [
         ("StyleGAN v1", "ls_z"), ("StyleGAN v1", "ls_w"),
         ("StyleGAN2 config F", "ls_z"), ("StyleGAN2 config F", "ls_w")],

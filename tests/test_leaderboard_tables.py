@@ -143,4 +143,5 @@ def test_unknown_table_suggests_close_names():
 def test_protocols_a_table_needs():
     assert get_layout("stylegan-table3").protocols() == [
         "ppl_zfull", "ppl_zend", "ls", "ppl_wfull", "ppl_wend"]
-    assert get_layout("stylegan2-table1").protocols() == ["fid50k", "ppl2_wend", "pr50k3"]
+    assert get_layout("stylegan2-table1").protocols() == ["fid50k", "ppl_wend", "pr50k3",
+                                                          "ppl2_wend"]
