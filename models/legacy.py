@@ -6,6 +6,8 @@ checked array/tensor rebuilder; anything else (os.system, builtins.eval, exec'd 
 source ...) is refused before it can run. It reads:
   - NVIDIA TF pickles (StyleGAN v1 / StyleGAN2 `(G, D, Gs)` tuples of dnnlib Network objects,
     the CelebA-HQ classifiers): `TFNetwork` stubs with `.variables` {name: ndarray};
+  - ProGAN TF pickles (tkarras/progressive_growing_of_gans `(G, D, Gs)` of `tfutil.Network`):
+    `ProGANNetwork` stubs, same fields;
   - stylegan2-ada-pytorch / stylegan3 pickles: `PersistentObject` stubs whose module source is
     ignored; `.tensors()` gives the parameters and buffers under their state-dict names;
   - rosinality `.pt` zip files (via torch.load with this unpickler).
@@ -51,6 +53,10 @@ class TFNetwork:
             if isinstance(comp, TFNetwork):
                 out.update({f"{name}/{k}": v for k, v in comp.variables.items()})
         return out
+
+
+class ProGANNetwork(TFNetwork):
+    """Inert stand-in for ProGAN's tfutil.Network (state version 2: no components)."""
 
 
 class PersistentObject:
@@ -151,7 +157,8 @@ def _rebuild_parameter(data, requires_grad=False, hooks=None, *extra):
 
 
 def _reconstructor(cls, base, state):
-    if cls not in (TFNetwork, ModuleState, EasyDict, Namespace) or base is not object:
+    if cls not in (TFNetwork, ProGANNetwork, ModuleState, EasyDict, Namespace) \
+            or base is not object:
         raise UnsafePickleError(f"copyreg._reconstructor for {cls!r} is not accepted")
     return cls.__new__(cls)
 
@@ -166,6 +173,7 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): _np_dtype,
         ("dnnlib.tflib.network", "Network"): TFNetwork,
+        ("tfutil", "Network"): ProGANNetwork,
         ("dnnlib.util", "EasyDict"): EasyDict,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,

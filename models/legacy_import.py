@@ -1,5 +1,5 @@
-"""Convert official checkpoints to our format: NVIDIA TF pickles (StyleGAN v1, StyleGAN2),
-stylegan2-ada-pytorch / stylegan3 pickles and rosinality stylegan2-pytorch `.pt` files.
+"""Convert official checkpoints to our format: NVIDIA TF pickles (ProGAN, StyleGAN v1,
+StyleGAN2), stylegan2-ada-pytorch / stylegan3 pickles and rosinality stylegan2-pytorch `.pt` files.
 
 Each importer renames the source tensors to our state-dict names (fixing layouts: TF keeps
 dense weights [in, out] and conv kernels [kh, kw, in, out]; TF stores modulation biases minus
@@ -21,7 +21,7 @@ from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.hashing import sha256_file
 from models.configs import ModelConfig, build_networks, get_config
 from models.layers import channels_for
-from models.legacy import PersistentObject, TFNetwork, safe_load_pickle
+from models.legacy import PersistentObject, ProGANNetwork, TFNetwork, safe_load_pickle
 
 FILTER_BUFFERS = ("resample_filter", "blur_filter")
 
@@ -156,6 +156,8 @@ def build_and_load(result: Imported, sources: dict[str, tuple[dict, dict]]) -> I
 # Source formats
 # ------------------------------------------------------------------------------------------
 def detect_format(obj) -> str:
+    if isinstance(obj, tuple) and obj and all(isinstance(n, ProGANNetwork) for n in obj):
+        return "tf-progan"
     if isinstance(obj, tuple) and obj and all(isinstance(n, TFNetwork) for n in obj):
         names = " ".join(obj[-1].variables)
         if "mod_weight" in names:
@@ -175,6 +177,9 @@ def detect_format(obj) -> str:
 
 def import_object(obj) -> Imported:
     fmt = detect_format(obj)
+    if fmt == "tf-progan":
+        from models.legacy_progan import import_tf_progan
+        return import_tf_progan(obj)
     if fmt == "tf-stylegan2":
         from models.legacy_tf import import_tf_stylegan2
         return import_tf_stylegan2(obj)
@@ -238,7 +243,10 @@ def import_checkpoint(src: str | Path, dst: str | Path) -> Imported:
     from models.checkpoint import save_checkpoint
 
     src, dst = Path(src), Path(dst)
-    result = import_object(safe_load_pickle(src))
+    try:
+        result = import_object(safe_load_pickle(src))
+    except CheckpointImportError as exc:
+        raise CheckpointImportError(f"{src}: {exc}") from None
     nets = result.networks
     if "G" not in nets:
         nets["G"] = nets["G_ema"]

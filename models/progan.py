@@ -30,7 +30,9 @@ from models.layers import (
 
 class ConvV1(nn.Module):
     """Equalised-lr conv (gain sqrt 2 in the weight), bias, plain leaky ReLU; optional
-    2x downscale (fused 4x4 stride-2 kernel, or conv then 2x2 average pool)."""
+    2x downscale: "fused" (4x4 stride-2 kernel), "pool" (StyleGAN v1: 2x2 average pool of the
+    conv output, then bias and activation) or "pool-after" (ProGAN D_paper: bias and
+    activation, then the pool)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  down: str | None = None, gain: float = SQRT2, activation: str = "lrelu-plain"):
@@ -51,7 +53,8 @@ class ConvV1(nn.Module):
             x = F.conv2d(x, w, padding=w.shape[-1] // 2)
             if self.down == "pool":
                 x = downscale_box(x, 2)
-        return bias_act(x, self.bias, self.activation)
+        x = bias_act(x, self.bias, self.activation)
+        return downscale_box(x, 2) if self.down == "pool-after" else x
 
 
 class DiscriminatorLevel(nn.Module):
@@ -125,9 +128,15 @@ class ProgressiveDiscriminator(nn.Module):
 
 
 def build_progan(config, resolution: int, c_dim: int = 0, img_channels: int = 3):
-    """(G, D) for a ProGAN ModelConfig: the v1 generator with all style switches off."""
+    """(G, D) for a ProGAN ModelConfig: the v1 generator with all style switches off; D pools
+    after the activation where it does not fuse the downscale, as D_paper does."""
     from models.stylegan import build_stylegan
 
     if config.use_styles or config.const_input or config.use_noise:
         raise ValueError(f"config {config.name}: ProGAN has no styles, constant input or noise")
-    return build_stylegan(config, resolution, c_dim, img_channels)
+    G, D = build_stylegan(config, resolution, c_dim, img_channels)
+    for res in D.block_resolutions:
+        conv1 = getattr(D, f"b{res}").conv1
+        if conv1.down == "pool":
+            conv1.down = "pool-after"
+    return G, D
