@@ -36,6 +36,12 @@ def _fid(ctx: MetricContext, num_real_default: int | None) -> dict:
                                     labels=("generated", str(ctx.data)))}
 
 
+def generator_fid(ctx: MetricContext, num_real: int | None) -> dict:
+    """{"fid"} of ctx.generator's images vs the first `num_real` reals of ctx.data (None: all;
+    ctx.num_gen / ctx.max_real override the counts), as `fid50k` / `fid50k_full` compute it."""
+    return _fid(ctx, num_real)
+
+
 @register_metric(
     "fid50k_full",
     protocol={"num_gen": defaults.FID_NUM_GEN, "num_real": "all", "xflip": False,

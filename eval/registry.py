@@ -119,6 +119,7 @@ def register_metric(name: str, *, protocol: dict, needs: tuple[str, ...],
 # Modules whose import registers metrics; metrics II adds its own modules here.
 METRIC_MODULES = (
     "eval.fid",
+    "eval.mixed_latents",
     "eval.kid",
     "eval.inception_score",
     "eval.ppl",

@@ -104,6 +104,24 @@ def make_grid(images: np.ndarray | list, cols: int | None = None) -> np.ndarray:
     return grid
 
 
+def crossover_ws(ws: torch.Tensor, crossovers: torch.Tensor) -> torch.Tensor:
+    """Per-layer ws of images mixed from several latents at crossover layers.
+
+    `ws` [N, n, num_ws, w_dim] holds each image's n latents (mapped and broadcast per layer);
+    `crossovers` [N, n - 1] are sorted layer indices in 1..num_ws - 1. Latent i covers layers
+    crossovers[i - 1] .. crossovers[i] - 1 (latent 0 from layer 0, the last one to the end),
+    as in StyleGAN's style mixing with two or more latents. Returns [N, num_ws, w_dim].
+    """
+    n, count, num_ws = ws.shape[:3]
+    if crossovers.shape != (n, count - 1):
+        raise ValueError(f"crossovers must have shape {(n, count - 1)}, got "
+                         f"{tuple(crossovers.shape)}")
+    layers = torch.arange(num_ws, device=ws.device)
+    which = (crossovers.to(ws.device)[:, None, :] <= layers[None, :, None]).sum(dim=2)
+    index = which[:, None, :, None].expand(n, 1, num_ws, ws.shape[3])
+    return ws.gather(1, index).squeeze(1)
+
+
 def style_mixing_grids(G, col_seeds: list[int], row_seeds: list[int], *,
                        truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                        noise_mode: str = "const", batch_size: int = 16,
