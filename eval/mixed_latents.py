@@ -117,6 +117,10 @@ def mixed_latents_fid(ctx: MetricContext, num_latents: int) -> dict:
     """{"fid"} of ctx.generator with `num_latents` mixed latents per image (fid50k counts)."""
     wrapped = MixedLatentGenerator(ctx.generator, num_latents)
     ctx.use("num_ws", wrapped.num_ws)
+    lod = float(getattr(ctx.generator, "lod", 0.0))
+    if lod > 0:
+        ctx.notes["growing"] = (f"generator still growing (lod {lod}): crossovers are drawn over "
+                                "all num_ws layers, including ones not used yet")
     inner = dataclasses.replace(ctx, generator=wrapped,
                                 generator_info=mixed_generator_info(ctx.generator_info,
                                                                     num_latents))

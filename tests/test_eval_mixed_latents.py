@@ -47,13 +47,13 @@ def reference_mixing(z_row: torch.Tensor, num_latents: int, num_ws: int):
     return [z_row, *extra], points
 
 
-def direct_ws(G, z_row, num_latents):
+def direct_ws(G, z_row, num_latents, c_row=None):
     """Per-layer ws by mapping every latent alone and copying its segment layer by layer."""
     latents, points = reference_mixing(z_row, num_latents, G.num_ws)
     bounds = [0, *points, G.num_ws]
     ws = torch.empty(G.num_ws, G.w_dim)
     for i, z in enumerate(latents):
-        w = G.mapping(z[None], None)[0]
+        w = G.mapping(z[None], None if c_row is None else c_row[None])[0]
         for layer in range(bounds[i], bounds[i + 1]):
             ws[layer] = w[layer]
     return ws, points
@@ -92,6 +92,21 @@ def test_each_segment_takes_its_latents_w(config, num_latents):
         torch.manual_seed(5)
         reference = G.synthesis(ws[:4], noise_mode="random")
     assert torch.equal(images, reference)
+
+
+def test_conditional_generator_maps_every_latent_with_the_images_label():
+    torch.manual_seed(0)
+    G, _ = build_networks(get_config("tiny"), 16, c_dim=3)
+    W = MixedLatentGenerator(G.eval(), 3)
+    z = torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(4))
+    c = torch.eye(3)[torch.tensor([0, 1, 2, 2, 1, 0])]
+    with torch.no_grad():
+        ws, _ = W.mixed_ws(z, c)
+        for i in range(len(z)):
+            torch.testing.assert_close(ws[i], direct_ws(G, z[i], 3, c[i])[0],
+                                       rtol=1e-4, atol=1e-5)
+        batches = list(sampling.iterate_generated(W, 4, 2, seed=1, device="cpu", c=c[:4]))
+    assert [b.shape for b in batches] == [(2, 3, 16, 16)] * 2
 
 
 def test_mixing_depends_only_on_each_images_z(G):
