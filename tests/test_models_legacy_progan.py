@@ -400,3 +400,29 @@ def test_cli_import_checkpoint_verb(tmp_path, capsys, monkeypatch):
     assert "tf-progan" in out and "progan 16px" in out
     assert load_checkpoint(dst).G_ema.img_resolution == 16
     assert not (tmp_path / "progan-source-ran").exists()
+
+
+@pytest.mark.slow
+def test_full_size_celebahq_layout(tmp_path, monkeypatch):
+    """The official CelebA-HQ layout (fmap_base 8192, fmap_max 512, 512-d latents, 1024 px,
+    Theano-converted: Conv0 + upscale, mbstd group 16). Every TF variable lands in our
+    networks, and the sizes are G_paper's 23,079,115 and D_paper's 23,087,249 parameters (the
+    ProGAN paper's "23.1M" each; D_paper is also the StyleGAN v1 D)."""
+    monkeypatch.setitem(globals(), "FMAP_BASE", 8192)
+    monkeypatch.setitem(globals(), "FMAP_MAX", 512)
+    src, dst = tmp_path / "karras2018iclr-celebahq-1024x1024.pkl", tmp_path / "ours.pt"
+    g, d, _ = write_progan(src, log2=10, mbstd_group=16)
+    result = import_checkpoint(src, dst)
+    config = result.config
+    assert (config.channel_base, config.channel_max, config.z_dim) == (16384, 512, 512)
+    assert config.fused_scale_min_res > 1024 and config.mbstd_group == 16
+    ckpt = load_checkpoint(dst)
+    count = {net: sum(p.numel() for p in getattr(ckpt, net).parameters())
+             for net in ("G", "D", "G_ema")}
+    tf_count = {net: sum(np.size(v) for k, v in variables.items() if k != "lod")
+                for net, variables in (("G", g), ("D", d))}
+    assert count == {"G": 23_079_115, "D": 23_087_249, "G_ema": 23_079_115}
+    assert tf_count == {"G": 23_079_115, "D": 23_087_249}
+    with torch.no_grad():
+        image = ckpt.G_ema(torch.randn(1, 512, generator=torch.Generator().manual_seed(0)))
+    assert image.shape == (1, 3, 1024, 1024) and torch.isfinite(image).all()
