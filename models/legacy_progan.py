@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
 
 from models.configs import get_config
 from models.legacy import TFNetwork
@@ -123,6 +124,9 @@ def progan_generator(net: TFNetwork, what: str) -> tuple[Renamer, float, bool]:
     bias = out.tensors.pop("synthesis.b4.conv0.dense.bias")
     out.sources.pop("synthesis.b4.conv0.dense.bias")
     out.put("synthesis.b4.conv0.bias", bias, "4x4/Dense/bias")
+    # no mapping network: "w" is the pixel-normalised latent, whose mean is exactly zero
+    z_dim = out.tensors["synthesis.b4.conv0.dense.weight"].shape[1]
+    out.put("mapping.w_avg", torch.zeros(z_dim), "(zero: mean of the normalised latent)")
     return out, _lod(variables, what), fused
 
 

@@ -292,6 +292,7 @@ def test_imported_progan_matches_numpy_reference(tmp_path, fused, mbstd_group):
     assert (config.channel_base, config.channel_max) == (2 * FMAP_BASE, FMAP_MAX)
     mapped = {src_name for _, src_name, _, _ in result.mapped}
     assert {"4x4/Dense/weight", "ToRGB_lod3/bias", "4x4/Dense1/weight"} <= mapped
+    assert not result.notes  # nothing kept at its initial value
     ckpt = load_checkpoint(dst)
     assert ckpt.config["source"]["format"] == "tf-progan"
     assert ckpt.config["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
