@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from eval import defaults, sampling
 from eval.features import InceptionExtractor, load_inception
@@ -59,17 +60,17 @@ def _partial_paths(ctx: MetricContext, num: int, capture: bool, want_probs: bool
     return folder / f"{key}-pool.npz", folder / f"{key}-probs.npz"
 
 
-def _resume(paths, stats: FeatureStats, probs: FeatureStats, want_probs: bool):
-    """(stats, probs, batches done) from a partial checkpoint, or the empty ones and 0."""
-    if paths is None or not paths[0].is_file() or (want_probs and not paths[1].is_file()):
-        return stats, probs, 0
-    batches = _batches_done(paths[0])
-    if want_probs and _batches_done(paths[1]) != batches:
-        return stats, probs, 0  # killed between the two writes: start over
-    stats = FeatureStats.load(paths[0], stats.label)
-    if want_probs:
-        probs = FeatureStats.load(paths[1], probs.label)
-    return stats, probs, batches
+def _resume(paths: list[Path], fresh: list[FeatureStats],
+            device) -> tuple[list[FeatureStats], int]:
+    """(statistics, batches done) from the partial checkpoints at `paths` (one per statistics
+    object), or the `fresh` statistics and 0 when one is missing or they disagree."""
+    if not paths or not all(path.is_file() for path in paths):
+        return fresh, 0
+    counts = {_batches_done(path) for path in paths}
+    if len(counts) != 1:
+        return fresh, 0  # killed between two writes: start over
+    return [FeatureStats.load(path, stats.label, device)
+            for path, stats in zip(paths, fresh, strict=True)], counts.pop()
 
 
 def _batches_done(path: Path) -> int:
@@ -77,11 +78,9 @@ def _batches_done(path: Path) -> int:
         return int(json.loads(str(saved["meta"]))["batches"])
 
 
-def _checkpoint(paths, stats: FeatureStats, probs: FeatureStats, batches: int,
-                want_probs: bool) -> None:
-    if want_probs:
-        probs.save(paths[1], defaults.DEFAULT_COVARIANCE, {"batches": batches})
-    stats.save(paths[0], defaults.DEFAULT_COVARIANCE, {"batches": batches})
+def _checkpoint(paths: list[Path], tracked: list[FeatureStats], batches: int) -> None:
+    for path, stats in zip(paths, tracked, strict=True):
+        stats.save(path, defaults.DEFAULT_COVARIANCE, {"batches": batches})
 
 
 def generated_features(ctx: MetricContext, num: int, capture: bool = False,
@@ -94,8 +93,10 @@ def generated_features(ctx: MetricContext, num: int, capture: bool = False,
     extractor = inception(ctx)
     stats = FeatureStats(defaults.INCEPTION_FEATURE_DIM, capture, ctx.device, "generated images")
     probs = FeatureStats(defaults.INCEPTION_NUM_CLASSES, True, ctx.device, "class probabilities")
-    paths = _partial_paths(ctx, num, capture, want_probs, extractor)
-    stats, probs, done = _resume(paths, stats, probs, want_probs)
+    tracked = [stats, probs] if want_probs else [stats]
+    paths = list(_partial_paths(ctx, num, capture, want_probs, extractor) or ())[:len(tracked)]
+    tracked, done = _resume(paths, tracked, ctx.device)
+    stats, probs = tracked[0], tracked[-1] if want_probs else probs
     every = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size)
     with _progress(ctx, num, "generated") as bar:
         bar.update(stats.num * ctx.world_size)
@@ -107,12 +108,12 @@ def generated_features(ctx: MetricContext, num: int, capture: bool = False,
             if want_probs:
                 probs.update(batch_probs)
             bar.update(batch.shape[0] * ctx.world_size)
-            if paths is not None and count % every == 0:
-                _checkpoint(paths, stats, probs, count, want_probs)
+            if paths and count % every == 0:
+                _checkpoint(paths, tracked, count)
     stats.all_reduce()
     if want_probs:
         probs.all_reduce()
-    for path in paths or ():
+    for path in _partial_paths(ctx, num, capture, want_probs, extractor) or ():
         path.unlink(missing_ok=True)
     return stats, (probs.features().astype(np.float64) if want_probs else None)
 
@@ -129,7 +130,11 @@ def real_resolution(ctx: MetricContext) -> int | None:
 def source_features(ctx: MetricContext, source: str | Path, num: int | None,
                     capture: bool = False, xflip: bool = False, label: str = "real") \
         -> FeatureStats:
-    """Statistics of up to `num` images (None: all) of a folder / .h5, through the cache."""
+    """Statistics of up to `num` images (None: all) of a folder / .h5, through the cache.
+
+    Partial statistics are saved beside the cache entry every ~2048 images (per rank), so a
+    killed pass resumes where it stopped; they are removed once the cache file is written.
+    """
     source = Path(source)
     resolution = real_resolution(ctx) if source == ctx.data else None
     available = sampling.real_count(source, resolution)
@@ -144,16 +149,56 @@ def source_features(ctx: MetricContext, source: str | Path, num: int | None,
     path = cache_path(ctx.stats_cache, fields)
     if path.is_file():
         return FeatureStats.load(path, label=f"{source} (cached {path.name})")
-    stats = FeatureStats(defaults.INCEPTION_FEATURE_DIM, capture, ctx.device, str(source))
-    shard = (ctx.rank, ctx.world_size) if ctx.world_size > 1 else None
-    with _progress(ctx, count * (2 if xflip else 1), label) as bar:
-        for batch in sampling.iterate_real(source, count, ctx.batch_size, resolution, xflip,
-                                           shard=shard):
-            stats.update(extractor(batch)[0])
-            bar.update(batch.shape[0] * ctx.world_size)
-    stats.all_reduce()
+    partial = _real_partial_path(path, ctx)
+    stats = _stream_real(ctx, source, count, resolution, xflip, capture, partial, label)
     if ctx.rank == 0:
         stats.save(path, ctx.covariance, {**fields, "source": str(source)})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the cache file exists before any rank drops its partial
+    partial.unlink(missing_ok=True)
+    return stats
+
+
+def _real_partial_path(cache_file: Path, ctx: MetricContext) -> Path:
+    """This rank's partial statistics beside the cache entry, named by its key, the batch size
+    and the world size (they decide each rank's share); a partial of another layout is refused
+    rather than mixed in or silently discarded."""
+    layout = f"{cache_file.stem}.partial-b{ctx.batch_size}-of{ctx.world_size}-"
+    others = sorted(p for p in cache_file.parent.glob(f"{cache_file.stem}.partial-*.npz")
+                    if not p.name.startswith(layout))
+    if others:
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        raise StatsError(f"{others[0]}{more}: partial statistics of this data from a run with "
+                         "another batch size or number of processes (see the name: b<batch "
+                         "size>-of<processes>); resume with those settings, or delete the "
+                         "files to start over")
+    return cache_file.with_name(f"{layout}r{ctx.rank}.npz")
+
+
+def _stream_real(ctx: MetricContext, source: Path, count: int, resolution: int | None,
+                 xflip: bool, capture: bool, partial: Path, label: str) -> FeatureStats:
+    """Statistics of this rank's share, resumed from and checkpointed to `partial` at batch
+    boundaries (every batch of `batch_size` source images yields exactly `per_batch` images,
+    except the very last one), then reduced over ranks."""
+    extractor = inception(ctx)
+    fresh = FeatureStats(defaults.INCEPTION_FEATURE_DIM, capture, ctx.device, str(source))
+    (stats,), done = _resume([partial], [fresh], ctx.device)
+    per_batch = ctx.batch_size * (2 if xflip else 1)
+    if stats.num != done * per_batch:
+        raise StatsError(f"{partial}: holds {stats.num} images, not the {done * per_batch} of "
+                         f"{done} batches; delete it to start over")
+    every = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size)
+    shard = (ctx.rank, ctx.world_size) if ctx.world_size > 1 else None
+    with _progress(ctx, count * (2 if xflip else 1), label) as bar:
+        bar.update(stats.num * ctx.world_size)
+        for batch in sampling.iterate_real(source, count, ctx.batch_size, resolution, xflip,
+                                           shard=shard, skip_batches=done):
+            stats.update(extractor(batch)[0])
+            bar.update(batch.shape[0] * ctx.world_size)
+            batches, rest = divmod(stats.num, per_batch)
+            if rest == 0 and batches % every == 0:
+                _checkpoint([partial], [stats], batches)
+    stats.all_reduce()
     return stats
 
 

@@ -153,7 +153,8 @@ def _mine(index: int, shard: tuple[int, int] | None) -> bool:
     return shard is None or index % shard[1] == shard[0]
 
 
-def _iterate_h5(path: Path, num: int, batch_size: int, resolution: int | None, shard):
+def _iterate_h5(path: Path, num: int, batch_size: int, resolution: int | None, shard,
+                skip_batches: int):
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -161,9 +162,9 @@ def _iterate_h5(path: Path, num: int, batch_size: int, resolution: int | None, s
         if dataset.dtype != np.uint8 or dataset.ndim != 4:
             raise DataError(f"{path}:{dataset.name}: expected uint8 (N, C, R, R), "
                             f"got {dataset.dtype} {dataset.shape}")
-        for index, start in enumerate(range(0, min(num, dataset.shape[0]), batch_size)):
-            if not _mine(index, shard):
-                continue
+        starts = range(0, min(num, dataset.shape[0]), batch_size)
+        mine = [start for index, start in enumerate(starts) if _mine(index, shard)]
+        for start in mine[skip_batches:]:
             stop = min(start + batch_size, num, dataset.shape[0])
             yield torch.from_numpy(np.ascontiguousarray(dataset[start:stop]))
 
@@ -192,12 +193,12 @@ def _same_size_runs(arrays: list[np.ndarray]):
 
 
 def _iterate_folder(folder: Path, num: int, batch_size: int, resolution: int | None,
-                    workers: int, shard):
+                    workers: int, shard, skip_batches: int):
     from ffhq_tools.images import list_images
 
     files = list_images(folder)[:num]
     chunks = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
-    chunks = [chunk for index, chunk in enumerate(chunks) if _mine(index, shard)]
+    chunks = [chunk for index, chunk in enumerate(chunks) if _mine(index, shard)][skip_batches:]
     for arrays in _prefetched(chunks, resolution, workers):
         for run in _same_size_runs(arrays):
             yield torch.from_numpy(np.stack(run)).permute(0, 3, 1, 2).contiguous()
@@ -222,14 +223,17 @@ def _prefetched(chunks: list[list[Path]], resolution: int | None, workers: int):
 
 def iterate_real(data: str | Path, num: int, batch_size: int, resolution: int | None = None,
                  xflip: bool = False, workers: int = 2,
-                 shard: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
+                 shard: tuple[int, int] | None = None,
+                 skip_batches: int = 0) -> Iterator[torch.Tensor]:
     """Yield up to `num` real images (uint8 NCHW, on CPU) from an .h5 file or image folder.
 
     HDF5: the `data{R}x{R}` level `resolution` (default: the largest). Folders: recursive,
     sorted; every mode becomes RGB; with `resolution` each image is resized to it (Lanczos),
     otherwise images keep their size and a batch is cut where the size changes. With `xflip`
     each batch is followed by its mirror image, so 2 * num images come out. `shard=(rank,
-    world_size)` keeps every world_size-th batch, starting at batch `rank`.
+    world_size)` keeps every world_size-th batch, starting at batch `rank`. `skip_batches`
+    skips this shard's first batches of `batch_size` source images without reading them
+    (resume); the rest come out exactly as in an uninterrupted run.
     """
     if num < 1 or batch_size < 1:
         raise FfhqToolsError(f"need num >= 1 and batch_size >= 1 (got {num}, {batch_size})")
@@ -237,8 +241,9 @@ def iterate_real(data: str | Path, num: int, batch_size: int, resolution: int | 
     kind = data_kind(path)
     if kind == "stats":
         raise DataError(f"{path}: a statistics file holds no images")
-    batches = (_iterate_h5(path, num, batch_size, resolution, shard) if kind == "h5"
-               else _iterate_folder(path, num, batch_size, resolution, workers, shard))
+    batches = (_iterate_h5(path, num, batch_size, resolution, shard, skip_batches)
+               if kind == "h5" else
+               _iterate_folder(path, num, batch_size, resolution, workers, shard, skip_batches))
     for batch in batches:
         yield batch
         if xflip:

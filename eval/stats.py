@@ -3,7 +3,8 @@
 `FeatureStats` keeps the count, the sum and X^T X in float64, so memory does not depend on
 the number of images; both covariance normalisations come out of the same numbers
 ("unbiased": N - 1 as pytorch-fid / TF StyleGAN / torch-fidelity, "biased": N as
-stylegan2-ada). Features themselves are kept only when a metric needs them (KID, IS).
+stylegan2-ada). Features themselves are kept (float32, `FeatureBuffer`) only when a metric
+needs them (KID, IS).
 Statistics files are `.npz` with `mu` and `sigma` (pytorch-fid's `--save-stats` layout) plus
 `num`, `sum`, `gram` and the metadata when we wrote them.
 """
@@ -26,13 +27,79 @@ class StatsError(FfhqToolsError):
     """A statistics file or feature batch that cannot be used."""
 
 
+class FeatureBuffer:
+    """Captured feature rows kept as float32 in preallocated blocks (~32 MiB each).
+
+    Appending copies a batch into the current block, never what is already stored. `array()`
+    assembles one (N, dim) array and releases each block as soon as it is copied, so the peak
+    is the features plus one block; afterwards the buffer holds just that array (no copy on
+    later calls). `parts()` gives the rows block by block for streaming writes.
+    """
+
+    BLOCK_BYTES = 32 << 20
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.block_rows = max(1, self.BLOCK_BYTES // (4 * dim))
+        self.blocks: list[np.ndarray] = []
+        self.rows = 0
+        self._free = 0  # unused rows at the end of the last block
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @classmethod
+    def from_parts(cls, dim: int, parts) -> FeatureBuffer:
+        """A full buffer made of existing (n, dim) arrays, kept as they are when float32."""
+        buffer = cls(dim)
+        buffer.blocks = [np.ascontiguousarray(part, np.float32) for part in parts if len(part)]
+        buffer.rows = sum(len(block) for block in buffer.blocks)
+        return buffer
+
+    def append(self, rows: np.ndarray) -> None:
+        start = 0
+        while start < len(rows):
+            if self._free == 0:
+                self.blocks.append(np.empty((self.block_rows, self.dim), np.float32))
+                self._free = self.block_rows
+            block = self.blocks[-1]
+            filled = len(block) - self._free
+            take = min(self._free, len(rows) - start)
+            block[filled:filled + take] = rows[start:start + take]
+            self._free -= take
+            start += take
+        self.rows += len(rows)
+
+    def parts(self):
+        """The stored rows, block by block (views, no copies)."""
+        for index, block in enumerate(self.blocks):
+            last = index == len(self.blocks) - 1
+            yield block[:len(block) - self._free] if last else block
+
+    def array(self) -> np.ndarray:
+        if not self.blocks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if len(self.blocks) == 1:
+            return self.blocks[0][:self.rows]
+        out = np.empty((self.rows, self.dim), np.float32)
+        pending, self.blocks = list(self.parts())[::-1], []
+        at = 0
+        while pending:
+            part = pending.pop()
+            out[at:at + len(part)] = part
+            at += len(part)
+            del part  # the block's memory goes back before the next one is copied
+        self.blocks, self._free = [out], 0
+        return out
+
+
 class FeatureStats:
     def __init__(self, dim: int, capture: bool = False, device="cpu", label: str = "features"):
         self.dim, self.capture, self.label = dim, capture, label
         self.num = 0
         self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
         self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
-        self.captured: list[torch.Tensor] = []
+        self.captured = FeatureBuffer(dim)
 
     def update(self, features: torch.Tensor) -> None:
         if features.ndim != 2 or features.shape[1] != self.dim:
@@ -46,7 +113,7 @@ class FeatureStats:
         self.sum += x.sum(0)
         self.gram += x.t() @ x
         if self.capture:
-            self.captured.append(features.detach().float().cpu())
+            self.captured.append(features.detach().float().cpu().numpy())
 
     def all_reduce(self) -> None:
         """Sum the statistics (and gather captured features) over torch.distributed ranks."""
@@ -58,15 +125,14 @@ class FeatureStats:
         self.num = int(num.item())
         if self.capture:
             gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, self.features())
-            self.captured = [torch.from_numpy(part) for part in gathered if len(part)]
+            torch.distributed.all_gather_object(gathered, list(self.captured.parts()))
+            self.captured = FeatureBuffer.from_parts(self.dim, [block for blocks in gathered
+                                                                for block in blocks])
 
     def features(self) -> np.ndarray:
         if not self.capture:
             raise StatsError(f"{self.label}: features were not captured")
-        if not self.captured:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return torch.cat(self.captured).numpy()
+        return self.captured.array()
 
     def mean(self) -> np.ndarray:
         self._need(1)
@@ -88,33 +154,49 @@ class FeatureStats:
 
     # ---- files ----
     def save(self, path: str | Path, covariance: str, meta: dict | None = None) -> Path:
-        """Atomic `.npz`: mu, sigma (pytorch-fid compatible), num, sum, gram, meta, features."""
+        """Atomic `.npz`: mu, sigma (pytorch-fid compatible), num, sum, gram, meta, features
+        (streamed block by block: saving never assembles a second copy of them)."""
         arrays = {"mu": self.mean(), "sigma": self.covariance(covariance),
                   "num": np.int64(self.num), "sum": self.sum.cpu().numpy(),
                   "gram": self.gram.cpu().numpy(),
                   "meta": np.array(json.dumps({**(meta or {}), "covariance": covariance}))}
-        if self.capture:
-            arrays["features"] = self.features()
         path = Path(path)
         with atomic_path(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+            _write_npz(tmp, arrays, self.captured if self.capture else None)
         return path
 
     @classmethod
-    def load(cls, path: str | Path, label: str | None = None) -> FeatureStats:
-        """Read a file written by `save` (with num/sum/gram)."""
+    def load(cls, path: str | Path, label: str | None = None, device="cpu") -> FeatureStats:
+        """Read a file written by `save` (with num/sum/gram); sums go to `device`."""
         data = _read_npz(path)
         if not {"num", "sum", "gram"} <= set(data):
             raise StatsError(f"{path}: holds only mean/covariance, not streamable statistics")
         stats = cls(int(data["sum"].shape[0]), capture="features" in data,
                     label=label or str(path))
         stats.num = int(data["num"])
-        stats.sum = torch.from_numpy(data["sum"].astype(np.float64))
-        stats.gram = torch.from_numpy(data["gram"].astype(np.float64))
+        stats.sum = torch.from_numpy(data["sum"].astype(np.float64)).to(device)
+        stats.gram = torch.from_numpy(data["gram"].astype(np.float64)).to(device)
         if "features" in data:
-            stats.captured = [torch.from_numpy(data["features"])]
+            stats.captured = FeatureBuffer.from_parts(stats.dim, [data.pop("features")])
         return stats
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], features: FeatureBuffer | None):
+    """What np.savez writes (stored zip of .npy members), with `features` streamed by block."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        if features is None:
+            return
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                  "fortran_order": False, "shape": (len(features), features.dim)}
+        with archive.open("features.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            for part in features.parts():
+                member.write(memoryview(np.ascontiguousarray(part)).cast("B"))
 
 
 def _read_npz(path: str | Path) -> dict[str, np.ndarray]:
