@@ -110,3 +110,59 @@ def test_inception_score_agrees_with_torch_fidelity():
     mean, std = inception_score_from_probs(probs, 10)
     assert mean == pytest.approx(theirs["inception_score_mean"], rel=1e-9)
     assert std == pytest.approx(theirs["inception_score_std"], rel=1e-6)
+
+
+def _kid_reference(gen, real, num_subsets, max_subset_size, seed):
+    """The KID protocol as first implemented: everything in float64 up front, then subsets."""
+    gen, real = np.asarray(gen, np.float64), np.asarray(real, np.float64)
+    size, d = min(len(gen), len(real), max_subset_size), gen.shape[1]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(num_subsets):
+        x = gen[rng.choice(len(gen), size, replace=False)]
+        y = real[rng.choice(len(real), size, replace=False)]
+        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (size * (size - 1))
+        values.append(within - 2 * kxy.sum() / size**2)
+    return np.mean(values), np.std(values)
+
+
+def test_kid_on_float32_features_matches_float64_reference_without_full_copies():
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    gen = np.abs(rng.standard_normal((3000, 256))).astype(np.float32)
+    real = (np.abs(rng.standard_normal((2500, 256))) * 1.1).astype(np.float32)
+    tracemalloc.start()
+    try:
+        ours = kid_from_features(gen, real, num_subsets=4, max_subset_size=200, seed=9)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    mean, std = _kid_reference(gen, real, 4, 200, 9)
+    assert ours["kid"] == pytest.approx(mean, rel=1e-6)
+    assert ours["kid_std"] == pytest.approx(std, rel=1e-6)
+    assert peak < real.nbytes  # subsets only: no float64 (or any) copy of a whole side
+
+
+def test_feature_buffer_blocks_assemble_and_stream_exactly(tmp_path, monkeypatch):
+    from eval.stats import FeatureBuffer
+
+    monkeypatch.setattr(FeatureBuffer, "BLOCK_BYTES", 7 * 4 * 5)  # 7 rows of 5 per block
+    rng = np.random.default_rng(6)
+    batches = [rng.standard_normal((n, 5)).astype(np.float32) for n in (3, 9, 1, 7, 4)]
+    stats = FeatureStats(5, capture=True)
+    for batch in batches:
+        stats.update(torch.from_numpy(batch))
+    assert len(stats.captured.blocks) == 4  # 24 rows in blocks of 7, nothing concatenated
+    expected = np.concatenate(batches)
+    path = stats.save(tmp_path / "s.npz", "unbiased")  # streamed block by block
+    with np.load(path) as saved:
+        np.testing.assert_array_equal(saved["features"], expected)
+        assert saved["features"].dtype == np.float32
+    assembled = stats.features()
+    np.testing.assert_array_equal(assembled, expected)
+    assert np.shares_memory(stats.features(), assembled) and len(stats.captured.blocks) == 1
+    stats.update(torch.from_numpy(batches[0]))  # appending after assembly keeps earlier rows
+    np.testing.assert_array_equal(stats.features(), np.concatenate([expected, batches[0]]))
+    np.testing.assert_array_equal(FeatureStats.load(path).features(), expected)
