@@ -78,6 +78,13 @@ def _batches_done(path: Path) -> int:
         return int(json.loads(str(saved["meta"]))["batches"])
 
 
+def _checkpoint_due(batches: int, last: int, every: int, captured: bool) -> bool:
+    """Every `every` batches; with captured features (rewritten whole at each checkpoint) also
+    at least 1/8 of the batches done apart, so the bytes written stay within ~9x the final
+    file instead of growing with the square of the image count."""
+    return batches - last >= (max(every, batches // 8) if captured else every)
+
+
 def _checkpoint(paths: list[Path], tracked: list[FeatureStats], batches: int) -> None:
     for path, stats in zip(paths, tracked, strict=True):
         stats.save(path, defaults.DEFAULT_COVARIANCE, {"batches": batches})
@@ -97,7 +104,7 @@ def generated_features(ctx: MetricContext, num: int, capture: bool = False,
     paths = list(_partial_paths(ctx, num, capture, want_probs, extractor) or ())[:len(tracked)]
     tracked, done = _resume(paths, tracked, ctx.device)
     stats, probs = tracked[0], tracked[-1] if want_probs else probs
-    every = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size)
+    every, last = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size), done
     with _progress(ctx, num, "generated") as bar:
         bar.update(stats.num * ctx.world_size)
         batches = sampling.iterate_generated(ctx.generator, num, ctx.batch_size, ctx.seed,
@@ -108,8 +115,9 @@ def generated_features(ctx: MetricContext, num: int, capture: bool = False,
             if want_probs:
                 probs.update(batch_probs)
             bar.update(batch.shape[0] * ctx.world_size)
-            if paths and count % every == 0:
+            if paths and _checkpoint_due(count, last, every, capture or want_probs):
                 _checkpoint(paths, tracked, count)
+                last = count
     stats.all_reduce()
     if want_probs:
         probs.all_reduce()
@@ -132,8 +140,9 @@ def source_features(ctx: MetricContext, source: str | Path, num: int | None,
         -> FeatureStats:
     """Statistics of up to `num` images (None: all) of a folder / .h5, through the cache.
 
-    Partial statistics are saved beside the cache entry every ~2048 images (per rank), so a
-    killed pass resumes where it stopped; they are removed once the cache file is written.
+    Partial statistics are saved beside the cache entry every ~2048 images per rank (with
+    captured features at least 1/8 of the work apart), so a killed pass resumes where it
+    stopped; they are removed once the cache file is written.
     """
     source = Path(source)
     resolution = real_resolution(ctx) if source == ctx.data else None
@@ -187,7 +196,7 @@ def _stream_real(ctx: MetricContext, source: Path, count: int, resolution: int |
     if stats.num != done * per_batch:
         raise StatsError(f"{partial}: holds {stats.num} images, not the {done * per_batch} of "
                          f"{done} batches; delete it to start over")
-    every = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size)
+    every, last = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size), done
     shard = (ctx.rank, ctx.world_size) if ctx.world_size > 1 else None
     with _progress(ctx, count * (2 if xflip else 1), label) as bar:
         bar.update(stats.num * ctx.world_size)
@@ -196,8 +205,9 @@ def _stream_real(ctx: MetricContext, source: Path, count: int, resolution: int |
             stats.update(extractor(batch)[0])
             bar.update(batch.shape[0] * ctx.world_size)
             batches, rest = divmod(stats.num, per_batch)
-            if rest == 0 and batches % every == 0:
+            if rest == 0 and _checkpoint_due(batches, last, every, capture):
                 _checkpoint([partial], [stats], batches)
+                last = batches
     stats.all_reduce()
     return stats
 

@@ -187,6 +187,22 @@ def test_each_rank_resumes_its_own_share(monkeypatch, tmp_path):
     assert extractor.calls == 1
 
 
+def test_captured_checkpoints_write_a_bounded_multiple_of_the_final_size():
+    def written(captured, batches=20_000, every=32):
+        last, rows = 0, []
+        for done in range(1, batches + 1):
+            if runner._checkpoint_due(done, last, every, captured):
+                last = done
+                rows.append(done)  # a checkpoint rewrites everything captured so far
+        return rows
+
+    plain, captured = written(False), written(True)
+    assert len(plain) == 625 and plain[-1] == 20_000
+    assert sum(captured) <= 9.5 * 20_000 < sum(plain) / 30  # geometric, not quadratic
+    assert all(b - a <= max(32, b // 8) for a, b in zip(captured[:-1], captured[1:], strict=True))
+    assert captured[:3] == [32, 64, 96]  # small runs keep the fixed interval
+
+
 _KILLABLE = """
 import sys, time
 from eval import runner
