@@ -118,9 +118,9 @@ def generated_features(ctx: MetricContext, num: int, capture: bool = False,
             if paths and _checkpoint_due(count, last, every, capture or want_probs):
                 _checkpoint(paths, tracked, count)
                 last = count
-    stats.all_reduce()
+    stats.all_reduce(rows_per_batch=ctx.batch_size)
     if want_probs:
-        probs.all_reduce()
+        probs.all_reduce(rows_per_batch=ctx.batch_size)
     for path in _partial_paths(ctx, num, capture, want_probs, extractor) or ():
         path.unlink(missing_ok=True)
     return stats, (probs.features().astype(np.float64) if want_probs else None)
@@ -208,7 +208,7 @@ def _stream_real(ctx: MetricContext, source: Path, count: int, resolution: int |
             if rest == 0 and _checkpoint_due(batches, last, every, capture):
                 _checkpoint([partial], [stats], batches)
                 last = batches
-    stats.all_reduce()
+    stats.all_reduce(rows_per_batch=per_batch)
     return stats
 
 

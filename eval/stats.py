@@ -115,8 +115,14 @@ class FeatureStats:
         if self.capture:
             self.captured.append(features.detach().float().cpu().numpy())
 
-    def all_reduce(self) -> None:
-        """Sum the statistics (and gather captured features) over torch.distributed ranks."""
+    def all_reduce(self, rows_per_batch: int | None = None) -> None:
+        """Sum the statistics (and gather captured features) over torch.distributed ranks.
+
+        With `rows_per_batch`, the gathered features come out in the order one process would
+        have captured them: rank r holds global batches r, r + world, ... of that many rows
+        (only the very last batch may be shorter), so subset draws (KID) and splits (IS) match
+        a single-process run. Without it they stay in rank order.
+        """
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
         num = torch.tensor([self.num], dtype=torch.float64, device=self.sum.device)
@@ -126,8 +132,9 @@ class FeatureStats:
         if self.capture:
             gathered: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, list(self.captured.parts()))
-            self.captured = FeatureBuffer.from_parts(self.dim, [block for blocks in gathered
-                                                                for block in blocks])
+            parts = (global_batch_order(gathered, rows_per_batch) if rows_per_batch
+                     else [block for blocks in gathered for block in blocks])
+            self.captured = FeatureBuffer.from_parts(self.dim, parts)
 
     def features(self) -> np.ndarray:
         if not self.capture:
@@ -197,6 +204,36 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray], features: FeatureBuffe
             np.lib.format.write_array_header_1_0(member, header)
             for part in features.parts():
                 member.write(memoryview(np.ascontiguousarray(part)).cast("B"))
+
+
+def _batches_of(blocks: list[np.ndarray], rows_per_batch: int):
+    """One rank's rows, cut into consecutive batches of `rows_per_batch` (lists of views)."""
+    pieces, missing = [], rows_per_batch
+    for block in blocks:
+        at = 0
+        while at < len(block):
+            take = min(missing, len(block) - at)
+            pieces.append(block[at:at + take])
+            at, missing = at + take, missing - take
+            if missing == 0:
+                yield pieces
+                pieces, missing = [], rows_per_batch
+    if pieces:
+        yield pieces
+
+
+def global_batch_order(per_rank: list[list[np.ndarray]], rows_per_batch: int) -> list:
+    """Views of every rank's blocks in global batch order (round robin over ranks), no copy."""
+    ranks = [_batches_of(blocks, rows_per_batch) for blocks in per_rank]
+    ordered: list[np.ndarray] = []
+    while ranks:
+        for rank in list(ranks):
+            batch = next(rank, None)
+            if batch is None:
+                ranks.remove(rank)
+            else:
+                ordered.extend(batch)
+    return ordered
 
 
 def _read_npz(path: str | Path) -> dict[str, np.ndarray]:

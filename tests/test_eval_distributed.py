@@ -1,5 +1,5 @@
 """Two CPU ranks with Gloo: rank-sliced generation covers every image exactly once and the
-reduced statistics equal single-process statistics."""
+reduced statistics equal single-process statistics, captured features in the same order."""
 
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ def _worker(rank, init_file, out_dir):
         stats = FeatureStats(12, capture=True)
         for batch in _images():
             stats.update(batch)
-        stats.all_reduce()
+        stats.all_reduce(rows_per_batch=3)
         np.savez(f"{out_dir}/rank{rank}.npz", mu=stats.mean(), sigma=stats.covariance(),
                  num=stats.num, features=stats.features())
     finally:
@@ -46,5 +46,20 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
             assert int(r["num"]) == 11
             np.testing.assert_allclose(r["mu"], single.mean(), rtol=1e-12)
             np.testing.assert_allclose(r["sigma"], single.covariance(), rtol=1e-9, atol=1e-12)
-            gathered = {tuple(row) for row in r["features"].round(6)}
-            assert gathered == {tuple(row) for row in single.features().round(6)}
+            # Put back in global batch order: exactly what one process captured.
+            np.testing.assert_array_equal(r["features"], single.features())
+
+
+def test_global_batch_order_interleaves_ranks_across_block_boundaries():
+    from eval.stats import global_batch_order
+
+    rows = np.arange(23, dtype=np.float32)[:, None]  # 8 batches of 3 rows, the last one of 2
+    batches = [rows[i:i + 3] for i in range(0, 23, 3)]
+    for world in (1, 2, 3):
+        per_rank = []
+        for rank in range(world):
+            mine = np.concatenate(batches[rank::world])
+            cuts = [0, 1, 5, len(mine)] if len(mine) > 5 else [0, len(mine)]  # odd blocks
+            per_rank.append([mine[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+        ordered = np.concatenate(global_batch_order(per_rank, 3))
+        np.testing.assert_array_equal(ordered, rows)

@@ -203,6 +203,46 @@ def test_captured_checkpoints_write_a_bounded_multiple_of_the_final_size():
     assert captured[:3] == [32, 64, 96]  # small runs keep the fixed interval
 
 
+def _rank_worker(rank, init_file, folder, cache, out, fail_at):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        extractor = Dying(FakeExtractor(), fail_at if rank == 1 else None)
+        runner.inception = lambda ctx: extractor
+        runner.CHECKPOINT_EVERY_IMAGES = 4
+        ctx = _ctx(Path(cache), rank=rank, world_size=2)
+        stats = runner.source_features(ctx, folder, None, capture=True)
+        np.savez(f"{out}-rank{rank}.npz", mu=stats.mean(), sigma=stats.covariance(),
+                 features=stats.features(), num=stats.num, calls=extractor.calls)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_resume_their_own_shares(monkeypatch, tmp_path):
+    import torch.multiprocessing as mp
+
+    folder = write_folder(tmp_path / "real", random_crops(13, 16, 9, photos()))
+    single = _run(monkeypatch, _ctx(tmp_path / "one"), Dying(FakeExtractor()), folder)
+    cache, out = tmp_path / "two", tmp_path / "out"
+    # Rank 1 dies in its third batch; either rank's error may be the one reported.
+    with pytest.raises(Exception, match="Killed|Connection closed"):
+        mp.spawn(_rank_worker, args=(str(tmp_path / "i1"), folder, cache, out, 3), nprocs=2)
+    assert "partial-b2-of2-r1" in " ".join(p.name for p in _partials(cache))
+    mp.spawn(_rank_worker, args=(str(tmp_path / "i2"), folder, cache, out, None), nprocs=2)
+    for rank in (0, 1):
+        with np.load(f"{out}-rank{rank}.npz") as reduced:
+            assert int(reduced["num"]) == 13
+            if rank == 1:
+                assert int(reduced["calls"]) == 1  # global batch 5 only: 1 and 3 were saved
+            np.testing.assert_array_equal(reduced["features"], single.features())
+            np.testing.assert_allclose(reduced["mu"], single.mean(), rtol=1e-12)
+            np.testing.assert_allclose(reduced["sigma"], single.covariance(), rtol=1e-9,
+                                       atol=1e-12)
+    assert not _partials(cache) and len(list(cache.glob("*.npz"))) == 1
+
+
 _KILLABLE = """
 import sys, time
 from eval import runner
