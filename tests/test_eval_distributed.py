@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from PIL import Image
 
 from eval.sampling import iterate_generated
 from eval.stats import FeatureStats
@@ -63,3 +64,53 @@ def test_global_batch_order_interleaves_ranks_across_block_boundaries():
             per_rank.append([mine[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
         ordered = np.concatenate(global_batch_order(per_rank, 3))
         np.testing.assert_array_equal(ordered, rows)
+
+
+class _FakeInception:
+    """Any image size -> 2048 features from per-channel moments (no Inception needed)."""
+
+    sha256 = "d" * 64
+
+    def __init__(self):
+        self.project = torch.randn(6, 2048, generator=torch.Generator().manual_seed(2))
+
+    def __call__(self, batch, want_probs=False):
+        x = batch.double() / 255
+        pool = (torch.cat([x.mean((2, 3)), x.std((2, 3))], 1) @ self.project.double()).float()
+        return pool, torch.softmax(pool[:, :1008].double(), 1) if want_probs else None
+
+
+def _kid(folder, cache, rank=0, world_size=1) -> float:
+    from eval import runner
+    from eval.registry import MetricContext, compute_metric
+
+    runner.inception = lambda ctx: _FakeInception()
+    ctx = MetricContext(generator=_G(), data=folder, stats_cache=cache, progress=False,
+                        batch_size=3, num_gen=11, seed=5, rank=rank, world_size=world_size)
+    return compute_metric("kid50k_full", ctx)["results"]["kid"]
+
+
+def _kid_worker(rank, init_file, folder, cache, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        np.save(f"{out_dir}/kid{rank}.npy", _kid(folder, cache, rank, 2))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_kid_under_two_gloo_ranks_equals_one_process(tmp_path, monkeypatch):
+    """Same features in the same order on both sides, so the same random subsets."""
+    from eval import runner
+
+    monkeypatch.setattr(runner, "inception", runner.inception)  # restored after _kid patches
+    folder = tmp_path / "real"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for index in range(10):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)).save(folder / f"{index}.png")
+    single = _kid(folder, tmp_path / "one")
+    mp.spawn(_kid_worker, args=(str(tmp_path / "init"), folder, tmp_path / "two", str(tmp_path)),
+             nprocs=2)
+    for rank in (0, 1):
+        assert float(np.load(tmp_path / f"kid{rank}.npy")) == pytest.approx(single, rel=1e-9)
