@@ -25,21 +25,9 @@ import time
 import numpy as np
 import torch
 
+from bench.memory import reset_peak, rss_kib
+
 DIM, BATCH = 2048, 64
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> int:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _rss_kib("VmRSS")
 
 
 def _batches(num: int, seed: int):
@@ -93,13 +81,13 @@ def ours_kid(gen, real, num_subsets: int):
 
 def _measure(name: str, capture, kid, num: int, num_subsets: int):
     gc.collect()
-    start_rss = _reset_peak()
+    start_rss = reset_peak()
     wall = time.perf_counter()
     real = capture(_batches(num, 1))
     gen = capture(_batches(num, 2))
     value = kid(gen, real, num_subsets)
     wall = time.perf_counter() - wall
-    peak_mib = (_rss_kib("VmHWM") - start_rss) / 1024
+    peak_mib = (rss_kib("VmHWM") - start_rss) / 1024
     del real, gen
     print(f"{name:9s} peak +{peak_mib:7.1f} MiB  wall {wall:6.1f} s  KID {value:.10g}",
           flush=True)

@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from bench.memory import reset_peak, rss_kib
+
 N = int(os.environ.get("BENCH_PR_N", "20000"))
 DIM = 4096
 K = 3
@@ -30,26 +32,12 @@ def features(n: int, seed: int, scale: float) -> torch.Tensor:
     return torch.relu(base + 0.3)
 
 
-def _reset_peak() -> int:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _rss_kib("VmRSS")
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure(name: str, fn):
-    start_rss = _reset_peak()
+    start_rss = reset_peak()
     wall, cpu = time.perf_counter(), time.process_time()
     precision, recall = fn()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    peak_gib = (_rss_kib("VmHWM") - start_rss) / 2**20
+    peak_gib = (rss_kib("VmHWM") - start_rss) / 2**20
     print(f"{name:34s} wall {wall:7.1f} s  cpu {cpu:7.1f} s  peak +{peak_gib:5.2f} GiB  "
           f"P={precision:.4f} R={recall:.4f}", flush=True)
     return wall, cpu, peak_gib, (round(precision, 6), round(recall, 6))

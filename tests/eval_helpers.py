@@ -58,6 +58,32 @@ def make_inception_file(folder: Path, seed: int = 7, calibration_images: int = 8
     return path
 
 
+def seeded_inception_file(tmp_path_factory) -> Path:
+    """The architecture-exact FID Inception with default initialisation after
+    torch.manual_seed(0), uncalibrated (its features barely spread: for plumbing tests)."""
+    from eval.features.inception import FIDInception
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("raw") / INCEPTION_FILENAME
+    torch.save(FIDInception().state_dict(), path)
+    return path
+
+
+class MomentExtractor:
+    """Any image size -> 2048 "features" projected from per-channel moments: a fast,
+    size-agnostic stand-in with the Inception extractor's call contract."""
+
+    def __init__(self, sha256: str, seed: int):
+        self.sha256 = sha256
+        self.project = torch.randn(9, 2048, generator=torch.Generator().manual_seed(seed))
+
+    def __call__(self, batch, want_probs=False):
+        x = batch.double() / 255
+        moments = torch.cat([x.mean((2, 3)), x.std((2, 3)), x[:, :, :, :2].mean((2, 3))], 1)
+        pool = (moments @ self.project.double()).float()
+        return pool, torch.softmax(pool[:, :1008].double(), 1) if want_probs else None
+
+
 _SHARED: dict[str, Path] = {}
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from eval_helpers import MomentExtractor
 from PIL import Image
 
 from eval.sampling import iterate_generated
@@ -66,25 +67,13 @@ def test_global_batch_order_interleaves_ranks_across_block_boundaries():
         np.testing.assert_array_equal(ordered, rows)
 
 
-class _FakeInception:
-    """Any image size -> 2048 features from per-channel moments (no Inception needed)."""
-
-    sha256 = "d" * 64
-
-    def __init__(self):
-        self.project = torch.randn(6, 2048, generator=torch.Generator().manual_seed(2))
-
-    def __call__(self, batch, want_probs=False):
-        x = batch.double() / 255
-        pool = (torch.cat([x.mean((2, 3)), x.std((2, 3))], 1) @ self.project.double()).float()
-        return pool, torch.softmax(pool[:, :1008].double(), 1) if want_probs else None
 
 
 def _kid(folder, cache, rank=0, world_size=1) -> float:
     from eval import runner
     from eval.registry import MetricContext, compute_metric
 
-    runner.inception = lambda ctx: _FakeInception()
+    runner.inception = lambda ctx: MomentExtractor("d" * 64, seed=2)
     ctx = MetricContext(generator=_G(), data=folder, stats_cache=cache, progress=False,
                         batch_size=3, num_gen=11, seed=5, rank=rank, world_size=world_size)
     return compute_metric("kid50k_full", ctx)["results"]["kid"]

@@ -8,11 +8,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from eval_helpers import photos, random_crops, write_folder
+from eval_helpers import photos, random_crops, seeded_inception_file, write_folder
 from PIL import Image
 
 from eval import sampling
-from eval.features.inception import FIDInception
 from eval.fid import fid_between
 from eval.registry import MetricContext, compute_metric
 from ffhq_tools.cli import main
@@ -34,10 +33,7 @@ class TinyG(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("raw") / "pt_inception-2015-12-05-6726825d.pth"
-    torch.save(FIDInception().state_dict(), path)
-    return path
+    return seeded_inception_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import math
 
 import pytest
 import torch
-from eval_helpers import photos, random_crops, write_folder
+from eval_helpers import photos, random_crops, seeded_inception_file, write_folder
 
 from eval import sampling
-from eval.features.inception import FIDInception
 from eval.mixed_latents import MixedLatentGenerator, mixed_generator_info
 from eval.registry import MetricContext, compute_metric, get_metric
 from ffhq_tools.errors import FfhqToolsError
@@ -147,10 +146,7 @@ def test_generators_that_cannot_mix_are_refused(G):
 
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("raw") / "pt_inception-2015-12-05-6726825d.pth"
-    torch.save(FIDInception().state_dict(), path)
-    return path
+    return seeded_inception_file(tmp_path_factory)
 
 
 def test_metric_end_to_end_and_latents1_equals_fid50k(G, inception_file, tmp_path):

@@ -13,12 +13,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
-from eval_helpers import photos, random_crops, write_folder
+from eval_helpers import (
+    MomentExtractor,
+    photos,
+    random_crops,
+    seeded_inception_file,
+    write_folder,
+)
 from PIL import Image
 
 from eval import runner
-from eval.features.inception import FIDInception
 from eval.registry import MetricContext
 from eval.stats import FeatureStats, StatsError
 
@@ -41,27 +45,13 @@ class Dying:
         return self.extractor(batch, want_probs=want_probs)
 
 
-class FakeExtractor:
-    """Any image size -> 2048 features from per-channel moments (fast, size-agnostic)."""
-
-    sha256 = "e" * 64
-
-    def __init__(self):
-        self.project = torch.randn(9, 2048, generator=torch.Generator().manual_seed(1))
-
-    def __call__(self, batch, want_probs=False):
-        x = batch.double() / 255
-        moments = torch.cat([x.mean((2, 3)), x.std((2, 3)), x[:, :, :, :2].mean((2, 3))], 1)
-        return (moments @ self.project.double()).float(), None
+def fake_extractor() -> MomentExtractor:
+    return MomentExtractor("e" * 64, seed=1)
 
 
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
-    """The architecture-exact FID Inception with seeded weights, as test_eval_metrics uses."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("raw") / "pt_inception-2015-12-05-6726825d.pth"
-    torch.save(FIDInception().state_dict(), path)
-    return path
+    return seeded_inception_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -121,15 +111,15 @@ def _h5(path: Path, count: int) -> Path:
 @pytest.mark.parametrize("capture", [True, False])
 def test_xflip_h5_resume_checkpoints_at_batch_boundaries(monkeypatch, tmp_path, capture):
     data = _h5(tmp_path / "d.h5", 11)
-    reference = _run(monkeypatch, _ctx(tmp_path / "a"), Dying(FakeExtractor()), data,
+    reference = _run(monkeypatch, _ctx(tmp_path / "a"), Dying(fake_extractor()), data,
                      capture=capture, xflip=True)
     assert reference.num == 22
     cache = tmp_path / "b"
     with pytest.raises(Killed):  # calls 1-6 = batches 1-3 with their mirrors; 3 is odd
-        _run(monkeypatch, _ctx(cache), Dying(FakeExtractor(), fail_at=7), data,
+        _run(monkeypatch, _ctx(cache), Dying(fake_extractor(), fail_at=7), data,
              capture=capture, xflip=True)
     assert FeatureStats.load(_partials(cache)[0]).num == 8  # batches 1-2 and mirrors
-    extractor = Dying(FakeExtractor())
+    extractor = Dying(fake_extractor())
     resumed = _run(monkeypatch, _ctx(cache), extractor, data, capture=capture, xflip=True)
     assert extractor.calls == 12 - 4
     _assert_identical(resumed, reference)
@@ -140,31 +130,31 @@ def test_mixed_size_folder_never_checkpoints_inside_a_batch(monkeypatch, tmp_pat
     mixed = write_folder(tmp_path / "mixed", crops)
     for index in (1, 3, 5):  # every batch of 2 splits into two single-image runs
         Image.fromarray(crops[index]).resize((24, 24)).save(mixed / f"{index:05d}.png")
-    reference = _run(monkeypatch, _ctx(tmp_path / "a"), Dying(FakeExtractor()), mixed)
+    reference = _run(monkeypatch, _ctx(tmp_path / "a"), Dying(fake_extractor()), mixed)
     cache = tmp_path / "b"
     with pytest.raises(Killed):  # dies on the second run of batch 3
-        _run(monkeypatch, _ctx(cache), Dying(FakeExtractor(), fail_at=6), mixed)
+        _run(monkeypatch, _ctx(cache), Dying(fake_extractor(), fail_at=6), mixed)
     assert FeatureStats.load(_partials(cache)[0]).num == 4
-    resumed = _run(monkeypatch, _ctx(cache), Dying(FakeExtractor()), mixed)
+    resumed = _run(monkeypatch, _ctx(cache), Dying(fake_extractor()), mixed)
     _assert_identical(resumed, reference)
 
 
 def test_other_settings_never_resume_a_partial(monkeypatch, tmp_path, folder):
     cache = tmp_path / "c"
     with pytest.raises(Killed):
-        _run(monkeypatch, _ctx(cache), Dying(FakeExtractor(), fail_at=4), folder, num=8)
+        _run(monkeypatch, _ctx(cache), Dying(fake_extractor(), fail_at=4), folder, num=8)
     stale = _partials(cache)
     # Another count is another cache key: a fresh pass, the stale partial left alone.
-    extractor = Dying(FakeExtractor())
+    extractor = Dying(fake_extractor())
     fresh = _run(monkeypatch, _ctx(cache), extractor, folder, num=6)
     assert extractor.calls == 3 and _partials(cache) == stale
-    _assert_identical(fresh, _run(monkeypatch, _ctx(tmp_path / "a"), Dying(FakeExtractor()),
+    _assert_identical(fresh, _run(monkeypatch, _ctx(tmp_path / "a"), Dying(fake_extractor()),
                                   folder, num=6))
     # Same key, another batch size or number of processes: refused, naming the file.
     for fields in ({"batch_size": 3}, {"rank": 1, "world_size": 2}):
         with pytest.raises(StatsError, match=r"partial-b2-of1-r0\.npz.*batch size"):
-            _run(monkeypatch, _ctx(cache, **fields), Dying(FakeExtractor()), folder, num=8)
-    resumed = _run(monkeypatch, _ctx(cache), Dying(FakeExtractor()), folder, num=8)
+            _run(monkeypatch, _ctx(cache, **fields), Dying(fake_extractor()), folder, num=8)
+    resumed = _run(monkeypatch, _ctx(cache), Dying(fake_extractor()), folder, num=8)
     assert resumed.num == 8 and not _partials(cache)
 
 
@@ -176,13 +166,13 @@ def test_each_rank_resumes_its_own_share(monkeypatch, tmp_path):
     def share(cache, rank, extractor):
         return _run(monkeypatch, _ctx(cache, rank=rank, world_size=2), extractor, folder)
 
-    straight = share(tmp_path / "a", 1, Dying(FakeExtractor()))
+    straight = share(tmp_path / "a", 1, Dying(fake_extractor()))
     assert straight.num == 6
     cache = tmp_path / "b"
     with pytest.raises(Killed):
-        share(cache, 1, Dying(FakeExtractor(), fail_at=3))
+        share(cache, 1, Dying(fake_extractor(), fail_at=3))
     assert [p.name.split(".")[1] for p in _partials(cache)] == ["partial-b2-of2-r1"]
-    extractor = Dying(FakeExtractor())
+    extractor = Dying(fake_extractor())
     _assert_identical(share(cache, 1, extractor), straight)
     assert extractor.calls == 1
 
@@ -208,7 +198,7 @@ def _rank_worker(rank, init_file, folder, cache, out, fail_at):
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        extractor = Dying(FakeExtractor(), fail_at if rank == 1 else None)
+        extractor = Dying(fake_extractor(), fail_at if rank == 1 else None)
         runner.inception = lambda ctx: extractor
         runner.CHECKPOINT_EVERY_IMAGES = 4
         ctx = _ctx(Path(cache), rank=rank, world_size=2)
@@ -224,7 +214,7 @@ def test_two_gloo_ranks_resume_their_own_shares(monkeypatch, tmp_path):
     import torch.multiprocessing as mp
 
     folder = write_folder(tmp_path / "real", random_crops(13, 16, 9, photos()))
-    single = _run(monkeypatch, _ctx(tmp_path / "one"), Dying(FakeExtractor()), folder)
+    single = _run(monkeypatch, _ctx(tmp_path / "one"), Dying(fake_extractor()), folder)
     cache, out = tmp_path / "two", tmp_path / "out"
     # Rank 1 dies in its third batch; either rank's error may be the one reported.
     with pytest.raises(Exception, match="Killed|Connection closed"):
