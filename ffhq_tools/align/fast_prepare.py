@@ -84,15 +84,18 @@ def blend_padding_banded(padded: np.ndarray, pad: tuple[int, int, int, int],
     across, down = pad_weights(height, width, pad)  # (1, W, 1) and (H, 1, 1), float64
     mask = np.maximum(across, down)
     out = padded.copy()
-    towards_blur = (across[0, :, 0] * 3.0 + 1.0 <= 0), (down[:, 0, 0] * 3.0 + 1.0 <= 0)
-    for rows, columns in _outside(towards_blur[1], towards_blur[0]):
-        part = out[rows, columns]
-        part += (blurred[rows, columns] - part) * np.clip(mask[rows, columns] * 3.0 + 1.0,
-                                                          0.0, 1.0)
-    median = np.array([np.median(out[:, :, c]) for c in range(out.shape[2])], dtype=out.dtype)
-    for rows, columns in _outside(down[:, 0, 0] <= 0, across[0, :, 0] <= 0):
-        part = out[rows, columns]
-        part += (median - part) * np.clip(mask[rows, columns], 0.0, 1.0)
+
+    def blend_towards(target, weight_of) -> None:
+        """out += (target - out) * clip(weight_of(mask), 0, 1) where that weight is not 0."""
+        inside = weight_of(down[:, 0, 0]) <= 0, weight_of(across[0, :, 0]) <= 0
+        for rows, columns in _outside(*inside):
+            part = out[rows, columns]
+            goal = target[rows, columns] if np.ndim(target) == 3 else target
+            part += (goal - part) * np.clip(weight_of(mask[rows, columns]), 0.0, 1.0)
+
+    blend_towards(blurred, lambda m: m * 3.0 + 1.0)
+    blend_towards(np.array([np.median(out[:, :, c]) for c in range(out.shape[2])],
+                           dtype=out.dtype), lambda m: m)
     return Image.fromarray(np.uint8(np.clip(np.rint(out), 0, 255)), "RGB")
 
 
