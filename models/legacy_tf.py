@@ -50,6 +50,23 @@ def _unknown(name: str) -> CheckpointImportError:
     return CheckpointImportError(f"TF variable {name!r} has no counterpart in our networks")
 
 
+def _synthesis_resolution(variables: dict) -> int:
+    return max(int(m.group(1)) for k in variables if (m := re.match(r"synthesis/(\d+)x", k)))
+
+
+def _mapping_variable(name: str, value, out: Renamer) -> bool:
+    """Put a mapping-network variable (DenseN, dlatent_avg; the same in StyleGAN v1 and v2)
+    under our name; False when `name` is not one."""
+    if m := re.fullmatch(r"mapping/Dense(\d+)/(weight|bias)", name):
+        tensor = dense(value) if m.group(2) == "weight" else plain(value)
+        out.put(f"mapping.fc{m.group(1)}.{m.group(2)}", tensor, name)
+        return True
+    if name == "dlatent_avg":
+        out.put("mapping.w_avg", plain(value), name)
+        return True
+    return False
+
+
 # ------------------------------------------------------------------------------------------
 # StyleGAN2
 # ------------------------------------------------------------------------------------------
@@ -68,15 +85,11 @@ def sg2_noise_layers(resolution: int) -> list[str]:
 
 def sg2_generator(variables: dict) -> Renamer:
     out = Renamer()
-    res = max(int(m.group(1)) for k in variables if (m := re.match(r"synthesis/(\d+)x", k)))
-    noise_layers = sg2_noise_layers(res)
+    noise_layers = sg2_noise_layers(_synthesis_resolution(variables))
     for name, v in variables.items():
-        if m := re.fullmatch(r"mapping/Dense(\d+)/(weight|bias)", name):
-            value = dense(v) if m.group(2) == "weight" else plain(v)
-            out.put(f"mapping.fc{m.group(1)}.{m.group(2)}", value, name)
-        elif name == "dlatent_avg":
-            out.put("mapping.w_avg", plain(v), name)
-        elif name == "lod":  # G_main's growing level: always 0 for StyleGAN2 networks
+        if _mapping_variable(name, v, out):
+            continue
+        if name == "lod":  # G_main's growing level: always 0 for StyleGAN2 networks
             continue
         elif name == "synthesis/4x4/Const/const":
             out.put("synthesis.b4.const", plain(v)[0], name)
@@ -192,16 +205,13 @@ def v1_layer_variable(prefix: str, rest: str, v, name: str, out: Renamer) -> Non
 def v1_generator(variables: dict) -> tuple[Renamer, float]:
     out = Renamer()
     lod = 0.0
-    res = max(int(m.group(1)) for k in variables if (m := re.match(r"synthesis/(\d+)x", k)))
+    res = _synthesis_resolution(variables)
     log2 = res.bit_length() - 1
     noise_layers = v1_noise_layers(res)
     for name, v in variables.items():
-        if m := re.fullmatch(r"mapping/Dense(\d+)/(weight|bias)", name):
-            value = dense(v) if m.group(2) == "weight" else plain(v)
-            out.put(f"mapping.fc{m.group(1)}.{m.group(2)}", value, name)
-        elif name == "dlatent_avg":
-            out.put("mapping.w_avg", plain(v), name)
-        elif name in ("lod", "synthesis/lod"):  # G_style's own copy and the synthesis one
+        if _mapping_variable(name, v, out):
+            continue
+        if name in ("lod", "synthesis/lod"):  # G_style's own copy and the synthesis one
             lod = float(np.asarray(v))
         elif m := re.fullmatch(r"synthesis/noise(\d+)", name):
             out.put(f"{noise_layers[int(m.group(1))]}.noise_const", plain(v)[0, 0], name)
