@@ -107,6 +107,19 @@ def lod_blend(fine: torch.Tensor, coarse: torch.Tensor, t: float) -> torch.Tenso
     return torch.lerp(fine, coarse, t)
 
 
+def growing_levels(resolutions: list[int], lod: float):
+    """(level, resolution, t) of the blocks a growing generator runs at `lod`, coarsest first;
+    t = lod - (top - level) is the level's blend weight towards the coarser output (<= 0: its
+    own output, >= 1: none). Stops at the first level past the coarsest with t >= 1: the one
+    below it already produced the output at full weight."""
+    top = len(resolutions) - 1
+    for level, resolution in enumerate(resolutions):
+        t = lod - (top - level)
+        if level > 0 and t >= 1:
+            return
+        yield level, resolution, t
+
+
 class EqualLinear(nn.Module):
     """Dense layer with equalised learning rate (weight [out, in])."""
 

@@ -21,6 +21,7 @@ from models.layers import (
     bias_act,
     channels_for,
     filter2d,
+    growing_levels,
     lod_blend,
     log2_resolution,
     pixel_norm,
@@ -173,10 +174,7 @@ class SynthesisV1(nn.Module):
             raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
         x = img = None
         top = len(self.block_resolutions) - 1
-        for level, res in enumerate(self.block_resolutions):
-            t = self.lod - (top - level)
-            if img is not None and t >= 1:
-                break
+        for level, res, t in growing_levels(self.block_resolutions, self.lod):
             block = getattr(self, f"b{res}")
             x = block["conv0"](x, ws[:, 2 * level], noise_mode)
             x = block["conv1"](x, ws[:, 2 * level + 1], noise_mode)

@@ -21,6 +21,7 @@ from models.layers import (
     channels_for,
     downsample2d,
     downscale_box,
+    growing_levels,
     lod_blend,
     log2_resolution,
     pixel_norm,
@@ -254,11 +255,7 @@ class SynthesisNetwork(nn.Module):
         """Progressive growing: every level has a toRGB; the output blends levels by `lod`."""
         x = img = None
         w_idx = 0
-        top = len(self.block_resolutions) - 1
-        for level, res in enumerate(self.block_resolutions):
-            t = self.lod - (top - level)
-            if img is not None and t >= 1:
-                break
+        for _, res, t in growing_levels(self.block_resolutions, self.lod):
             block = getattr(self, f"b{res}")
             x = block.run_convs(x, ws[:, w_idx: w_idx + block.num_conv], noise_mode,
                                 self._fused())
