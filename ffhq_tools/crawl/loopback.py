@@ -201,9 +201,18 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.in_flight += 1
             self.state.peak_in_flight = max(self.state.peak_in_flight, self.state.in_flight)
+        self._counted = True
         try:
             self._get()
         finally:
+            self._leave_flight()
+
+    def _leave_flight(self):
+        """Stop counting this request as in flight. Called before the body's last bytes go out:
+        a client may send its next request the moment it has them, and that request must not
+        overlap this one in the count."""
+        if self._counted:
+            self._counted = False
             with self.state.lock:
                 self.state.in_flight -= 1
 
@@ -227,6 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        self._leave_flight()
         self.wfile.write(body)
 
     def _api(self, key: str, query: dict):
