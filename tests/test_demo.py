@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from PIL import Image
@@ -63,13 +62,10 @@ def test_resume_refuses_a_folder_that_is_not_a_demo_run(tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_runs_end_to_end(tmp_path):
-    start = time.perf_counter()
     state = run_demo(DemoOptions(outdir=tmp_path, quick=True, progress=False))
-    elapsed = time.perf_counter() - start
     assert [(s.name, s.status) for s in state.stages] == [
         (name, "done") for name in ("photos", "align", "pack", "train", "generate", "score")], \
         state.stages
-    assert elapsed < 240
 
     html = (state.run_dir / "report.html").read_text()
     assert _anchors(html) == [s.lower().replace(" ", "-") for s in REPORT_SECTIONS]
