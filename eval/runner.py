@@ -36,6 +36,11 @@ def inception(ctx: MetricContext) -> InceptionExtractor:
     return _EXTRACTORS[key]
 
 
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def _progress(ctx: MetricContext, total: int, desc: str):
     from tqdm import tqdm
 
@@ -47,17 +52,34 @@ CHECKPOINT_EVERY_IMAGES = 2048
 
 
 def _partial_paths(ctx: MetricContext, num: int, capture: bool, want_probs: bool,
-                   extractor: InceptionExtractor):
-    """Where partial generated statistics are checkpointed, or None without a checkpoint hash."""
+                   extractor: InceptionExtractor) -> list[Path]:
+    """Where partial generated statistics are checkpointed, or [] without a checkpoint hash."""
     sha = (ctx.generator_info or {}).get("sha256")
     if not sha:
-        return None
-    key = cache_key({"what": "generated-partial/v1", "generator": sha, "seed": ctx.seed,
-                     "num": num, "batch": ctx.batch_size, "network": extractor.sha256,
-                     "mode": ctx.mode, "capture": capture, "probs": want_probs,
-                     "rank": ctx.rank, "world": ctx.world_size})
+        return []
+    key = cache_key({"what": "generated-partial/v2", "generator": sha, "seed": ctx.seed,
+                     "num": num, "network": extractor.sha256, "mode": ctx.mode,
+                     "capture": capture, "probs": want_probs})
     folder = Path(ctx.stats_cache or default_cache_dir()) / "partial"
-    return folder / f"{key}-pool.npz", folder / f"{key}-probs.npz"
+    return _layout_partials(folder / key, ctx, ("-pool", "-probs") if want_probs else ("-pool",))
+
+
+def _layout_partials(base: Path, ctx: MetricContext, parts: tuple[str, ...]) -> list[Path]:
+    """This rank's partial files `<base>.partial-b<batch>-of<processes>-r<rank><part>.npz`.
+
+    The batch size and the number of processes decide each rank's share, so a partial of
+    another layout is refused, naming it, rather than mixed in or silently left behind.
+    """
+    layout = f"{base.name}.partial-b{ctx.batch_size}-of{ctx.world_size}-"
+    others = sorted(p for p in base.parent.glob(f"{base.name}.partial-*.npz")
+                    if not p.name.startswith(layout))
+    if others:
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        raise StatsError(f"{others[0]}{more}: partial statistics of this work from a run with "
+                         "another batch size or number of processes (see the name: b<batch "
+                         "size>-of<processes>); resume with those settings, or delete the "
+                         "files to start over")
+    return [base.with_name(f"{layout}r{ctx.rank}{part}.npz") for part in parts]
 
 
 def _resume(paths: list[Path], fresh: list[FeatureStats],
@@ -101,7 +123,7 @@ def generated_features(ctx: MetricContext, num: int, capture: bool = False,
     stats = FeatureStats(defaults.INCEPTION_FEATURE_DIM, capture, ctx.device, "generated images")
     probs = FeatureStats(defaults.INCEPTION_NUM_CLASSES, True, ctx.device, "class probabilities")
     tracked = [stats, probs] if want_probs else [stats]
-    paths = list(_partial_paths(ctx, num, capture, want_probs, extractor) or ())[:len(tracked)]
+    paths = _partial_paths(ctx, num, capture, want_probs, extractor)
     tracked, done = _resume(paths, tracked, ctx.device)
     stats, probs = tracked[0], tracked[-1] if want_probs else probs
     every, last = max(1, CHECKPOINT_EVERY_IMAGES // ctx.batch_size), done
@@ -121,7 +143,7 @@ def generated_features(ctx: MetricContext, num: int, capture: bool = False,
     stats.all_reduce(rows_per_batch=ctx.batch_size)
     if want_probs:
         probs.all_reduce(rows_per_batch=ctx.batch_size)
-    for path in _partial_paths(ctx, num, capture, want_probs, extractor) or ():
+    for path in paths:
         path.unlink(missing_ok=True)
     return stats, (probs.features().astype(np.float64) if want_probs else None)
 
@@ -158,30 +180,13 @@ def source_features(ctx: MetricContext, source: str | Path, num: int | None,
     path = cache_path(ctx.stats_cache, fields)
     if path.is_file():
         return FeatureStats.load(path, label=f"{source} (cached {path.name})")
-    partial = _real_partial_path(path, ctx)
+    (partial,) = _layout_partials(path.with_suffix(""), ctx, ("",))
     stats = _stream_real(ctx, source, count, resolution, xflip, capture, partial, label)
     if ctx.rank == 0:
         stats.save(path, ctx.covariance, {**fields, "source": str(source)})
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # the cache file exists before any rank drops its partial
+    _barrier()  # the cache file exists before any rank drops its partial
     partial.unlink(missing_ok=True)
     return stats
-
-
-def _real_partial_path(cache_file: Path, ctx: MetricContext) -> Path:
-    """This rank's partial statistics beside the cache entry, named by its key, the batch size
-    and the world size (they decide each rank's share); a partial of another layout is refused
-    rather than mixed in or silently discarded."""
-    layout = f"{cache_file.stem}.partial-b{ctx.batch_size}-of{ctx.world_size}-"
-    others = sorted(p for p in cache_file.parent.glob(f"{cache_file.stem}.partial-*.npz")
-                    if not p.name.startswith(layout))
-    if others:
-        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
-        raise StatsError(f"{others[0]}{more}: partial statistics of this data from a run with "
-                         "another batch size or number of processes (see the name: b<batch "
-                         "size>-of<processes>); resume with those settings, or delete the "
-                         "files to start over")
-    return cache_file.with_name(f"{layout}r{ctx.rank}.npz")
 
 
 def _stream_real(ctx: MetricContext, source: Path, count: int, resolution: int | None,

@@ -54,3 +54,16 @@ def test_interrupted_run_resumes_to_identical_statistics(monkeypatch, tmp_path):
     np.testing.assert_array_equal(stats.features(), reference.features())
     np.testing.assert_allclose(probs, reference_probs, rtol=1e-12)
     assert not list((tmp_path / "b" / "partial").glob("*.npz"))
+
+
+def test_partials_of_another_batch_size_are_refused_by_name(monkeypatch, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(monkeypatch, FakeExtractor(fail_at=6), tmp_path)
+    saved = sorted(p.name.split(".", 1)[1] for p in (tmp_path / "partial").glob("*.npz"))
+    assert saved == ["partial-b2-of1-r0-pool.npz", "partial-b2-of1-r0-probs.npz"]
+    monkeypatch.setattr(runner, "inception", lambda ctx: FakeExtractor())
+    ctx = MetricContext(generator=TinyG(), generator_info={"sha256": "a" * 64}, batch_size=3,
+                        stats_cache=tmp_path, progress=False, seed=3)
+    with pytest.raises(runner.StatsError, match=r"partial-b2-of1-r0-\w+\.npz \(and 1 more\)"):
+        runner.generated_features(ctx, 12, capture=True, want_probs=True)
+    assert len(list((tmp_path / "partial").glob("*.npz"))) == 2  # nothing lost
