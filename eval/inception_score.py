@@ -11,14 +11,16 @@ from ffhq_tools.errors import FfhqToolsError
 
 
 def inception_score_from_probs(probs: np.ndarray, num_splits: int = defaults.IS_NUM_SPLITS):
-    """(mean, std) of exp(mean KL(p(y|x) || p(y))) over `num_splits` consecutive splits."""
-    probs = np.asarray(probs, np.float64)
+    """(mean, std) of exp(mean KL(p(y|x) || p(y))) over `num_splits` consecutive splits, in
+    float64 one split at a time (no float64 copy of all the probabilities)."""
+    probs = np.asarray(probs)
     if probs.shape[0] < num_splits:
         raise FfhqToolsError(f"Inception Score needs at least {num_splits} images "
                              f"(one per split), got {probs.shape[0]}")
     scores = []
     for split in range(num_splits):
         part = probs[split * len(probs) // num_splits:(split + 1) * len(probs) // num_splits]
+        part = part.astype(np.float64)
         marginal = part.mean(axis=0, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):
             kl = np.where(part > 0, part * (np.log(part) - np.log(marginal)), 0.0)

@@ -2,21 +2,18 @@
 
 VGG16 4096-d features of generated and real images, k = 3 nearest-neighbour radii excluding
 self, Euclidean distances (compared squared: same sets), computed in bounded-memory blocks by
-`eval.knn`. Real features are cached by dataset fingerprint, network SHA-256 and count.
+`eval.knn`. Real features are cached by dataset fingerprint, network SHA-256 and count; both
+feature passes resume after a kill (`eval.passes`).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import numpy as np
 import torch
 
-from eval import knn, sampling
+from eval import knn
 from eval.features import vgg16
+from eval.passes import Extraction, Kept, cached_pass, generated_pass
 from eval.registry import MetricContext, register_metric
-from ffhq_tools.atomic import atomic_path
 
 NEIGHBOURHOOD = 3
 NUM_GEN = 50_000
@@ -35,58 +32,14 @@ def precision_recall_features(real_features, gen_features, k: int = NEIGHBOURHOO
     return {"precision": result.precision, "recall": result.recall}
 
 
-def _bar(ctx: MetricContext, total: int, desc: str):
-    from tqdm import tqdm
+def vgg16_extraction(ctx: MetricContext, network, source: str, sha256: str) -> Extraction:
+    """VGG16 fc2 rows only: k-NN radii need the features themselves, never their moments."""
+    def features(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (network(batch.to(ctx.device)).float(),)
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr,
-                disable=not ctx.progress or ctx.rank != 0, leave=False)
-
-
-def _gather(parts: list[torch.Tensor], dim: int) -> np.ndarray:
-    local = torch.cat(parts).cpu().numpy() if parts else np.zeros((0, dim), np.float32)
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return local
-    gathered: list = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, local)
-    return np.concatenate(gathered)
-
-
-@torch.no_grad()
-def _features(ctx: MetricContext, network, batches, total: int, desc: str) -> np.ndarray:
-    parts = []
-    with _bar(ctx, total, desc) as bar:
-        for batch in batches:
-            parts.append(network(batch.to(ctx.device)).float().cpu())
-            bar.update(batch.shape[0] * ctx.world_size)
-    return _gather(parts, vgg16.FEATURE_DIM)
-
-
-def _real_resolution(ctx: MetricContext) -> int | None:
-    if sampling.data_kind(ctx.data) != "h5":
-        return None
-    wanted = getattr(ctx.generator, "img_resolution", None)
-    return wanted if wanted in sampling.h5_levels(ctx.data) else None
-
-
-def _real_features(ctx: MetricContext, network, source: str, sha256: str,
-                   num: int) -> np.ndarray:
-    from eval.stats import cache_key, default_cache_dir, fingerprint
-
-    resolution = _real_resolution(ctx)
-    count = min(num, sampling.real_count(ctx.data, resolution))
-    fields = {"what": "vgg16-features/v1", "data": fingerprint(ctx.data), "network": sha256,
-              "source": source, "num": count, "resolution": resolution}
-    path = Path(ctx.stats_cache or default_cache_dir()) / f"pr-{cache_key(fields)}.npy"
-    if path.is_file():
-        return np.load(path)
-    shard = (ctx.rank, ctx.world_size) if ctx.world_size > 1 else None
-    batches = sampling.iterate_real(ctx.data, count, ctx.batch_size, resolution, shard=shard)
-    features = _features(ctx, network, batches, count, "real (VGG16)")
-    if ctx.rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, features)
-    return features
+    return Extraction(features, {"what": "vgg16-features/v2", "network": sha256,
+                                 "source": source},
+                      (Kept("vgg16", vgg16.FEATURE_DIM, capture=True, moments=False),))
 
 
 def _pr(ctx: MetricContext, default_real: int) -> dict:
@@ -94,10 +47,10 @@ def _pr(ctx: MetricContext, default_real: int) -> dict:
     max_real = ctx.max_real if ctx.max_real is not None else default_real
     source = vgg16.preferred_source(ctx.weights_overrides)
     network = vgg16.load_feature_network(ctx.resolve_weights, source, ctx.device)
-    real = _real_features(ctx, network, source, ctx.weights_used[source], max_real)
-    generated = sampling.iterate_generated(ctx.generator, num_gen, ctx.batch_size, ctx.seed,
-                                           ctx.device)
-    gen = _features(ctx, network, generated, num_gen, "generated (VGG16)")
+    extraction = vgg16_extraction(ctx, network, source, ctx.weights_used[source])
+    real = cached_pass(ctx, ctx.data, max_real, extraction, label="real (VGG16)").features()
+    (gen,) = generated_pass(ctx, num_gen, extraction, "generated (VGG16)")
+    gen = gen.features()
     ctx.use("num_real", int(real.shape[0]))
     ctx.use("num_gen", int(gen.shape[0]))
     ctx.use("feature_network", source)

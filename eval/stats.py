@@ -4,7 +4,8 @@
 the number of images; both covariance normalisations come out of the same numbers
 ("unbiased": N - 1 as pytorch-fid / TF StyleGAN / torch-fidelity, "biased": N as
 stylegan2-ada). Features themselves are kept (float32, `FeatureBuffer`) only when a metric
-needs them (KID, IS).
+needs them (KID, IS, precision/recall); `moments=False` keeps only those rows (no sums: class
+probabilities and VGG16 features never need a covariance).
 Statistics files are `.npz` with `mu` and `sigma` (pytorch-fid's `--save-stats` layout) plus
 `num`, `sum`, `gram` and the metadata when we wrote them.
 """
@@ -94,11 +95,15 @@ class FeatureBuffer:
 
 
 class FeatureStats:
-    def __init__(self, dim: int, capture: bool = False, device="cpu", label: str = "features"):
-        self.dim, self.capture, self.label = dim, capture, label
+    def __init__(self, dim: int, capture: bool = False, device="cpu", label: str = "features",
+                 moments: bool = True):
+        if not (capture or moments):
+            raise ValueError("FeatureStats keeps nothing without capture or moments")
+        self.dim, self.capture, self.moments, self.label = dim, capture, moments, label
         self.num = 0
-        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
-        self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        size = dim if moments else 0
+        self.sum = torch.zeros(size, dtype=torch.float64, device=device)
+        self.gram = torch.zeros(size, size, dtype=torch.float64, device=device)
         self.captured = FeatureBuffer(dim)
 
     def update(self, features: torch.Tensor) -> None:
@@ -108,10 +113,11 @@ class FeatureStats:
         if not torch.isfinite(features).all():
             raise StatsError(f"{self.label}: the feature network produced NaN or infinity "
                              f"(after {self.num} images)")
-        x = features.to(self.sum.device, torch.float64)
-        self.num += x.shape[0]
-        self.sum += x.sum(0)
-        self.gram += x.t() @ x
+        self.num += features.shape[0]
+        if self.moments:
+            x = features.to(self.sum.device, torch.float64)
+            self.sum += x.sum(0)
+            self.gram += x.t() @ x
         if self.capture:
             self.captured.append(features.detach().float().cpu().numpy())
 
@@ -126,7 +132,7 @@ class FeatureStats:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
         num = torch.tensor([self.num], dtype=torch.float64, device=self.sum.device)
-        for tensor in (num, self.sum, self.gram):
+        for tensor in (num, self.sum, self.gram) if self.moments else (num,):
             torch.distributed.all_reduce(tensor)
         self.num = int(num.item())
         if self.capture:
@@ -143,10 +149,12 @@ class FeatureStats:
 
     def mean(self) -> np.ndarray:
         self._need(1)
+        self._need_moments()
         return (self.sum / self.num).cpu().numpy()
 
     def covariance(self, kind: str = defaults.DEFAULT_COVARIANCE) -> np.ndarray:
         self._need(2)
+        self._need_moments()
         if kind not in defaults.COVARIANCES:
             raise StatsError(f"--covariance {kind}: expected {' or '.join(defaults.COVARIANCES)}")
         mean = self.sum / self.num
@@ -159,14 +167,20 @@ class FeatureStats:
             raise StatsError(f"{self.label}: need at least {count} images for statistics, "
                              f"got {self.num}")
 
+    def _need_moments(self) -> None:
+        if not self.moments:
+            raise StatsError(f"{self.label}: only the features were kept, no mean or covariance")
+
     # ---- files ----
     def save(self, path: str | Path, covariance: str, meta: dict | None = None) -> Path:
         """Atomic `.npz`: mu, sigma (pytorch-fid compatible), num, sum, gram, meta, features
-        (streamed block by block: saving never assembles a second copy of them)."""
-        arrays = {"mu": self.mean(), "sigma": self.covariance(covariance),
-                  "num": np.int64(self.num), "sum": self.sum.cpu().numpy(),
-                  "gram": self.gram.cpu().numpy(),
+        (streamed block by block: saving never assembles a second copy of them); without
+        moments just num, meta and features."""
+        arrays = {"num": np.int64(self.num),
                   "meta": np.array(json.dumps({**(meta or {}), "covariance": covariance}))}
+        if self.moments:
+            arrays.update({"mu": self.mean(), "sigma": self.covariance(covariance),
+                           "sum": self.sum.cpu().numpy(), "gram": self.gram.cpu().numpy()})
         path = Path(path)
         with atomic_path(path, suffix=".npz") as tmp:
             _write_npz(tmp, arrays, self.captured if self.capture else None)
@@ -174,15 +188,18 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path: str | Path, label: str | None = None, device="cpu") -> FeatureStats:
-        """Read a file written by `save` (with num/sum/gram); sums go to `device`."""
+        """Read a file written by `save` (num with sum/gram, features or both); sums go to
+        `device`."""
         data = _read_npz(path)
-        if not {"num", "sum", "gram"} <= set(data):
+        moments = {"sum", "gram"} <= set(data)
+        if "num" not in data or not (moments or "features" in data):
             raise StatsError(f"{path}: holds only mean/covariance, not streamable statistics")
-        stats = cls(int(data["sum"].shape[0]), capture="features" in data,
-                    label=label or str(path))
+        dim = int(data["sum"].shape[0] if moments else data["features"].shape[1])
+        stats = cls(dim, capture="features" in data, label=label or str(path), moments=moments)
         stats.num = int(data["num"])
-        stats.sum = torch.from_numpy(data["sum"].astype(np.float64)).to(device)
-        stats.gram = torch.from_numpy(data["gram"].astype(np.float64)).to(device)
+        if moments:
+            stats.sum = torch.from_numpy(data["sum"].astype(np.float64)).to(device)
+            stats.gram = torch.from_numpy(data["gram"].astype(np.float64)).to(device)
         if "features" in data:
             stats.captured = FeatureBuffer.from_parts(stats.dim, [data.pop("features")])
         return stats

@@ -16,6 +16,7 @@ def test_pr50k3_row_matches_features_computed_directly(tmp_path):
     from eval import knn, sampling
     from eval.features import vgg16
     from eval.registry import MetricContext, compute_metric
+    from eval.stats import FeatureStats
     from ffhq_tools import weights
 
     vgg_path = tmp_path / "vgg16-random.pth"
@@ -32,13 +33,16 @@ def test_pr50k3_row_matches_features_computed_directly(tmp_path):
     row = compute_metric("pr50k3", ctx)
     assert row["protocol"]["num_gen"] == 8 and row["protocol"]["num_real"] == 8
     assert row["protocol"]["feature_network"] == "vgg16" and set(row["weights"]) == {"vgg16"}
-    cached = list((tmp_path / "cache").glob("pr-*.npy"))
+    cached = list((tmp_path / "cache").glob("*.npz"))
     assert len(cached) == 1  # real features cached for the next run
+    with np.load(cached[0]) as saved:
+        assert "features" in saved and "gram" not in saved  # rows only: no 4096^2 moments
 
     net = vgg16.load_feature_network(lambda n: weights.resolve(n, {"vgg16": vgg_path}), "vgg16")
     with torch.no_grad():
         real = net(torch.from_numpy(reals[:8]))
         gen = torch.cat([net(b) for b in sampling.iterate_generated(G, 8, 4, ctx.seed, "cpu")])
-    np.testing.assert_allclose(np.load(cached[0]), real.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(FeatureStats.load(cached[0]).features(), real.numpy(),
+                               rtol=1e-5, atol=1e-6)
     direct = knn.precision_recall(real, gen, 3)
     assert row["results"] == {"precision": direct.precision, "recall": direct.recall}

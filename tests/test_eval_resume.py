@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval import runner
+from eval import passes, runner
 from eval.registry import MetricContext
 
 
@@ -33,7 +33,7 @@ class FakeExtractor:
 
 def _run(monkeypatch, extractor, cache):
     monkeypatch.setattr(runner, "inception", lambda ctx: extractor)
-    monkeypatch.setattr(runner, "CHECKPOINT_EVERY_IMAGES", 4)
+    monkeypatch.setattr(passes, "CHECKPOINT_EVERY_IMAGES", 4)
     ctx = MetricContext(generator=TinyG(), generator_info={"sha256": "a" * 64}, batch_size=2,
                         stats_cache=cache, progress=False, seed=3)
     return runner.generated_features(ctx, 12, capture=True, want_probs=True)
@@ -64,6 +64,6 @@ def test_partials_of_another_batch_size_are_refused_by_name(monkeypatch, tmp_pat
     monkeypatch.setattr(runner, "inception", lambda ctx: FakeExtractor())
     ctx = MetricContext(generator=TinyG(), generator_info={"sha256": "a" * 64}, batch_size=3,
                         stats_cache=tmp_path, progress=False, seed=3)
-    with pytest.raises(runner.StatsError, match=r"partial-b2-of1-r0-\w+\.npz \(and 1 more\)"):
+    with pytest.raises(passes.StatsError, match=r"partial-b2-of1-r0-\w+\.npz \(and 1 more\)"):
         runner.generated_features(ctx, 12, capture=True, want_probs=True)
     assert len(list((tmp_path / "partial").glob("*.npz"))) == 2  # nothing lost

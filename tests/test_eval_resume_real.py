@@ -22,7 +22,7 @@ from eval_helpers import (
 )
 from PIL import Image
 
-from eval import runner
+from eval import passes, runner
 from eval.registry import MetricContext
 from eval.stats import FeatureStats, StatsError
 
@@ -67,7 +67,7 @@ def _ctx(cache: Path, inception_file=None, **fields) -> MetricContext:
 
 def _run(monkeypatch, ctx, extractor, source, num=None, capture=True, xflip=False):
     monkeypatch.setattr(runner, "inception", lambda _ctx: extractor)
-    monkeypatch.setattr(runner, "CHECKPOINT_EVERY_IMAGES", 4)  # every 2 batches of 2
+    monkeypatch.setattr(passes, "CHECKPOINT_EVERY_IMAGES", 4)  # every 2 batches of 2
     return runner.source_features(ctx, source, num, capture=capture, xflip=xflip)
 
 
@@ -181,7 +181,7 @@ def test_captured_checkpoints_write_a_bounded_multiple_of_the_final_size():
     def written(captured, batches=20_000, every=32):
         last, rows = 0, []
         for done in range(1, batches + 1):
-            if runner._checkpoint_due(done, last, every, captured):
+            if passes.checkpoint_due(done, last, every, captured):
                 last = done
                 rows.append(done)  # a checkpoint rewrites everything captured so far
         return rows
@@ -200,7 +200,7 @@ def _rank_worker(rank, init_file, folder, cache, out, fail_at):
     try:
         extractor = Dying(fake_extractor(), fail_at if rank == 1 else None)
         runner.inception = lambda ctx: extractor
-        runner.CHECKPOINT_EVERY_IMAGES = 4
+        passes.CHECKPOINT_EVERY_IMAGES = 4
         ctx = _ctx(Path(cache), rank=rank, world_size=2)
         stats = runner.source_features(ctx, folder, None, capture=True)
         np.savez(f"{out}-rank{rank}.npz", mu=stats.mean(), sigma=stats.covariance(),
@@ -235,10 +235,10 @@ def test_two_gloo_ranks_resume_their_own_shares(monkeypatch, tmp_path):
 
 _KILLABLE = """
 import sys, time
-from eval import runner
+from eval import passes, runner
 from eval.features.inception import FIDInception
 from ffhq_tools.cli import main
-runner.CHECKPOINT_EVERY_IMAGES = 2
+passes.CHECKPOINT_EVERY_IMAGES = 2
 real_inception = runner.inception
 def slow_inception(ctx):
     extractor = real_inception(ctx)

@@ -49,6 +49,21 @@ def test_npz_round_trip_and_pytorch_fid_layout(tmp_path):
         load_gaussian(tmp_path / "bad.npz")
 
 
+def test_rows_only_stats_keep_features_and_refuse_moments(tmp_path):
+    rows = torch.from_numpy(np.random.default_rng(2).standard_normal((9, 5))).float()
+    stats = FeatureStats(5, capture=True, label="probs", moments=False)
+    stats.update(rows[:4])
+    stats.update(rows[4:])
+    assert stats.num == 9 and stats.gram.numel() == 0
+    with pytest.raises(StatsError, match="probs: only the features"):
+        stats.mean()
+    back = FeatureStats.load(stats.save(tmp_path / "rows.npz", "unbiased"))
+    assert (back.num, back.dim, back.moments) == (9, 5, False)
+    np.testing.assert_array_equal(back.features(), rows.numpy())
+    with pytest.raises(ValueError, match="keeps nothing"):
+        FeatureStats(5, capture=False, moments=False)
+
+
 def test_cache_key_changes_with_every_field():
     base = {"data": "a", "network": "b", "mode": "tf", "num": 10, "xflip": False}
     keys = {cache_key(base)}
