@@ -5,6 +5,7 @@ installed, snapshots, image grids from fixed seeds, and metric-<name>.jsonl.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from pathlib import Path
 
@@ -63,7 +64,8 @@ class Outputs:
     def start(self) -> None:
         self.writer = _tensorboard_writer(self.run_dir)
         if self.writer is None:
-            print("tensorboard is not installed: no event files (pip install tensorboard)")
+            print("tensorboard is not installed: no event files "
+                  "(pip install 'ffhq-tools[tensorboard]')")
         if self.t.state.cur_nimg == 0:
             count = min(self.t.settings.grid_size, len(self.t.dataset))
             items = [self.t.dataset[i] for i in range(count)]
@@ -92,18 +94,23 @@ class Outputs:
                   "memory_bytes": memory, "total_time_s": t.state.elapsed_s,
                   "timestamp": time.time(), **stats}
         append_jsonl(self.run_dir / "stats.jsonl", record)
-        if self.writer is not None:
-            for key, value in stats.items():
-                self.writer.add_scalar(key, value, global_step=t.state.cur_nimg)
-            self.writer.add_scalar("Timing/sec_per_kimg", record["sec_per_kimg"],
-                                   global_step=t.state.cur_nimg)
-            self.writer.flush()
+        self._scalars("", {**stats, "Timing/sec_per_kimg": record["sec_per_kimg"]})
         losses = " ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in sorted(stats.items())
                           if k.startswith("Loss/"))
         print(f"tick {tick:<5d} kimg {kimg:<9.3f} lod {level.lod:<5.2f} res {level.resolution:<5d}"
               f" time {_duration(t.state.elapsed_s):<10s} sec/tick {seconds:<7.2f} "
               f"sec/kimg {record['sec_per_kimg']:<8.2f} mem {memory / 2**30:<6.2f}GiB {losses}",
               flush=True)
+
+    def _scalars(self, prefix: str, values: dict) -> None:
+        """TensorBoard scalars at the current image count (numbers only), when it is installed."""
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                tag = f"{prefix}/{key}" if prefix else key
+                self.writer.add_scalar(tag, value, global_step=self.t.state.cur_nimg)
+        self.writer.flush()
 
     def _memory(self) -> int:
         """Peak memory of this tick on CUDA (the peak is reset), of the process on CPU."""
@@ -131,6 +138,7 @@ class Outputs:
                 row = {**row, "snapshot": path.name, "kimg": kimg}
                 append_jsonl(self.run_dir / f"metric-{name}.jsonl", row)
                 print(f"metric {name}: {row.get('results')}", flush=True)
+                self._scalars(f"Metrics/{name}", row.get("results") or {})
         return path
 
     def finish(self) -> None:

@@ -97,6 +97,26 @@ def test_metrics_run_at_snapshots_through_the_registry(shapes16, tmp_path, monke
     assert [r["kimg"] for r in rows] == [0.004, 0.008]
     assert rows[0]["protocol"]["num_gen"] == 2 and rows[0]["network"]["config"] == "tiny"
     assert rows[-1]["snapshot"] == "network-snapshot-000000.008.pt"
+    _assert_tensorboard_matches(run, rows)
+
+
+def _assert_tensorboard_matches(run: Path, metric_rows: list[dict]) -> None:
+    """The event file holds every stats.jsonl scalar and every metric result, at cur_nimg."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run)).Reload()
+    ticks = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    losses = sorted(key for key in ticks[-1] if key.startswith("Loss/"))
+    assert losses and set(losses) | {"Timing/sec_per_kimg", "Metrics/pixel_mean_test/mean"} \
+        <= set(events.Tags()["scalars"])
+    for key in losses:
+        logged = [(e.step, e.value) for e in events.Scalars(key)]
+        expected = [(round(t["kimg"] * 1000), t[key]) for t in ticks if key in t]
+        assert [s for s, _ in logged] == [s for s, _ in expected]
+        assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
+    metric = [(e.step, e.value) for e in events.Scalars("Metrics/pixel_mean_test/mean")]
+    assert metric == [(round(r["kimg"] * 1000), pytest.approx(r["results"]["mean"], rel=1e-6))
+                      for r in metric_rows]
 
 
 def _free_port() -> int:
