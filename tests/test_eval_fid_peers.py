@@ -1,4 +1,4 @@
-"""FID between two folders, ours vs pytorch-fid and torch-fidelity on identical weights: an
+"""FID, IS and KID of folders, ours vs pytorch-fid and torch-fidelity on identical weights: an
 architecture-exact Inception with seeded random weights and BatchNorm calibrated on photos,
 saved as pt_inception-2015-12-05-6726825d.pth where both peers look for it (TORCH_HOME)."""
 
@@ -66,3 +66,33 @@ def test_tf_mode_agrees_with_torch_fidelity(folders, torch_home, tmp_path):
     ours = _ours(folders, torch_home, "tf", tmp_path)
     assert theirs > 1.0
     assert ours == pytest.approx(theirs, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_inception_score_and_kid_agree_with_torch_fidelity(folders, torch_home, tmp_path):
+    """IS (bias-free logits, consecutive splits) and KID (cubic kernel, unbiased MMD^2) from
+    our TF-mode features and formulas; one KID subset of every image, so no draw differs."""
+    import torch_fidelity
+
+    from eval import runner, sampling
+    from eval.inception_score import inception_score_from_probs
+    from eval.kid import kid_from_features
+
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(folders[0]), input2=str(folders[1]), isc=True, isc_splits=3,
+        samples_shuffle=False, kid=True, kid_subsets=1, kid_subset_size=NUM, cuda=False,
+        verbose=False, cache=False, batch_size=NUM)
+    ctx = MetricContext(weights_overrides={"inception-fid": torch_home}, mode="tf",
+                        progress=False, stats_cache=tmp_path / "stats")
+    (batch,) = sampling.iterate_real(folders[0], NUM, NUM)
+    pool, probs = runner.inception(ctx)(batch, want_probs=True)
+    is_mean, is_std = inception_score_from_probs(probs.numpy(), 3)
+    real = runner.source_features(ctx, folders[1], None, capture=True).features()
+    kid = kid_from_features(pool.numpy(), real, num_subsets=1, max_subset_size=NUM)["kid"]
+    # Random logits keep IS near 1, so its excess over 1 (exp of the mean KL) is compared.
+    excess = theirs["inception_score_mean"] - 1
+    assert excess > 1e-4 and theirs["inception_score_std"] > 1e-5
+    assert is_mean - 1 == pytest.approx(excess, rel=1e-4)
+    assert is_std == pytest.approx(theirs["inception_score_std"], rel=1e-3)
+    assert abs(theirs["kernel_inception_distance_mean"]) > 1e-3
+    assert kid == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
