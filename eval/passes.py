@@ -63,11 +63,6 @@ def progress_bar(ctx: MetricContext, total: int, desc: str):
                 disable=not ctx.progress or ctx.rank != 0, leave=False)
 
 
-def barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 def layout_partials(base: Path, ctx: MetricContext, parts: tuple[str, ...]) -> list[Path]:
     """This rank's partial files `<base>.partial-b<batch>-of<processes>-r<rank><part>.npz`.
 
@@ -191,7 +186,7 @@ def cached_pass(ctx: MetricContext, source: str | Path, num: int | None,
     stats = _stream_real(ctx, source, count, resolution, xflip, extraction, partial, label)
     if ctx.rank == 0:
         stats.save(path, ctx.covariance, {**fields, "source": str(source)})
-    barrier()  # the cache file exists before any rank drops its partial
+    sampling.barrier()  # the cache file exists before any rank drops its partial
     partial.unlink(missing_ok=True)
     return stats
 

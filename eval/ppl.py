@@ -13,6 +13,7 @@ Box-downsampling policy: "tf" (StyleGAN TF code: factor = cropped height // 256)
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -151,19 +152,26 @@ def _check_options(space: str, sampling_mode: str, policy: str, noise: str) -> N
 def path_length_samples(G, distance, num_samples: int, *, space: str, sampling_mode: str,
                         crop: bool, policy: str = "tf", noise: str = "pair",
                         batch_size: int = 8, seed: int = 0, epsilon: float = EPSILON,
-                        device="cpu", progress: bool = False) -> np.ndarray:
-    """Every sample's scaled distance (this rank's share, gathered over ranks)."""
+                        device="cpu", progress: bool = False,
+                        checkpoint: Path | None = None) -> np.ndarray:
+    """Every sample's scaled distance (this rank's share, gathered over ranks).
+
+    With `checkpoint`, this rank's distances so far are saved there every ~2048 samples and
+    a rerun skips the batches it holds; the file goes once every rank is done.
+    """
     _check_options(space, sampling_mode, policy, noise)
     require_unconditional(G, "perceptual path length")
     rank, world = sampling.dist_info()
-    parts = []
+    parts, done = _resume_distances(checkpoint)
+    every = max(1, CHECKPOINT_EVERY_SAMPLES // batch_size)
     from tqdm import tqdm
 
     with tqdm(total=num_samples, desc=f"ppl_{space}{sampling_mode}", unit="pair",
               file=sys.stderr, disable=not progress or rank != 0, leave=False) as bar:
         for index, start in enumerate(range(0, num_samples, batch_size)):
             count = min(batch_size, num_samples - start)
-            if index % world == rank:
+            local = index // world  # this rank's batch number when the batch is its own
+            if index % world == rank and local >= done:
                 rng = torch.Generator().manual_seed(sampling.batch_seed(seed, index))
                 z = torch.randn(2 * count, G.z_dim, generator=rng)
                 t = torch.rand(count, generator=rng, dtype=torch.float64)
@@ -171,9 +179,36 @@ def path_length_samples(G, distance, num_samples: int, *, space: str, sampling_m
                 parts.append(pair_distances(
                     G, distance, z, t, space=space, crop=crop, policy=policy, noise=noise,
                     noise_seed=sampling.batch_seed(seed, index) + 1, epsilon=epsilon,
-                    device=device).cpu())
+                    device=device).cpu().numpy())
+                if checkpoint is not None and (local + 1) % every == 0:
+                    _save_distances(checkpoint, parts, local + 1)
             bar.update(count)
-    return _gather(torch.cat(parts).numpy() if parts else np.zeros(0))
+    samples = _gather(np.concatenate(parts) if parts else np.zeros(0))
+    if checkpoint is not None:  # every rank holds all samples now: the partials can go
+        checkpoint.unlink(missing_ok=True)
+    return samples
+
+
+CHECKPOINT_EVERY_SAMPLES = 2048
+
+
+def _resume_distances(path: Path | None) -> tuple[list[np.ndarray], int]:
+    """(this rank's saved distances, batches of this rank they cover) or ([], 0)."""
+    if path is None or not path.is_file():
+        return [], 0
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return [saved["distances"]], int(saved["batches"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise FfhqToolsError(f"{path}: unreadable partial path lengths ({exc}); delete it to "
+                             "start over") from exc
+
+
+def _save_distances(path: Path, parts: list[np.ndarray], batches: int) -> None:
+    from ffhq_tools.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, distances=np.concatenate(parts), batches=np.int64(batches))
 
 
 def _gather(local: np.ndarray) -> np.ndarray:
@@ -187,12 +222,12 @@ def _gather(local: np.ndarray) -> np.ndarray:
 def perceptual_path_length(G, distance, num_samples: int, *, space: str, sampling_mode: str,
                            crop: bool, policy: str = "tf", noise: str = "pair",
                            batch_size: int = 8, seed: int = 0, device="cpu",
-                           progress: bool = False) -> dict:
+                           progress: bool = False, checkpoint: Path | None = None) -> dict:
     """{"ppl": mean of the filtered distances, "num_kept", "num_samples"}."""
     samples = path_length_samples(G, distance, num_samples, space=space,
                                   sampling_mode=sampling_mode, crop=crop, policy=policy,
                                   noise=noise, batch_size=batch_size, seed=seed, device=device,
-                                  progress=progress)
+                                  progress=progress, checkpoint=checkpoint)
     if not np.isfinite(samples).all():
         raise FfhqToolsError("perceptual path length: non-finite distances (NaN/inf in the "
                              "generator output or the distance network)")
@@ -223,12 +258,30 @@ def _ppl_metric(ctx, space: str, sampling_mode: str, crop: bool) -> dict:
     source = lpips.preferred_source(ctx.weights_overrides)
     distance = lpips.load_distance(ctx.resolve_weights, source, ctx.device)
     ctx.use("distance", source)
+    options = {"space": space, "sampling_mode": sampling_mode, "crop": crop,
+               "policy": ctx.protocol["downsample"], "noise": ctx.protocol["noise"]}
     result = perceptual_path_length(
-        ctx.generator, distance, num, space=space, sampling_mode=sampling_mode, crop=crop,
-        policy=ctx.protocol["downsample"], noise=ctx.protocol["noise"],
-        batch_size=ctx.batch_size, seed=ctx.seed, device=ctx.device, progress=ctx.progress)
+        ctx.generator, distance, num, **options, batch_size=ctx.batch_size, seed=ctx.seed,
+        device=ctx.device, progress=ctx.progress,
+        checkpoint=_partial_path(ctx, num, {**options, "weights": dict(ctx.weights_used)}))
     ctx.use("num_kept", result["num_kept"])
     return {"ppl": result["ppl"]}
+
+
+def _partial_path(ctx, num: int, options: dict) -> Path | None:
+    """This rank's partial path lengths under the statistics cache, keyed by the checkpoint's
+    SHA-256 and everything that decides the samples; None without a checkpoint hash."""
+    from eval.passes import layout_partials
+    from eval.stats import cache_key, default_cache_dir
+
+    sha = (ctx.generator_info or {}).get("sha256")
+    if not sha:
+        return None
+    key = cache_key({"partial": "ppl/v1", "generator": sha, "seed": ctx.seed, "num": num,
+                     "epsilon": EPSILON, **options})
+    folder = Path(ctx.stats_cache or default_cache_dir()) / "partial"
+    (path,) = layout_partials(folder / key, ctx, ("",))
+    return path
 
 
 def _register(name: str, space: str, sampling_mode: str, crop: bool, num: int,

@@ -32,6 +32,12 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def barrier() -> None:
+    """Wait for every torch.distributed rank (nothing to wait for without one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def batch_seed(seed: int, batch_index: int) -> int:
     return (int(seed) * 1_000_003 + int(batch_index)) % (2**63 - 1)
 

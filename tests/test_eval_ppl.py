@@ -181,3 +181,28 @@ def test_bad_options_are_named():
     G.c_dim = 10
     with pytest.raises(Exception, match="unconditional generators; this one has c_dim=10"):
         ppl.path_length_samples(G, squared_l2, 4, space="w", sampling_mode="end", crop=True)
+
+
+def test_interrupted_run_resumes_to_identical_samples(tmp_path, monkeypatch):
+    monkeypatch.setattr(ppl, "CHECKPOINT_EVERY_SAMPLES", 32)  # every 2 batches of 16
+    G, checkpoint = LinearGenerator(seed=6), tmp_path / "ppl.partial.npz"
+    options = dict(space="z", sampling_mode="full", crop=True, batch_size=16, seed=2)
+    straight = ppl.path_length_samples(G, squared_l2, 100, **options)
+    calls = []
+
+    def dies_in_batch_6(a, b):
+        calls.append(len(a))
+        if len(calls) == 6:
+            raise KeyboardInterrupt("killed")
+        return squared_l2(a, b)
+
+    with pytest.raises(KeyboardInterrupt):
+        ppl.path_length_samples(G, dies_in_batch_6, 100, checkpoint=checkpoint, **options)
+    with np.load(checkpoint) as saved:
+        assert int(saved["batches"]) == 4 and saved["distances"].shape == (64,)
+    calls.clear()
+    resumed = ppl.path_length_samples(G, dies_in_batch_6, 100, checkpoint=checkpoint,
+                                      **options)
+    assert calls == [16, 16, 4]  # batches 5-7 only
+    np.testing.assert_array_equal(resumed, straight)
+    assert not checkpoint.exists()

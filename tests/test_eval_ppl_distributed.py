@@ -3,6 +3,8 @@ equal one process."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +40,53 @@ def test_two_ranks_produce_the_single_process_samples(tmp_path):
     gathered = np.load(out)
     assert gathered.shape == (50,)
     np.testing.assert_allclose(np.sort(gathered), np.sort(single), rtol=1e-12)
+
+
+def _resuming_worker(rank: int, world: int, init_file: str, folder: str,
+                     fail_at: int | None) -> None:
+    from test_eval_ppl import LinearGenerator, squared_l2
+
+    from eval import ppl
+
+    ppl.CHECKPOINT_EVERY_SAMPLES = 8  # every batch
+    calls = []
+
+    def distance(a, b):
+        calls.append(len(a))
+        if rank == 1 and len(calls) == fail_at:
+            raise KeyboardInterrupt("Killed")
+        return squared_l2(a, b)
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}",
+                                         rank=rank, world_size=world)
+    try:
+        samples = ppl.path_length_samples(LinearGenerator(), distance, 50, space="z",
+                                          sampling_mode="full", crop=True, batch_size=8, seed=4,
+                                          checkpoint=Path(folder) / f"r{rank}.npz")
+        np.save(Path(folder) / f"out-{rank}.npy", samples)
+        np.save(Path(folder) / f"calls-{rank}.npy", np.array(calls))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_resume_their_own_batches(tmp_path):
+    from test_eval_ppl import LinearGenerator, squared_l2
+
+    from eval import ppl
+
+    spawn = torch.multiprocessing.spawn
+    with pytest.raises(Exception, match="Killed|Connection closed"):
+        spawn(_resuming_worker, args=(2, str(tmp_path / "i1"), str(tmp_path), 3), nprocs=2)
+    with np.load(tmp_path / "r1.npz") as saved:
+        assert int(saved["batches"]) == 2  # global batches 1 and 3 of 0..6
+    spawn(_resuming_worker, args=(2, str(tmp_path / "i2"), str(tmp_path), None), nprocs=2)
+    assert np.load(tmp_path / "calls-1.npy").tolist() == [8]  # global batch 5 only
+    single = ppl.path_length_samples(LinearGenerator(), squared_l2, 50, space="z",
+                                     sampling_mode="full", crop=True, batch_size=8, seed=4)
+    for rank in (0, 1):
+        gathered = np.load(tmp_path / f"out-{rank}.npy")
+        np.testing.assert_allclose(np.sort(gathered), np.sort(single), rtol=1e-12)
+    assert not list(tmp_path.glob("r*.npz"))
 
 
 def _pr_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
