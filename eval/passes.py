@@ -26,6 +26,7 @@ from eval.stats import (
     cache_path,
     default_cache_dir,
     fingerprint,
+    global_batch_order,
 )
 
 CHECKPOINT_EVERY_IMAGES = 2048
@@ -111,15 +112,23 @@ def _checkpoint(paths: list[Path], tracked: list[FeatureStats], batches: int) ->
         stats.save(path, defaults.DEFAULT_COVARIANCE, {"batches": batches})
 
 
-def _generated_partials(ctx: MetricContext, num: int, extraction: Extraction) -> list[Path]:
-    """Where partial generated statistics are checkpointed, or [] without a checkpoint hash."""
+def generator_partials(ctx: MetricContext, fields: dict, parts: tuple[str, ...] = ("",)) \
+        -> list[Path]:
+    """This rank's partial files for work on the context's generator, under
+    `<stats cache>/partial/`, keyed by the checkpoint's SHA-256, the seed and `fields` (all
+    that decides the results); [] when the generator has no checkpoint hash."""
     sha = (ctx.generator_info or {}).get("sha256")
     if not sha:
         return []
-    key = cache_key({"partial": "generated/v2", "generator": sha, "seed": ctx.seed, "num": num,
-                     "features": extraction.key})
+    key = cache_key({"generator": sha, "seed": ctx.seed, **fields})
     folder = Path(ctx.stats_cache or default_cache_dir()) / "partial"
-    return layout_partials(folder / key, ctx, tuple(f"-{kept.name}" for kept in extraction.kept))
+    return layout_partials(folder / key, ctx, parts)
+
+
+def _generated_partials(ctx: MetricContext, num: int, extraction: Extraction) -> list[Path]:
+    return generator_partials(ctx, {"partial": "generated/v2", "num": num,
+                                    "features": extraction.key},
+                              tuple(f"-{kept.name}" for kept in extraction.kept))
 
 
 @torch.no_grad()
@@ -217,3 +226,67 @@ def _stream_real(ctx: MetricContext, source: Path, count: int, resolution: int |
                 last = batches
     stats.all_reduce(rows_per_batch=per_batch)
     return stats
+
+
+class RankResults:
+    """Per-batch result arrays of this rank's share of a sampling loop, resumable.
+
+    Global batch i of the loop belongs to rank i % world. `batches` yields this rank's batches
+    that the checkpoint at `path` (None: no checkpoint) does not hold yet; `add` appends one
+    batch's arrays (one row per item) and saves them all every ~2048 items; `gathered` returns
+    every rank's rows in one-process order and removes the checkpoint.
+    """
+
+    def __init__(self, path: Path | None, names: tuple[str, ...], batch_size: int):
+        self.path, self.names, self.batch_size = path, names, batch_size
+        self.rank, self.world = sampling.dist_info()
+        self.every = max(1, CHECKPOINT_EVERY_IMAGES // batch_size)
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        self.done = 0
+        if path is not None and path.is_file():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            with np.load(self.path, allow_pickle=False) as saved:
+                self.parts = {name: [saved[name]] for name in self.names}
+                self.done = int(saved["batches"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise StatsError(f"{self.path}: unreadable partial results ({exc}); delete it to "
+                             "start over") from exc
+
+    def batches(self, num: int, bar=None):
+        """(global batch index, item count) of this rank's pending batches; `bar` advances
+        over every batch of every rank."""
+        for index, start in enumerate(range(0, num, self.batch_size)):
+            count = min(self.batch_size, num - start)
+            if index % self.world == self.rank and index // self.world >= self.done:
+                yield index, count
+            if bar is not None:
+                bar.update(count)
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for name in self.names:
+            self.parts[name].append(np.asarray(arrays[name]))
+        self.done += 1
+        if self.path is not None and self.done % self.every == 0:
+            self._save()
+
+    def _save(self) -> None:
+        from ffhq_tools.atomic import atomic_path
+
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, batches=np.int64(self.done),
+                     **{name: np.concatenate(parts) for name, parts in self.parts.items()})
+
+    def gathered(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, parts in self.parts.items():
+            per_rank = [parts]
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                per_rank = [None] * self.world
+                torch.distributed.all_gather_object(per_rank, parts)
+            out[name] = np.concatenate(global_batch_order(per_rank, self.batch_size))
+        if self.path is not None:  # every rank holds all results now: the partial can go
+            self.path.unlink(missing_ok=True)
+        return out

@@ -154,69 +154,30 @@ def path_length_samples(G, distance, num_samples: int, *, space: str, sampling_m
                         batch_size: int = 8, seed: int = 0, epsilon: float = EPSILON,
                         device="cpu", progress: bool = False,
                         checkpoint: Path | None = None) -> np.ndarray:
-    """Every sample's scaled distance (this rank's share, gathered over ranks).
+    """Every sample's scaled distance, gathered over ranks in one-process order.
 
     With `checkpoint`, this rank's distances so far are saved there every ~2048 samples and
     a rerun skips the batches it holds; the file goes once every rank is done.
     """
-    _check_options(space, sampling_mode, policy, noise)
-    require_unconditional(G, "perceptual path length")
-    rank, world = sampling.dist_info()
-    parts, done = _resume_distances(checkpoint)
-    every = max(1, CHECKPOINT_EVERY_SAMPLES // batch_size)
     from tqdm import tqdm
 
+    from eval.passes import RankResults
+
+    _check_options(space, sampling_mode, policy, noise)
+    require_unconditional(G, "perceptual path length")
+    results = RankResults(checkpoint, ("distances",), batch_size)
     with tqdm(total=num_samples, desc=f"ppl_{space}{sampling_mode}", unit="pair",
-              file=sys.stderr, disable=not progress or rank != 0, leave=False) as bar:
-        for index, start in enumerate(range(0, num_samples, batch_size)):
-            count = min(batch_size, num_samples - start)
-            local = index // world  # this rank's batch number when the batch is its own
-            if index % world == rank and local >= done:
-                rng = torch.Generator().manual_seed(sampling.batch_seed(seed, index))
-                z = torch.randn(2 * count, G.z_dim, generator=rng)
-                t = torch.rand(count, generator=rng, dtype=torch.float64)
-                t = t * (1.0 if sampling_mode == "full" else 0.0)
-                parts.append(pair_distances(
-                    G, distance, z, t, space=space, crop=crop, policy=policy, noise=noise,
-                    noise_seed=sampling.batch_seed(seed, index) + 1, epsilon=epsilon,
-                    device=device).cpu().numpy())
-                if checkpoint is not None and (local + 1) % every == 0:
-                    _save_distances(checkpoint, parts, local + 1)
-            bar.update(count)
-    samples = _gather(np.concatenate(parts) if parts else np.zeros(0))
-    if checkpoint is not None:  # every rank holds all samples now: the partials can go
-        checkpoint.unlink(missing_ok=True)
-    return samples
-
-
-CHECKPOINT_EVERY_SAMPLES = 2048
-
-
-def _resume_distances(path: Path | None) -> tuple[list[np.ndarray], int]:
-    """(this rank's saved distances, batches of this rank they cover) or ([], 0)."""
-    if path is None or not path.is_file():
-        return [], 0
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            return [saved["distances"]], int(saved["batches"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise FfhqToolsError(f"{path}: unreadable partial path lengths ({exc}); delete it to "
-                             "start over") from exc
-
-
-def _save_distances(path: Path, parts: list[np.ndarray], batches: int) -> None:
-    from ffhq_tools.atomic import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, distances=np.concatenate(parts), batches=np.int64(batches))
-
-
-def _gather(local: np.ndarray) -> np.ndarray:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return local
-    gathered: list = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, local)
-    return np.concatenate(gathered)
+              file=sys.stderr, disable=not progress or results.rank != 0, leave=False) as bar:
+        for index, count in results.batches(num_samples, bar):
+            rng = torch.Generator().manual_seed(sampling.batch_seed(seed, index))
+            z = torch.randn(2 * count, G.z_dim, generator=rng)
+            t = torch.rand(count, generator=rng, dtype=torch.float64)
+            t = t * (1.0 if sampling_mode == "full" else 0.0)
+            results.add(distances=pair_distances(
+                G, distance, z, t, space=space, crop=crop, policy=policy, noise=noise,
+                noise_seed=sampling.batch_seed(seed, index) + 1, epsilon=epsilon,
+                device=device).cpu().numpy())
+    return results.gathered()["distances"]
 
 
 def perceptual_path_length(G, distance, num_samples: int, *, space: str, sampling_mode: str,
@@ -253,6 +214,7 @@ PPL_METRICS = {
 
 def _ppl_metric(ctx, space: str, sampling_mode: str, crop: bool) -> dict:
     from eval.features import lpips
+    from eval.passes import generator_partials
 
     num = ctx.count("num_samples", ctx.num_gen)
     source = lpips.preferred_source(ctx.weights_overrides)
@@ -260,28 +222,14 @@ def _ppl_metric(ctx, space: str, sampling_mode: str, crop: bool) -> dict:
     ctx.use("distance", source)
     options = {"space": space, "sampling_mode": sampling_mode, "crop": crop,
                "policy": ctx.protocol["downsample"], "noise": ctx.protocol["noise"]}
+    fields = {"partial": "ppl/v1", "num": num, "epsilon": EPSILON, **options,
+              "weights": dict(ctx.weights_used)}
+    (checkpoint,) = generator_partials(ctx, fields) or [None]
     result = perceptual_path_length(
         ctx.generator, distance, num, **options, batch_size=ctx.batch_size, seed=ctx.seed,
-        device=ctx.device, progress=ctx.progress,
-        checkpoint=_partial_path(ctx, num, {**options, "weights": dict(ctx.weights_used)}))
+        device=ctx.device, progress=ctx.progress, checkpoint=checkpoint)
     ctx.use("num_kept", result["num_kept"])
     return {"ppl": result["ppl"]}
-
-
-def _partial_path(ctx, num: int, options: dict) -> Path | None:
-    """This rank's partial path lengths under the statistics cache, keyed by the checkpoint's
-    SHA-256 and everything that decides the samples; None without a checkpoint hash."""
-    from eval.passes import layout_partials
-    from eval.stats import cache_key, default_cache_dir
-
-    sha = (ctx.generator_info or {}).get("sha256")
-    if not sha:
-        return None
-    key = cache_key({"partial": "ppl/v1", "generator": sha, "seed": ctx.seed, "num": num,
-                     "epsilon": EPSILON, **options})
-    folder = Path(ctx.stats_cache or default_cache_dir()) / "partial"
-    (path,) = layout_partials(folder / key, ctx, ("",))
-    return path
 
 
 def _register(name: str, space: str, sampling_mode: str, crop: bool, num: int,

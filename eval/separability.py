@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,51 +96,39 @@ def separability_from_samples(latents: dict[str, np.ndarray],
 
 @torch.no_grad()
 def collect_samples(G, classifiers: dict, num: int, batch_size: int, seed: int, device,
-                    progress: bool = False):
-    """Generate `num` images; latents z, w (last layer) and every classifier's probabilities."""
+                    progress: bool = False, checkpoint: Path | None = None):
+    """Generate `num` images; latents z, w (last layer) and every classifier's probabilities,
+    gathered over ranks in one-process order. With `checkpoint`, this rank's samples are saved
+    every ~2048 images and a rerun skips the batches it holds."""
     from tqdm import tqdm
 
     from eval.features.attributes import class_probabilities, prepare_images
+    from eval.passes import RankResults
 
     device = torch.device(device)
-    rank, world = sampling.dist_info()
-    z_parts, w_parts, prob_parts = [], [], {i: [] for i in classifiers}
+    results = RankResults(checkpoint, ("z", "w", *(f"p{i}" for i in classifiers)), batch_size)
     fork = [device] if device.type == "cuda" else []
     with tqdm(total=num, desc="ls samples", unit="img", file=sys.stderr,
-              disable=not progress or rank != 0, leave=False) as bar:
-        for index, start in enumerate(range(0, num, batch_size)):
-            count = min(batch_size, num - start)
-            bar.update(count)
-            if index % world != rank:
-                continue
+              disable=not progress or results.rank != 0, leave=False) as bar:
+        for index, count in results.batches(num, bar):
             rng = torch.Generator().manual_seed(sampling.batch_seed(seed, index))
             z = torch.randn(count, G.z_dim, generator=rng).to(device)
             ws = G.mapping(z, None, truncation_psi=1.0)
             with torch.random.fork_rng(devices=fork):
                 torch.manual_seed(sampling.batch_seed(seed, index) + 1)
                 images = G.synthesis(ws, noise_mode="random").float()
-            z_parts.append(z.cpu())
-            w_parts.append(ws[:, -1].float().cpu())
-            for i, net in classifiers.items():
-                x = prepare_images(images, net.config.resolution)
-                prob_parts[i].append(class_probabilities(net(x)).double().cpu())
-    latents = {"z": _gather(z_parts), "w": _gather(w_parts)}
-    return latents, {i: _gather(parts) for i, parts in prob_parts.items()}
-
-
-def _gather(parts: list[torch.Tensor]) -> np.ndarray:
-    local = torch.cat(parts).numpy() if parts else np.zeros((0, 0))
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return local
-    gathered: list = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, local)
-    return np.concatenate([g for g in gathered if g.size])
+            probabilities = {f"p{i}": class_probabilities(
+                net(prepare_images(images, net.config.resolution))).double().cpu().numpy()
+                for i, net in classifiers.items()}
+            results.add(z=z.cpu().numpy(), w=ws[:, -1].float().cpu().numpy(), **probabilities)
+    arrays = results.gathered()
+    return {"z": arrays["z"], "w": arrays["w"]}, {i: arrays[f"p{i}"] for i in classifiers}
 
 
 def linear_separability(G, classifiers: dict, num_samples: int = NUM_SAMPLES,
                         num_keep: int | None = None, batch_size: int = 16, seed: int = 0,
                         device="cpu", progress: bool = False,
-                        svm_options: dict = SVM_OPTIONS) -> dict:
+                        svm_options: dict = SVM_OPTIONS, checkpoint: Path | None = None) -> dict:
     """The separability of `G` in Z and W with the given {attribute index: classifier}.
 
     Returns {"scores": {"z", "w"}, "entropies": {index: {"z", "w"}}, counts}.
@@ -161,7 +150,7 @@ def linear_separability(G, classifiers: dict, num_samples: int = NUM_SAMPLES,
     for net in classifiers.values():
         net.to(device).eval()
     latents, probabilities = collect_samples(G, classifiers, num_samples, batch_size, seed,
-                                             device, progress)
+                                             device, progress, checkpoint)
     result = separability_from_samples(latents, probabilities, num_keep, svm_options)
     return {**result, "num_samples": num_samples, "num_keep": num_keep}
 
@@ -170,6 +159,7 @@ def linear_separability(G, classifiers: dict, num_samples: int = NUM_SAMPLES,
 
 def _ls(ctx) -> dict:
     from eval.features.attributes import load_attribute_classifiers
+    from eval.passes import generator_partials
 
     num = ctx.count("num_samples", ctx.num_gen)
     if num % 4:
@@ -181,8 +171,10 @@ def _ls(ctx) -> dict:
     classifiers = load_attribute_classifiers(ctx.resolve_weights, indices, ctx.device)
     batch = max(4, ctx.batch_size - ctx.batch_size % 4)  # whole minibatch-stddev groups
     ctx.use("batch_size", batch)
+    fields = {"partial": "ls/v1", "num": num, "weights": dict(ctx.weights_used)}
+    (checkpoint,) = generator_partials(ctx, fields) or [None]
     result = linear_separability(ctx.generator, classifiers, num, num_keep, batch, ctx.seed,
-                                 ctx.device, ctx.progress)
+                                 ctx.device, ctx.progress, checkpoint=checkpoint)
     ctx.notes["entropy_bits"] = {CELEBAHQ_ATTRIBUTES[i]: h
                                  for i, h in result["entropies"].items()}
     return {"ls_z": result["scores"]["z"], "ls_w": result["scores"]["w"]}

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eval import ppl
+from eval import passes, ppl
 
 
 class LinearGenerator(torch.nn.Module):
@@ -184,7 +184,7 @@ def test_bad_options_are_named():
 
 
 def test_interrupted_run_resumes_to_identical_samples(tmp_path, monkeypatch):
-    monkeypatch.setattr(ppl, "CHECKPOINT_EVERY_SAMPLES", 32)  # every 2 batches of 16
+    monkeypatch.setattr(passes, "CHECKPOINT_EVERY_IMAGES", 32)  # every 2 batches of 16
     G, checkpoint = LinearGenerator(seed=6), tmp_path / "ppl.partial.npz"
     options = dict(space="z", sampling_mode="full", crop=True, batch_size=16, seed=2)
     straight = ppl.path_length_samples(G, squared_l2, 100, **options)

@@ -76,19 +76,24 @@ def test_cli_verb_trains_and_prints_weights_flags(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ls_metric_end_to_end_with_own_classifiers(tmp_path):
-    from test_eval_ppl import LinearGenerator
-
-    from eval.registry import MetricContext, compute_metric
-
+def _classifier_files(folder) -> dict:
     torch.manual_seed(0)
     overrides = {}
     for i in range(len(CELEBAHQ_ATTRIBUTES)):
         net = attributes.AttributeClassifier(attributes.ClassifierConfig(
             resolution=16, fmap_base=32, fmap_max=8))
-        path = tmp_path / classifiers.classifier_filename(i)
+        path = folder / classifiers.classifier_filename(i)
         attributes.save_classifier(path, net, CELEBAHQ_ATTRIBUTES[i], {})
         overrides[f"celebahq-classifier-{i:02d}"] = path
+    return overrides
+
+
+def test_ls_metric_end_to_end_with_own_classifiers(tmp_path):
+    from test_eval_ppl import LinearGenerator
+
+    from eval.registry import MetricContext, compute_metric
+
+    overrides = _classifier_files(tmp_path)
     G = LinearGenerator(resolution=32, seed=1)
     ctx = MetricContext(generator=G, num_gen=64, batch_size=16, progress=False,
                         weights_overrides=overrides)
@@ -100,3 +105,38 @@ def test_ls_metric_end_to_end_with_own_classifiers(tmp_path):
     expected_w = 2.0 ** sum(h["w"] for h in entropies.values())
     assert row["results"]["ls_w"] == pytest.approx(expected_w)
     assert row["results"]["ls_z"] >= 1.0
+
+
+def test_killed_ls_sampling_resumes_to_the_same_row(tmp_path, monkeypatch):
+    from test_eval_ppl import LinearGenerator
+
+    from eval import passes
+    from eval.registry import MetricContext, compute_metric
+
+    overrides = _classifier_files(tmp_path)
+    monkeypatch.setattr(passes, "CHECKPOINT_EVERY_IMAGES", 16)  # every batch
+
+    class DiesInBatch3(LinearGenerator):
+        calls = 0
+
+        def synthesis(self, ws, noise_mode="random"):
+            DiesInBatch3.calls += 1
+            if DiesInBatch3.calls == 3:
+                raise KeyboardInterrupt("killed")
+            return super().synthesis(ws, noise_mode)
+
+    def ls(G, cache):
+        return compute_metric("ls", MetricContext(
+            generator=G, generator_info={"sha256": "c" * 64}, num_gen=64, batch_size=16,
+            progress=False, weights_overrides=overrides, stats_cache=cache))
+
+    straight = ls(LinearGenerator(resolution=32, seed=1), tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        ls(DiesInBatch3(resolution=32, seed=1), tmp_path / "b")
+    assert len(list((tmp_path / "b" / "partial").glob("*.partial-b16-of1-r0.npz"))) == 1
+    DiesInBatch3.calls = 10  # no second death
+    resumed = ls(DiesInBatch3(resolution=32, seed=1), tmp_path / "b")
+    assert DiesInBatch3.calls == 12  # batches 3 and 4 only
+    assert resumed["results"] == straight["results"]
+    assert resumed["notes"] == straight["notes"]
+    assert not list((tmp_path / "b" / "partial").glob("*.npz"))
