@@ -16,7 +16,13 @@ import pytest
 from ffhq_tools.cli import main as cli_main
 from ffhq_tools.crawl.downloader import DownloadOptions, download_files, download_manifest
 from ffhq_tools.crawl.http import HttpSettings
-from ffhq_tools.crawl.loopback import FAULTS, LoopbackServer, make_photos, manifest_for
+from ffhq_tools.crawl.loopback import (
+    DRIVE_FAULTS,
+    FAULTS,
+    LoopbackServer,
+    make_photos,
+    manifest_for,
+)
 from ffhq_tools.crawl.manifest import ManifestError, manifest_specs, parse_shard, select_specs
 from ffhq_tools.crawl.stats import format_stats, stats_rows
 
@@ -119,6 +125,44 @@ def test_max_size_is_enforced_without_retry(tmp_path, photos):
         assert server.attempts[f"/img/{photos[0].id}.png"] == 1
     assert "maximum file size" in report.failed[0].reason
     assert list((tmp_path / "out").rglob("*.png")) == []
+
+
+def test_google_drive_pages_are_followed_or_named(tmp_path, photos):
+    """FFHQ's file_url entries are Drive links: its "Download anyway" page (form or older link)
+    is followed to the file; a quota page fails at once with a reason that says so."""
+    with LoopbackServer(photos[:3], fault_rate=1.0, faults=DRIVE_FAULTS) as server:
+        specs = manifest_specs(manifest_for(server, photos[:3]), "in_the_wild")
+        report = download_files(specs, tmp_path / "out", FAST)
+        attempts = [server.attempts[f"/img/{p.id}.png"] for p in photos[:3]]
+    results = report.results  # in manifest order
+    for i in (0, 1):  # drive_form, drive_link: one attempt, two requests, the right bytes
+        assert results[i].status == "downloaded" and results[i].attempts == 1
+        assert results[i].path.read_bytes() == photos[i].data
+    assert attempts[:2] == [1, 1]  # the confirm request is answered by the file
+    quota = results[2]
+    assert quota.status == "failed" and quota.attempts == 1 and attempts[2] == 1
+    assert "Google Drive: download quota exceeded" in quota.reason
+    assert not (tmp_path / "out" / specs[2].file_path).exists()
+
+
+@pytest.mark.parametrize("title,content_type,expected", [
+    ("Sign in - Google Accounts", "text/html; charset=utf-8", "not shared publicly"),
+    ("Google Drive - Virus scan warning", "text/html", "instead of the file"),  # no link
+    ("Photo unavailable", "text/html", None),  # not Drive: verification judges it
+    ("Google Drive - Quota exceeded", "image/png", None),  # a file, whatever it holds
+])
+def test_drive_pages_without_a_file_are_named(tmp_path, title, content_type, expected):
+    from ffhq_tools.crawl.drive import confirmed_url, read_drive_page
+    from ffhq_tools.crawl.http import FetchError
+
+    page_file = tmp_path / "page"
+    page_file.write_text(f"<html><head><title>{title}</title></head><body></body></html>")
+    page = read_drive_page(page_file, page_file.stat().st_size, content_type)
+    if expected is None:
+        assert page is None
+    else:
+        with pytest.raises(FetchError, match=expected):
+            confirmed_url(page, "https://drive.google.com/uc?id=x")
 
 
 def test_retry_after_pauses_the_host(tmp_path, photos):

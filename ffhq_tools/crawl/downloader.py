@@ -9,6 +9,7 @@ import shutil
 import sys
 import threading
 import time
+import urllib.parse
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ffhq_tools.atomic import append_jsonl, atomic_path
-from ffhq_tools.crawl.http import ConnectionPool, FetchError, HttpSettings, fetch, redact
+from ffhq_tools.crawl.drive import confirmed_url, read_drive_page
+from ffhq_tools.crawl.http import (
+    ConnectionPool,
+    FetchError,
+    FetchResult,
+    HttpSettings,
+    fetch,
+    redact,
+)
 from ffhq_tools.crawl.manifest import (
     FileSpec,
     load_manifest,
@@ -171,14 +180,30 @@ class _Worker:
 
     def _attempt(self, spec: FileSpec, final: Path) -> FileRecord:
         with atomic_path(final) as tmp:
-            with open(tmp, "wb") as out, self.gate.slot(spec.host):
-                self.limiter.acquire()
-                result = fetch(spec.url, out, self.options.http, self._count, self.pool)
+            result = self._fetch(spec.url, tmp)
             record = verify_file(tmp, spec, size=result.size, md5=result.md5,
                                  decode=self.options.decode)
             os.chmod(tmp, 0o644)
             resolve_inside(self.out_dir, spec.file_path)
         return record
+
+    def _fetch(self, url: str, tmp: Path) -> FetchResult:
+        """GET `url` into tmp; a Google Drive "Download anyway" page is followed once."""
+        result = self._get(url, tmp)
+        page = read_drive_page(tmp, result.size, result.content_type)
+        if page is None:
+            return result
+        result = self._get(confirmed_url(page, result.url), tmp)
+        page = read_drive_page(tmp, result.size, result.content_type)
+        if page is not None:
+            raise FetchError(f"Google Drive answered its own download link with a page "
+                             f"({page.title!r}) instead of the file")
+        return result
+
+    def _get(self, url: str, tmp: Path) -> FetchResult:
+        with open(tmp, "wb") as out, self.gate.slot(urllib.parse.urlsplit(url).netloc.lower()):
+            self.limiter.acquire()
+            return fetch(url, out, self.options.http, self._count, self.pool)
 
     def _fail(self, spec: FileSpec, final: Path, attempts: int, reason: str) -> FileResult:
         append_jsonl(self.failures_path, {

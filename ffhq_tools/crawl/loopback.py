@@ -5,7 +5,8 @@ real 4,000-result cap behaviour, error 20 "excessive photo offset"), and
 `flickr.photos.licenses.getInfo`, and serves generated PNG photos. It can inject faults into
 the first request of a chosen fraction of URLs: HTTP 500 / 503, 429 with Retry-After, a
 connection reset, a stall past the client's read timeout, a truncated body, wrong bytes (a
-different valid image), an HTML page instead of an image, and a redirect to a file:// URL.
+different valid image), an HTML page instead of an image, and a redirect to a file:// URL;
+and Google Drive's "Download anyway" and "Quota exceeded" pages (`DRIVE_FAULTS`).
 It records every request so tests can check what a crawler asked for.
 """
 
@@ -30,6 +31,9 @@ from PIL import Image
 FAULTS = ("500", "503", "429", "reset", "stall", "truncate", "wrong_bytes", "html",
           "file_redirect")
 API_FAULTS = ("500", "503", "429", "reset")
+# Google Drive's pages in place of the file (FFHQ's file_url entries are Drive links): "Download
+# anyway" as a form or as an older link (both lead to ?confirm=t), and a quota page.
+DRIVE_FAULTS = ("drive_form", "drive_link", "drive_quota")
 LICENSES = [  # id, name, url: the table flickr.photos.licenses.getInfo returns
     (0, "All Rights Reserved", ""),
     (1, "Attribution-NonCommercial-ShareAlike License",
@@ -41,6 +45,26 @@ LICENSES = [  # id, name, url: the table flickr.photos.licenses.getInfo returns
     (9, "Public Domain Dedication (CC0)", "https://creativecommons.org/publicdomain/zero/1.0/"),
     (10, "Public Domain Mark", "https://creativecommons.org/publicdomain/mark/1.0/"),
 ]
+
+
+def drive_page(kind: str, photo_id: str) -> str:
+    """A page shaped like Google Drive's answer of that kind, leading back to /img/<id>.png."""
+    if kind == "drive_quota":
+        return ("<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head>"
+                "<body><p>Too many users have viewed or downloaded this file recently.</p>"
+                "</body></html>")
+    if kind == "drive_form":
+        hidden = "".join(f'<input type="hidden" name="{name}" value="{value}">' for name, value in
+                         (("id", photo_id), ("export", "download"), ("confirm", "t"),
+                          ("uuid", f"u-{photo_id}")))
+        body = (f'<form id="download-form" action="/img/{photo_id}.png" method="get">'
+                f'<input type="submit" id="uc-download-link" value="Download anyway">{hidden}'
+                "</form>")
+    else:
+        body = (f'<a id="uc-download-link" href="/img/{photo_id}.png?export=download&amp;'
+                'confirm=t">Download anyway</a>')
+    return ("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>"
+            f"<body><p>Google Drive can't scan this file for viruses.</p>{body}</body></html>")
 
 
 @dataclass(frozen=True)
@@ -225,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path == "/services/rest/":
             self._api(self.path, dict(urllib.parse.parse_qsl(parts.query)))
         elif parts.path.startswith("/img/"):
-            self._image(parts.path)
+            self._image(parts.path, dict(urllib.parse.parse_qsl(parts.query)))
         else:
             self._send(404, b"not found", "text/plain")
 
@@ -255,12 +279,18 @@ class _Handler(BaseHTTPRequestHandler):
             answer = {"stat": "fail", "code": 112, "message": "Method not found"}
         self._send(200, json.dumps(answer).encode(), "application/json")
 
-    def _image(self, path: str):
+    def _image(self, path: str, query: dict):
         photo = self.state.photos.get(path[len("/img/"):-len(".png")])
         if photo is None:
             self._send(404, b"no such photo", "text/plain")
             return
-        fault = self.state.fault_for(path, is_api=False)
+        drive = self.state.image_faults.get(path, "")
+        if drive in DRIVE_FAULTS and (drive == "drive_quota" or query.get("confirm") != "t"):
+            with self.state.lock:
+                self.state.attempts[path] += 1
+            self._send(200, drive_page(drive, photo.id).encode(), "text/html; charset=utf-8")
+            return
+        fault = None if drive in DRIVE_FAULTS else self.state.fault_for(path, is_api=False)
         if fault is not None and self._inject(fault, photo.data):
             return
         self._send(200, photo.data, "image/png")
