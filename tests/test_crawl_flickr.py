@@ -226,3 +226,33 @@ def test_unreachable_api_error_shows_the_request_redacted():
     assert KEY not in repr(client)
     with pytest.raises(FlickrError, match="--api-base"):
         FlickrClient(KEY, "file:///etc/passwd")
+
+
+def test_countries_come_from_places_once_each_and_resume(tmp_path, photos, monkeypatch):
+    from ffhq_tools.crawl import flickr_crawl
+    from ffhq_tools.crawl.loopback import PLACE_IDS
+
+    monkeypatch.setattr(flickr_crawl, "PLACES_SAVE_EVERY", 1)
+
+    class DiesInThirdPlace(FlickrClient):
+        def place_country(self, place_id):
+            if place_id == sorted(p for p in PLACE_IDS if p)[2]:
+                raise Interrupted
+            return super().place_country(place_id)
+
+    with LoopbackServer(photos, api_key=KEY) as server:
+        dying = DiesInThirdPlace(KEY, server.api_base, requests_per_hour=1e9, http=FAST_HTTP)
+        with pytest.raises(Interrupted):
+            crawl_flickr(query(50), tmp_path, dying, progress=False, countries=True)
+        assert json.loads((tmp_path / "places.json").read_text()) == {
+            "ca": "Canada", "fi-helsinki": "Finland"}  # saved before the interruption
+        result = crawl_flickr(query(50), tmp_path, client_for(server), progress=False,
+                              countries=True)
+        lookups = {k: v for k, v in server.requests.items() if k.startswith("place:")}
+    assert lookups == {f"place:{p}": 1 for p in PLACE_IDS if p}  # each place asked once
+    expected = {"fi-helsinki": "Finland", "us-sf": "United States", "ca": "Canada",
+                "gone": "", "": ""}
+    by_id = {p.id: expected[p.place_id] for p in photos}
+    manifest = json.loads(result.manifest_path.read_text())
+    got = {e["metadata"]["flickr_id"]: e["metadata"]["country"] for e in manifest.values()}
+    assert got == by_id and {"Finland", "United States", "Canada", ""} == set(got.values())

@@ -101,7 +101,7 @@ def _flickr(args) -> int:
     result = crawl_flickr(
         query, args.out, client, result_cap=args.result_cap,
         download=None if args.no_download else download_options(args, decode=True),
-        progress=not args.no_progress)
+        progress=not args.no_progress, countries=args.countries)
     print(result.summary())
     return 1 if result.failed_downloads else 0
 
@@ -143,6 +143,9 @@ def add_verbs(verbs) -> None:
     p.add_argument("--requests-per-hour", type=_positive(float), default=3600.0)
     p.add_argument("--result-cap", type=_positive(int), default=4000,
                    help="results one query can reach (Flickr: 4000)")
+    p.add_argument("--countries", action="store_true",
+                   help="fill each geotagged photo's metadata.country (one flickr.places.getInfo "
+                        "per distinct place, cached in OUT/places.json)")
     p.add_argument("--no-download", action="store_true", help="write the manifest only")
     add_download_flags(p)
     p.set_defaults(func=_flickr)

@@ -1,4 +1,5 @@
-"""A small Flickr REST client: `flickr.photos.search` and `flickr.photos.licenses.getInfo`,
+"""A small Flickr REST client: `flickr.photos.search`, `flickr.photos.licenses.getInfo` and
+`flickr.places.getInfo` (a geotagged photo's country),
 with a requests-per-hour limit, retries with backoff and Retry-After, and an API key that
 never appears in an error, a log line or a file (URLs are shown redacted)."""
 
@@ -22,7 +23,8 @@ from ffhq_tools.download import backoff_delay
 from ffhq_tools.errors import FfhqToolsError
 
 DEFAULT_API_BASE = "https://api.flickr.com/services/rest/"
-SEARCH_EXTRAS = "license,date_upload,owner_name,url_o,o_dims,original_format"
+SEARCH_EXTRAS = "license,date_upload,owner_name,url_o,o_dims,original_format,geo"
+PLACE_NOT_FOUND = 3  # flickr.places.getInfo's error code
 RETRYABLE_CODES = frozenset({0, 105, 106, 201})  # unknown, unavailable, write failed, timeout
 
 
@@ -124,3 +126,21 @@ class FlickrClient:
             raise FlickrError("flickr.photos.licenses.getInfo: answer has no 'license' list")
         return {str(row["id"]): {"name": str(row.get("name", "")), "url": str(row.get("url", ""))}
                 for row in rows if isinstance(row, dict) and "id" in row}
+
+    def place_country(self, place_id: str) -> str:
+        """The country of a Flickr place ("" when Flickr does not know the place): the name of
+        its `country` part, else the first segment of its place URL (/Canada/Quebec/Montreal)."""
+        try:
+            answer = self.call("flickr.places.getInfo", {"place_id": place_id})
+        except FlickrError as exc:
+            if exc.code == PLACE_NOT_FOUND:
+                return ""
+            raise
+        place = answer.get("place")
+        if not isinstance(place, dict):
+            raise FlickrError("flickr.places.getInfo: answer has no 'place'")
+        country = place.get("country")
+        if isinstance(country, dict) and str(country.get("_content", "")).strip():
+            return str(country["_content"]).strip()
+        first = str(place.get("place_url", "")).strip("/").split("/")[0]
+        return urllib.parse.unquote_plus(first)

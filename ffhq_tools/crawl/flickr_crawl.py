@@ -3,6 +3,7 @@
 Layout of the output folder:
     crawl-state.json          resumable search state (query without the API key, licenses)
     photos.jsonl              every photo found, deduplicated by id
+    places.json               Flickr place id -> country, with --countries (resumable cache)
     manifest.json             FFHQ v2 schema, entries "0".."N-1" in photo-id order
     in-the-wild-images/00000/00000.jpg ...
     failures.jsonl            downloads that failed after the last retry (if any)
@@ -15,6 +16,7 @@ so `ffhq-tools crawl manifest` can re-download and verify the same dataset elsew
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ __all__ = ["FlickrQuery", "FlickrCrawlResult", "build_manifest", "crawl_flickr",
            "parse_upload_date"]
 
 MANIFEST_FILE = "manifest.json"
+PLACES_FILE = "places.json"
+PLACES_SAVE_EVERY = 50
 IMAGES_FOLDER = "in-the-wild-images"
 IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "gif"}
 VERIFIED_FIELDS = ("file_size", "file_md5", "pixel_size", "pixel_md5")
@@ -73,7 +77,8 @@ def _id_key(photo: dict) -> tuple[int, str]:
     return (int(text), "") if text.isdigit() else (1 << 62, text)
 
 
-def _entry(index: int, photo: dict, licenses: dict, date_crawled: str) -> dict:
+def _entry(index: int, photo: dict, licenses: dict, date_crawled: str,
+           countries: dict[str, str]) -> dict:
     license_info = licenses.get(str(photo.get("license", "")), {})
     uploaded = int(photo.get("dateupload", 0) or 0)
     return {
@@ -82,7 +87,7 @@ def _entry(index: int, photo: dict, licenses: dict, date_crawled: str) -> dict:
             "photo_url": f"https://www.flickr.com/photos/{photo.get('owner', '')}/{photo['id']}/",
             "photo_title": str(photo.get("title", "")),
             "author": str(photo.get("ownername", "")),
-            "country": "",
+            "country": countries.get(str(photo.get("place_id", "")), ""),
             "license": license_info.get("name", f"flickr license {photo.get('license')}"),
             "license_url": license_info.get("url", ""),
             "date_uploaded": time.strftime("%Y-%m-%d", time.gmtime(uploaded)),
@@ -102,13 +107,35 @@ def _has_original(photo: dict) -> bool:
     return isinstance(url, str) and urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
 
 
-def build_manifest(photos: dict[str, dict], licenses: dict[str, dict],
-                   date_crawled: str) -> tuple[dict, int]:
-    """(manifest, photos skipped because they have no public http(s) original URL)."""
+def build_manifest(photos: dict[str, dict], licenses: dict[str, dict], date_crawled: str,
+                   countries: dict[str, str] | None = None) -> tuple[dict, int]:
+    """(manifest, photos skipped because they have no public http(s) original URL); a
+    photo's country comes from `countries` (Flickr place id -> name), else stays empty."""
     usable = sorted((p for p in photos.values() if _has_original(p)), key=_id_key)
-    manifest = {str(i): _entry(i, photo, licenses, date_crawled)
+    manifest = {str(i): _entry(i, photo, licenses, date_crawled, countries or {})
                 for i, photo in enumerate(usable)}
     return manifest, len(photos) - len(usable)
+
+
+def lookup_countries(client: FlickrClient, photos: dict[str, dict], out_dir: Path,
+                     progress: bool = True) -> dict[str, str]:
+    """Flickr place id -> country for every geotagged photo: one flickr.places.getInfo per
+    distinct place, cached in OUT/places.json (saved every 50 lookups, so a rerun resumes)."""
+    from tqdm import tqdm
+
+    path = out_dir / PLACES_FILE
+    countries: dict[str, str] = load_manifest(path) if path.exists() else {}
+    wanted = sorted({str(p["place_id"]) for p in photos.values()
+                     if p.get("place_id") and str(p["place_id"]) not in countries})
+    with tqdm(wanted, desc="countries", unit="place", file=sys.stderr,
+              disable=not progress or not wanted) as bar:
+        for done, place_id in enumerate(bar, start=1):
+            countries[place_id] = client.place_country(place_id)
+            if done % PLACES_SAVE_EVERY == 0:
+                write_json_atomic(path, countries)
+    if wanted or not path.exists():
+        write_json_atomic(path, countries)
+    return countries
 
 
 def carry_over_verification(manifest: dict, previous: dict) -> None:
@@ -138,9 +165,10 @@ def record_verification(manifest: dict, report: DownloadReport, out_dir: Path) -
 
 def crawl_flickr(query: FlickrQuery, out_dir: str | Path, client: FlickrClient,
                  result_cap: int = 4000, download: DownloadOptions | None = None,
-                 progress: bool = True) -> FlickrCrawlResult:
-    """Search (resuming any earlier run in out_dir), write the manifest, download (unless
-    download is None) and record the verified fields."""
+                 progress: bool = True, countries: bool = False) -> FlickrCrawlResult:
+    """Search (resuming any earlier run in out_dir), look up the countries of geotagged photos
+    (with `countries`), write the manifest, download (unless download is None) and record the
+    verified fields."""
     out_dir = Path(out_dir)
     photos, state = search_all(client, query, out_dir, result_cap, progress)
     if state.data["licenses"] is None:
@@ -148,8 +176,9 @@ def crawl_flickr(query: FlickrQuery, out_dir: str | Path, client: FlickrClient,
     if state.data["date_crawled"] is None:
         state.data["date_crawled"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     state.save()
+    places = lookup_countries(client, photos, out_dir, progress) if countries else None
     manifest, skipped = build_manifest(photos, state.data["licenses"],
-                                       state.data["date_crawled"])
+                                       state.data["date_crawled"], places)
     manifest_path = out_dir / MANIFEST_FILE
     resolve_inside(out_dir, MANIFEST_FILE)
     if manifest_path.exists():

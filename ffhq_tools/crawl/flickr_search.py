@@ -29,7 +29,7 @@ from ffhq_tools.errors import FfhqToolsError
 STATE_FILE = "crawl-state.json"
 PHOTOS_FILE = "photos.jsonl"
 PHOTO_FIELDS = ("id", "owner", "ownername", "title", "license", "dateupload", "url_o",
-                "o_width", "o_height", "originalformat")
+                "o_width", "o_height", "originalformat", "place_id")
 
 
 @dataclass(frozen=True)

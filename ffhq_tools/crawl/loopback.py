@@ -1,12 +1,13 @@
 """A loopback stand-in for Flickr, for offline tests and benchmarks.
 
 `LoopbackServer` binds 127.0.0.1 on a free port and answers `flickr.photos.search` (with the
-real 4,000-result cap behaviour, error 20 "excessive photo offset"), and
-`flickr.photos.licenses.getInfo`, and serves generated PNG photos. It can inject faults into
-the first request of a chosen fraction of URLs: HTTP 500 / 503, 429 with Retry-After, a
-connection reset, a stall past the client's read timeout, a truncated body, wrong bytes (a
-different valid image), an HTML page instead of an image, and a redirect to a file:// URL;
-and Google Drive's "Download anyway" and "Quota exceeded" pages (`DRIVE_FAULTS`).
+real 4,000-result cap behaviour, error 20 "excessive photo offset"; `extras=geo` adds place
+ids), `flickr.photos.licenses.getInfo` and `flickr.places.getInfo`, and serves generated PNG
+photos. It can inject faults into the first request of a chosen fraction of URLs: HTTP 500 /
+503, 429 with Retry-After, a connection reset, a stall past the client's read timeout, a
+truncated body, wrong bytes (a different valid image), an HTML page instead of an image, and
+a redirect to a file:// URL; and Google Drive's "Download anyway" and "Quota exceeded" pages
+(`DRIVE_FAULTS`).
 It records every request so tests can check what a crawler asked for.
 """
 
@@ -47,6 +48,19 @@ LICENSES = [  # id, name, url: the table flickr.photos.licenses.getInfo returns
 ]
 
 
+# flickr.places.getInfo answers: a locality with its country part, a country-level place known
+# only by its URL, and a place Flickr no longer knows (error 3). Every 5th photo has no place.
+PLACES = {
+    "fi-helsinki": {"place_url": "/Finland/Uusimaa/Helsinki", "place_type": "locality",
+                    "country": {"_content": "Finland", "place_id": "fi"}},
+    "us-sf": {"place_url": "/United+States/California/San+Francisco", "place_type": "locality",
+              "country": {"_content": "United States", "place_id": "us"}},
+    "ca": {"place_url": "/Canada", "place_type": "country"},
+    "gone": None,
+}
+PLACE_IDS = ("fi-helsinki", "us-sf", "ca", "gone", "")
+
+
 def drive_page(kind: str, photo_id: str) -> str:
     """A page shaped like Google Drive's answer of that kind, leading back to /img/<id>.png."""
     if kind == "drive_quota":
@@ -78,6 +92,7 @@ class FakePhoto:
     width: int
     height: int
     data: bytes
+    place_id: str = ""  # geotagged photos: a key of PLACES
 
 
 def make_photos(count: int, seed: int = 0, start: int = 1_500_000_000,
@@ -99,7 +114,7 @@ def make_photos(count: int, seed: int = 0, start: int = 1_500_000_000,
             id=str(10_000_000 + i * 7919 % 100_000 * 10 + i % 10), owner=f"{i % 17}@N0{i % 5}",
             ownername=f"Photographer {i % 17}", title=f"portrait {i}",
             license=rng.choice([2, 4, 8, 9, 10]), dateupload=when, width=width, height=height,
-            data=buffer.getvalue()))
+            data=buffer.getvalue(), place_id=PLACE_IDS[i % len(PLACE_IDS)]))
     return photos
 
 
@@ -190,14 +205,25 @@ class LoopbackServer:
         return {"stat": "ok", "photos": {
             "page": page, "pages": max(1, math.ceil(len(matches) / per_page)),
             "perpage": per_page, "total": len(matches),
-            "photo": [self._photo_json(p) for p in window]}}
+            "photo": [self._photo_json(p, "geo" in query.get("extras", "").split(","))
+                      for p in window]}}
 
-    def _photo_json(self, p: FakePhoto) -> dict:
+    def _photo_json(self, p: FakePhoto, geo: bool) -> dict:
         return {"id": p.id, "owner": p.owner, "secret": "abc", "server": "1", "farm": 1,
                 "title": p.title, "ispublic": 1, "license": str(p.license),
                 "dateupload": str(p.dateupload), "ownername": p.ownername,
                 "url_o": self.image_url(p), "width_o": p.width, "height_o": p.height,
-                "o_width": str(p.width), "o_height": str(p.height)}
+                "o_width": str(p.width), "o_height": str(p.height),
+                **({"place_id": p.place_id, "latitude": 1, "longitude": 1, "accuracy": 11}
+                   if p.place_id and geo else {})}
+
+    def place_info(self, query: dict) -> dict:
+        place = PLACES.get(query.get("place_id", ""))
+        with self.lock:
+            self.requests[f"place:{query.get('place_id', '')}"] += 1
+        if place is None:
+            return {"stat": "fail", "code": 3, "message": "Place not found"}
+        return {"stat": "ok", "place": {"place_id": query["place_id"], **place}}
 
     def licenses_info(self) -> dict:
         return {"stat": "ok", "licenses": {"license": [
@@ -275,6 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer = self.state.search(query)
         elif query.get("method") == "flickr.photos.licenses.getInfo":
             answer = self.state.licenses_info()
+        elif query.get("method") == "flickr.places.getInfo":
+            answer = self.state.place_info(query)
         else:
             answer = {"stat": "fail", "code": 112, "message": "Method not found"}
         self._send(200, json.dumps(answer).encode(), "application/json")
