@@ -172,7 +172,7 @@ def test_retry_after_pauses_the_host(tmp_path, photos):
         report = download_files(specs, tmp_path / "out", FAST)
         elapsed = time.monotonic() - start
     assert report.failed == [] and report.results[0].attempts == 2
-    assert 1.0 <= elapsed < 6.0
+    assert 1.0 <= elapsed < 15.0  # the 1 s asked for, not a backoff cap
 
 
 @pytest.mark.parametrize("field,value,message", [
