@@ -28,6 +28,24 @@ VERB_PROVIDERS = (
 )
 
 
+# What a user does after Ctrl-C (or a kill) for the verbs that keep their finished work.
+RESUME_HINTS = {
+    "crawl": "rerun the same command: verified files are kept and skipped",
+    "align": "rerun the same command: finished faces are kept and skipped",
+    "pack": "rerun the same command: it continues from its partial file",
+    "metrics": "rerun the same command: partial statistics are kept and resumed",
+    "fid": "rerun the same command: partial real-data statistics are kept and resumed",
+    "score": "rerun the same command: finished rows are kept and partial statistics resumed",
+    "train": "continue with the same options plus --resume <run dir> (or --resume auto)",
+    "demo": "continue with: ffhq-tools demo --resume <run dir>",
+}
+
+
+def interrupted_message(verb: str) -> str:
+    hint = RESUME_HINTS.get(verb)
+    return f"interrupted; {hint}" if hint else "interrupted"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ffhq-tools",
@@ -67,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ffhq-tools {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted_message(args.verb), file=sys.stderr)
         return 130
     return int(result or 0)
 

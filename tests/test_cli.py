@@ -47,3 +47,25 @@ def test_console_entry_point_runs_as_module():
     result = subprocess.run([sys.executable, "-m", "ffhq_tools", "--version"],
                             capture_output=True, text=True, check=True)
     assert result.stdout.startswith("ffhq-tools ")
+
+
+@pytest.mark.parametrize("verb,expected", [
+    ("align", "interrupted; rerun the same command: finished faces are kept and skipped"),
+    ("train", "--resume <run dir> (or --resume auto)"),
+    ("export", "interrupted\n"),
+])
+def test_interrupt_exits_130_and_says_how_to_resume(verb, expected, capsys, monkeypatch):
+    import argparse
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    def parser_with_a_stopping_verb():
+        parser = argparse.ArgumentParser(prog="ffhq-tools")
+        parser.add_subparsers(dest="verb").add_parser(verb).set_defaults(func=stopped)
+        return parser
+
+    assert set(cli.RESUME_HINTS) <= {path[0] for path in cli.verb_names()}  # real verbs
+    monkeypatch.setattr(cli, "build_parser", parser_with_a_stopping_verb)
+    assert cli.main([verb]) == 130
+    assert expected in capsys.readouterr().err
