@@ -61,6 +61,13 @@ def _print_row(row: dict, rank: int) -> None:
 def _metrics(args) -> int:
     from eval.registry import get_metric, list_metrics
 
+    if args.markdown and not args.list:
+        raise FfhqToolsError("--markdown goes with --list")
+    if args.list and args.markdown:
+        from eval.metrics_doc import metrics_markdown
+
+        print(metrics_markdown(), end="")
+        return 0
     if args.list:
         for name in list_metrics():
             spec = get_metric(name)
@@ -160,6 +167,9 @@ def add_verbs(verbs) -> None:
                    help="where run dirs NNNNN-metrics-*/ are created (default: %(default)s)")
     p.add_argument("--no-run-dir", action="store_true", help="print rows only")
     p.add_argument("--list", action="store_true", help="list registered metrics and exit")
+    p.add_argument("--markdown", action="store_true",
+                   help="with --list: every metric's protocol constants as Markdown "
+                        "(the text of METRICS.md)")
     _add_common(p)
     p.set_defaults(func=_metrics)
 

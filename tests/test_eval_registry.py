@@ -82,3 +82,16 @@ def test_generation_is_deterministic_and_quantised_like_the_reference():
 def test_conditional_generator_needs_labels():
     with pytest.raises(FfhqToolsError, match="c_dim"):
         next(iterate_generated(TinyG(c_dim=2), 4, 4, 0, "cpu"))
+
+
+def test_metrics_md_is_the_registry_output(capsys):
+    """METRICS.md documents every registered protocol exactly as the code runs it."""
+    from pathlib import Path
+
+    from ffhq_tools.cli import main
+
+    assert main(["metrics", "--list", "--markdown"]) == 0
+    generated = capsys.readouterr().out
+    committed = (Path(__file__).resolve().parents[1] / "METRICS.md").read_text()
+    assert committed == generated, "regenerate: ffhq-tools metrics --list --markdown > METRICS.md"
+    assert "| `num_gen` | `50000` |" in generated and "## `pr50k3_full`" in generated
