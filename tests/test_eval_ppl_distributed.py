@@ -1,5 +1,5 @@
-"""PPL sampling and the precision/recall blocks under torch.distributed (2 CPU ranks, Gloo)
-equal one process."""
+"""PPL sampling, linear-separability sampling and the precision/recall blocks under
+torch.distributed (2 CPU ranks, Gloo) equal one process."""
 
 from __future__ import annotations
 
@@ -120,3 +120,41 @@ def test_precision_recall_blocks_split_over_two_ranks(tmp_path):
     for rank in range(2):
         got = np.load(tmp_path / f"pr-{rank}.npy")
         assert got.tolist() == [single.precision, single.recall]
+
+
+def _ls_samples(folder: Path | None = None):
+    from test_eval_ppl import LinearGenerator
+
+    from eval.features import attributes
+    from eval.separability import collect_samples
+
+    torch.manual_seed(0)
+    config = attributes.ClassifierConfig(resolution=16, fmap_base=64, fmap_max=32)
+    classifiers = {i: attributes.AttributeClassifier(config).eval() for i in (0, 7)}
+    latents, probabilities = collect_samples(LinearGenerator(resolution=16), classifiers, 40,
+                                             8, seed=6, device="cpu")
+    arrays = {**latents, **{f"p{i}": p for i, p in probabilities.items()}}
+    if folder is not None:
+        np.savez(folder / f"ls-{torch.distributed.get_rank()}.npz", **arrays)
+    return arrays
+
+
+def _ls_worker(rank: int, world: int, init_file: str, folder: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}",
+                                         rank=rank, world_size=world)
+    try:
+        _ls_samples(Path(folder))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_give_the_single_process_ls_samples_in_order(tmp_path):
+    """The SVMs see the same rows in the same order as in one process."""
+    torch.multiprocessing.spawn(_ls_worker, args=(2, str(tmp_path / "init"), str(tmp_path)),
+                                nprocs=2)
+    single = _ls_samples()
+    assert set(single) == {"z", "w", "p0", "p7"} and single["z"].shape == (40, 6)
+    for rank in (0, 1):
+        with np.load(tmp_path / f"ls-{rank}.npz") as gathered:
+            for name, values in single.items():
+                np.testing.assert_array_equal(gathered[name], values, err_msg=name)
