@@ -99,6 +99,7 @@ def _features(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     from pathlib import Path
 
     from eval.sampling import iterate_generated, iterate_real, real_count
+    from eval.stats import gather_blocks  # under torchrun every rank gets every image
 
     resolved = ctx.resolve_weights(WEIGHTS)
     extractor = DlibFaceDescriptor(resolved.path)
@@ -115,22 +116,11 @@ def _features(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     gen_key = (id(ctx.generator), type(ctx.generator).__qualname__,
                _generator_fingerprint(ctx.generator), ctx.seed, num_gen, ctx.batch_size,
                str(ctx.device), resolved.sha256)
-    gen = _remembered("gen", gen_key, lambda: _gather_ranks(_extract(
+    gen = _remembered("gen", gen_key, lambda: np.concatenate(gather_blocks([_extract(
         extractor, iterate_generated(ctx.generator, num_gen, ctx.batch_size, ctx.seed,
                                      ctx.device),
-        num_gen, "dlib face features (generated)", ctx.progress and ctx.rank == 0), ctx))
+        num_gen, "dlib face features (generated)", ctx.progress and ctx.rank == 0)])))
     return real, gen
-
-
-def _gather_ranks(features: np.ndarray, ctx: MetricContext) -> np.ndarray:
-    """Under torchrun each rank generated a slice of the images: every rank gets them all."""
-    if ctx.world_size == 1:
-        return features
-    import torch.distributed as dist
-
-    parts = [None] * ctx.world_size
-    dist.all_gather_object(parts, features)
-    return np.concatenate(parts)
 
 
 def _mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from eval.stats import (
     cache_path,
     default_cache_dir,
     fingerprint,
-    global_batch_order,
+    gather_blocks,
 )
 
 CHECKPOINT_EVERY_IMAGES = 2048
@@ -123,6 +123,12 @@ def generator_partials(ctx: MetricContext, fields: dict, parts: tuple[str, ...] 
     key = cache_key({"generator": sha, "seed": ctx.seed, **fields})
     folder = Path(ctx.stats_cache or default_cache_dir()) / "partial"
     return layout_partials(folder / key, ctx, parts)
+
+
+def generator_partial(ctx: MetricContext, fields: dict) -> Path | None:
+    """The one partial file of `generator_partials`, or None without a checkpoint hash."""
+    paths = generator_partials(ctx, fields)
+    return paths[0] if paths else None
 
 
 def _generated_partials(ctx: MetricContext, num: int, extraction: Extraction) -> list[Path]:
@@ -283,13 +289,8 @@ class RankResults:
                      **{name: np.concatenate(parts) for name, parts in self.parts.items()})
 
     def gathered(self) -> dict[str, np.ndarray]:
-        out = {}
-        for name, parts in self.parts.items():
-            per_rank = [parts]
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                per_rank = [None] * self.world
-                torch.distributed.all_gather_object(per_rank, parts)
-            out[name] = np.concatenate(global_batch_order(per_rank, self.batch_size))
+        out = {name: np.concatenate(gather_blocks(parts, self.batch_size))
+               for name, parts in self.parts.items()}
         if self.path is not None:  # every rank holds all results now: the partial can go
             self.path.unlink(missing_ok=True)
         return out

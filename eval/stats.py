@@ -136,11 +136,8 @@ class FeatureStats:
             torch.distributed.all_reduce(tensor)
         self.num = int(num.item())
         if self.capture:
-            gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, list(self.captured.parts()))
-            parts = (global_batch_order(gathered, rows_per_batch) if rows_per_batch
-                     else [block for blocks in gathered for block in blocks])
-            self.captured = FeatureBuffer.from_parts(self.dim, parts)
+            self.captured = FeatureBuffer.from_parts(
+                self.dim, gather_blocks(list(self.captured.parts()), rows_per_batch))
 
     def features(self) -> np.ndarray:
         if not self.capture:
@@ -251,6 +248,19 @@ def global_batch_order(per_rank: list[list[np.ndarray]], rows_per_batch: int) ->
             else:
                 ordered.extend(batch)
     return ordered
+
+
+def gather_blocks(blocks: list[np.ndarray], rows_per_batch: int | None = None) -> list:
+    """Every torch.distributed rank's row blocks: in one-process order with `rows_per_batch`
+    (rank r holds global batches r, r + world, ... of that many rows, only the very last one
+    shorter), else in rank order; `blocks` as they are without torch.distributed."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return blocks
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, blocks)
+    if rows_per_batch:
+        return global_batch_order(gathered, rows_per_batch)
+    return [block for rank_blocks in gathered for block in rank_blocks]
 
 
 def _read_npz(path: str | Path) -> dict[str, np.ndarray]:
