@@ -61,9 +61,9 @@ def _print_row(row: dict, rank: int) -> None:
 def _metrics(args) -> int:
     from eval.registry import get_metric, list_metrics
 
-    if args.markdown and not args.list:
-        raise FfhqToolsError("--markdown goes with --list")
-    if args.list and args.markdown:
+    if args.markdown:
+        if not args.list:
+            raise FfhqToolsError("--markdown goes with --list")
         from eval.metrics_doc import metrics_markdown
 
         print(metrics_markdown(), end="")

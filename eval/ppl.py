@@ -214,7 +214,7 @@ PPL_METRICS = {
 
 def _ppl_metric(ctx, space: str, sampling_mode: str, crop: bool) -> dict:
     from eval.features import lpips
-    from eval.passes import generator_partials
+    from eval.passes import generator_partial
 
     num = ctx.count("num_samples", ctx.num_gen)
     source = lpips.preferred_source(ctx.weights_overrides)
@@ -224,10 +224,9 @@ def _ppl_metric(ctx, space: str, sampling_mode: str, crop: bool) -> dict:
                "policy": ctx.protocol["downsample"], "noise": ctx.protocol["noise"]}
     fields = {"partial": "ppl/v1", "num": num, "epsilon": EPSILON, **options,
               "weights": dict(ctx.weights_used)}
-    (checkpoint,) = generator_partials(ctx, fields) or [None]
     result = perceptual_path_length(
         ctx.generator, distance, num, **options, batch_size=ctx.batch_size, seed=ctx.seed,
-        device=ctx.device, progress=ctx.progress, checkpoint=checkpoint)
+        device=ctx.device, progress=ctx.progress, checkpoint=generator_partial(ctx, fields))
     ctx.use("num_kept", result["num_kept"])
     return {"ppl": result["ppl"]}
 

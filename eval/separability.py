@@ -159,7 +159,7 @@ def linear_separability(G, classifiers: dict, num_samples: int = NUM_SAMPLES,
 
 def _ls(ctx) -> dict:
     from eval.features.attributes import load_attribute_classifiers
-    from eval.passes import generator_partials
+    from eval.passes import generator_partial
 
     num = ctx.count("num_samples", ctx.num_gen)
     if num % 4:
@@ -172,9 +172,9 @@ def _ls(ctx) -> dict:
     batch = max(4, ctx.batch_size - ctx.batch_size % 4)  # whole minibatch-stddev groups
     ctx.use("batch_size", batch)
     fields = {"partial": "ls/v1", "num": num, "weights": dict(ctx.weights_used)}
-    (checkpoint,) = generator_partials(ctx, fields) or [None]
     result = linear_separability(ctx.generator, classifiers, num, num_keep, batch, ctx.seed,
-                                 ctx.device, ctx.progress, checkpoint=checkpoint)
+                                 ctx.device, ctx.progress,
+                                 checkpoint=generator_partial(ctx, fields))
     ctx.notes["entropy_bits"] = {CELEBAHQ_ATTRIBUTES[i]: h
                                  for i, h in result["entropies"].items()}
     return {"ls_z": result["scores"]["z"], "ls_w": result["scores"]["w"]}
