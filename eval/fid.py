@@ -25,7 +25,10 @@ def _real_gaussian(ctx: MetricContext, num_real: int | None):
     return gaussian_of(runner.real_features(ctx, num_real), ctx.covariance)
 
 
-def _fid(ctx: MetricContext, num_real_default: int | None) -> dict:
+def generator_fid(ctx: MetricContext, num_real_default: int | None) -> dict:
+    """{"fid"} of ctx.generator's images vs the first `num_real_default` reals of ctx.data
+    (None: all; ctx.num_gen / ctx.max_real override the counts), as `fid50k` / `fid50k_full`
+    compute it."""
     num_gen = ctx.count("num_gen", ctx.num_gen)
     num_real = ctx.max_real if ctx.max_real is not None else num_real_default
     real_mu, real_sigma = _real_gaussian(ctx, num_real)
@@ -36,12 +39,6 @@ def _fid(ctx: MetricContext, num_real_default: int | None) -> dict:
                                     labels=("generated", str(ctx.data)))}
 
 
-def generator_fid(ctx: MetricContext, num_real: int | None) -> dict:
-    """{"fid"} of ctx.generator's images vs the first `num_real` reals of ctx.data (None: all;
-    ctx.num_gen / ctx.max_real override the counts), as `fid50k` / `fid50k_full` compute it."""
-    return _fid(ctx, num_real)
-
-
 @register_metric(
     "fid50k_full",
     protocol={"num_gen": defaults.FID_NUM_GEN, "num_real": "all", "xflip": False,
@@ -49,7 +46,7 @@ def generator_fid(ctx: MetricContext, num_real: int | None) -> dict:
     needs=("generator", "data"), weights=(defaults.INCEPTION_STATE_DICT,),
     description="FID: 50,000 generated images vs every real image (no x-flip)")
 def fid50k_full(ctx: MetricContext) -> dict:
-    return _fid(ctx, None)
+    return generator_fid(ctx, None)
 
 
 @register_metric(
@@ -59,7 +56,7 @@ def fid50k_full(ctx: MetricContext) -> dict:
     needs=("generator", "data"), weights=(defaults.INCEPTION_STATE_DICT,),
     description="FID: 50,000 generated images vs the first 50,000 real images")
 def fid50k(ctx: MetricContext) -> dict:
-    return _fid(ctx, defaults.FID50K_NUM_REAL)
+    return generator_fid(ctx, defaults.FID50K_NUM_REAL)
 
 
 def source_gaussian(ctx: MetricContext, source: str | Path, num: int | None):
