@@ -15,6 +15,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ffhq_tools.crawl.http import FetchError
+
 MAX_PAGE_BYTES = 512 << 10  # Drive's pages are a few KiB to ~100 KiB
 
 
@@ -91,8 +93,6 @@ def read_drive_page(path: Path, size: int, content_type: str) -> DrivePage | Non
 def confirmed_url(page: DrivePage, url: str) -> str:
     """Where to fetch the file after Drive answered `url` with `page`; FetchError (naming the
     page) when there is nothing to follow."""
-    from ffhq_tools.crawl.http import FetchError
-
     if page.quota_exceeded:
         raise FetchError("Google Drive: download quota exceeded for this file (too many "
                          "downloads lately); rerun later, finished files are kept",
