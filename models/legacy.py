@@ -9,7 +9,8 @@ source ...) is refused before it can run. It reads:
   - ProGAN TF pickles (tkarras/progressive_growing_of_gans `(G, D, Gs)` of `tfutil.Network`):
     `ProGANNetwork` stubs, same fields;
   - stylegan2-ada-pytorch / stylegan3 pickles: `PersistentObject` stubs whose module source is
-    ignored; `.tensors()` gives the parameters and buffers under their state-dict names;
+    kept as inert text (never run); `.tensors()` gives the parameters and buffers under their
+    state-dict names;
   - rosinality `.pt` zip files (via torch.load with this unpickler).
 Converting those to our networks is `models.legacy_import`.
 """
@@ -62,9 +63,10 @@ class ProGANNetwork(TFNetwork):
 class PersistentObject:
     """Inert stand-in for a torch_utils.persistence object: class name + pickled state only."""
 
-    def __init__(self, class_name: str, state: dict):
+    def __init__(self, class_name: str, state: dict, module_src: str = ""):
         self.class_name = class_name
         self.state = state
+        self.module_src = module_src  # kept as text to recognise the network family; never run
 
     def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
         return _module_tensors(self.state, prefix)
@@ -118,7 +120,9 @@ def _checked_array(value, name="array"):
 def _reconstruct_persistent(meta):
     if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
         raise UnsafePickleError("persistent object without class metadata")
-    return PersistentObject(str(meta.get("class_name", "")), meta["state"] or {})
+    src = meta.get("module_src")
+    return PersistentObject(str(meta.get("class_name", "")), meta["state"] or {},
+                            src if isinstance(src, str) else "")
 
 
 def _np_reconstruct(subtype, shape, dtype):

@@ -1,11 +1,18 @@
 """Convert official checkpoints to our format: NVIDIA TF pickles (ProGAN, StyleGAN v1,
-StyleGAN2), stylegan2-ada-pytorch / stylegan3 pickles and rosinality stylegan2-pytorch `.pt` files.
+StyleGAN2), stylegan2-ada-pytorch pickles and rosinality stylegan2-pytorch `.pt` files.
+stylegan3 pickles (alias-free generators) are recognised and refused by name.
 
 Each importer renames the source tensors to our state-dict names (fixing layouts: TF keeps
 dense weights [in, out] and conv kernels [kh, kw, in, out]; TF stores modulation biases minus
-one; rosinality keeps up-sampling kernels unflipped), infers the architecture from the shapes,
+one), infers the architecture from the shapes,
 builds our networks, and loads every parameter - refusing a file with tensors left over or
 parameters missing, so nothing is silently dropped or left at random.
+
+Up-sampling kernels: our layers follow TF StyleGAN2's `upsample_conv_2d`, which flips the
+stored kernel before the transposed convolution. stylegan2-ada-pytorch and rosinality run
+`conv_transpose2d` on the kernel as stored (ada's `legacy.py` and rosinality's
+`convert_weight.py` flip TF's `Conv0_up` / `Skip` kernels when they convert), so their
+up-sampling kernels (`conv0`, and `skip` of resnet generators) are flipped here on import.
 """
 
 from __future__ import annotations
@@ -192,14 +199,24 @@ def import_object(obj) -> Imported:
     return import_rosinality(obj)
 
 
+UPSAMPLING_KERNEL = re.compile(r"synthesis\.b\d+\.(conv0|skip)\.weight")
+
+
+def flip_upsampling_kernels(tensors: dict) -> dict:
+    """Kernels of conv_transpose-as-stored up-sampling layers -> our (TF) convention."""
+    return {k: v.flip([2, 3]) if UPSAMPLING_KERNEL.fullmatch(k) else v
+            for k, v in tensors.items()}
+
+
 def import_ada(obj: dict) -> Imported:
+    refuse_stylegan3(obj)
     sources = {}
     for ours, theirs in (("G", "G"), ("D", "D"), ("G_ema", "G_ema")):
         stub = obj.get(theirs)
         if isinstance(stub, PersistentObject):
-            tensors = stub.tensors()
-            sources[ours] = ({k: v for k, v in tensors.items() if not k.endswith(FILTER_BUFFERS)},
-                             {})
+            tensors = {k: v for k, v in stub.tensors().items()
+                       if not k.endswith(FILTER_BUFFERS)}
+            sources[ours] = (tensors if ours == "D" else flip_upsampling_kernels(tensors), {})
     if "G_ema" not in sources and "G" not in sources:
         raise CheckpointImportError("stylegan2-ada pickle without G or G_ema")
     gen = sources.get("G_ema", sources.get("G"))[0]
@@ -208,6 +225,20 @@ def import_ada(obj: dict) -> Imported:
         gen, sources.get("D", (None,))[0], extra)
     result = Imported("stylegan2-ada", config, resolution, c_dim, img_channels)
     return build_and_load(result, sources)
+
+
+def refuse_stylegan3(obj: dict) -> None:
+    """stylegan3's alias-free generators (SynthesisInput, L0_36_512 ...) have no counterpart."""
+    for key in ("G_ema", "G"):
+        gen = obj.get(key)
+        synthesis = gen.child("synthesis") if isinstance(gen, PersistentObject) else None
+        if isinstance(synthesis, PersistentObject) and (
+                isinstance(synthesis.child("input"), PersistentObject)
+                or "class SynthesisInput" in synthesis.module_src):
+            raise CheckpointImportError(
+                "a stylegan3 (alias-free) generator: stylegan3-t / stylegan3-r networks are not "
+                "supported; only StyleGAN2 layouts (stylegan2-ada-pytorch, or stylegan3's "
+                "--cfg=stylegan2) can be imported")
 
 
 def _ada_extras(obj: dict) -> dict:

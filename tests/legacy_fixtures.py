@@ -243,6 +243,8 @@ def persistent_tree(ns, module, class_name):
     state = {k: v for k, v in vars(module).items()
              if isinstance(v, (int, float, str, bool, type(None)))}
     state["_parameters"] = collections.OrderedDict(module._parameters)
+    if getattr(module, "up", 1) > 1:  # ada's up-sampling layers keep the kernel unflipped
+        state["_parameters"]["weight"] = torch.nn.Parameter(module.weight.detach().flip([2, 3]))
     state["_buffers"] = collections.OrderedDict(
         (k, v) for k, v in module._buffers.items() if not k.endswith("resample_filter")
         or class_name != "ToRGBLayer")
