@@ -136,10 +136,23 @@ def _restore(module: nn.Module, state: dict, name: str, path: Path, lod: float |
     return module
 
 
+def refuse_stale_import(config: dict, path: Path) -> None:
+    """stylegan2-ada pickles imported before importer revision 2 hold up-sampling kernels
+    flipped against NVlabs' code: their images are wrong, so they must be imported again."""
+    source = config.get("source") or {}
+    if source.get("format") == "stylegan2-ada" and source.get("importer_revision", 1) < 2:
+        raise CheckpointError(
+            f"{path}: imported from the stylegan2-ada pickle {source.get('file', '?')!r} by an "
+            "older ffhq-tools whose up-sampling kernels were flipped (its images differ from "
+            "NVlabs' code); import it again: ffhq-tools import-checkpoint "
+            f"{source.get('file', 'SRC.pkl')} OUT.pt")
+
+
 def load_checkpoint(path: str | Path, device="cpu") -> Checkpoint:
     path = Path(path)
     payload = _read(path, device)
     config = json.loads(payload["config_json"])
+    refuse_stale_import(config, path)
     lods = payload.get("lod", {})
     if payload.get("G") is None:
         raise CheckpointError(f"{path}: checkpoint holds no generator")

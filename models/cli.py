@@ -83,7 +83,33 @@ def _import_checkpoint(args) -> int:
             print(f"  {net}: {src} -> {ours} {list(shape)}")
     for note in result.notes:
         print(f"note: {note}")
+    if args.verify:
+        _print_verification(args)
     return 0
+
+
+def _print_verification(args) -> None:
+    from models.import_verify import format_table, verify_checkpoint
+
+    try:
+        rows = verify_checkpoint(args.dst, seeds=args.verify_seeds,
+                                 truncation_psi=args.verify_psi, class_index=args.verify_class)
+    except ValueError as exc:
+        raise FfhqToolsError(str(exc)) from None
+    print(f"verification: z = np.random.RandomState(seed).randn(1, z_dim), psi "
+          f"{args.verify_psi}, noise const (README 'Verifying an import' computes the same "
+          "numbers with the official code)")
+    print(format_table(rows))
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}") from None
+    if not seeds or any(not 0 <= s < 2 ** 32 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be in 0..2^32-1, got {text!r}")
+    return seeds
 
 
 # ------------------------------------------------------------------------------------------
@@ -193,6 +219,15 @@ def add_verbs(verbs) -> None:
     p.add_argument("dst", help="our checkpoint to write (.pt)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="list every mapped tensor")
+    p.add_argument("--verify", action="store_true",
+                   help="after import, render fixed seeds (constant noise) and print image and "
+                        "D statistics to compare with the official code")
+    p.add_argument("--verify-seeds", type=_seed_list, default=[0, 1, 2, 3], metavar="S,S,...",
+                   help="seeds for --verify (default 0,1,2,3)")
+    p.add_argument("--verify-psi", type=float, default=1.0, metavar="PSI",
+                   help="truncation psi for --verify (default 1)")
+    p.add_argument("--verify-class", type=int, default=None, metavar="C",
+                   help="class index for conditional networks (default 0)")
     p.set_defaults(func=_import_checkpoint)
 
     p = verbs.add_parser("generate", help="images, grids and paper figures from a checkpoint",

@@ -31,6 +31,9 @@ from models.layers import channels_for
 from models.legacy import PersistentObject, ProGANNetwork, TFNetwork, safe_load_pickle
 
 FILTER_BUFFERS = ("resample_filter", "blur_filter")
+# Bumped when an importer's output changes; revision 2 flips stylegan2-ada's up-sampling
+# kernels (revision 1 rendered those checkpoints wrong).
+IMPORTER_REVISION = 2
 
 
 class CheckpointImportError(FfhqToolsError):
@@ -285,6 +288,6 @@ def import_checkpoint(src: str | Path, dst: str | Path) -> Imported:
     config = {"model": result.config.to_dict(), "resolution": result.resolution,
               "c_dim": result.c_dim, "img_channels": result.img_channels,
               "source": {"format": result.source_format, "file": src.name,
-                         "sha256": sha256_file(src)}}
+                         "sha256": sha256_file(src), "importer_revision": IMPORTER_REVISION}}
     save_checkpoint(dst, config=config, G=nets["G"], D=nets.get("D"), G_ema=nets.get("G_ema"))
     return result

@@ -9,6 +9,8 @@ match its code's definition - so a kernel flipped one time too many or too few f
 
 from __future__ import annotations
 
+import hashlib
+
 import legacy_fixtures as fx
 import numpy as np
 import official_conventions as oc
@@ -153,3 +155,75 @@ def test_stylegan3_pickles_are_refused_by_name(tmp_path):
         import_checkpoint(src, tmp_path / "out.pt")
     assert src.name in str(err.value)
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_import_verify_prints_the_official_seed_convention(tmp_path, capsys):
+    """`--verify` renders np.random.RandomState(seed).randn(1, z_dim) with constant noise; the
+    numbers must equal that render of the same network imported from its TF file."""
+    from ffhq_tools.cli import main
+
+    _, paths = official_files(tmp_path)
+    dst = tmp_path / "verified.pt"
+    assert main(["import-checkpoint", str(paths["ada"]), str(dst), "--verify",
+                 "--verify-psi", "0.7", "--verify-seeds", "3,7"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("G_ema ")]
+    assert [int(r[1]) for r in rows] == [3, 7]
+    reference = imported({"tf": paths["tf"]})["tf"]
+    for row in rows:
+        z = torch.from_numpy(np.random.RandomState(int(row[1])).randn(1, 32)).float()
+        with torch.no_grad():
+            image = reference.G_ema(z, None, truncation_psi=0.7, noise_mode="const")
+            logit = float(reference.D(image))
+        pixels = (image * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        assert float(row[2]) == pytest.approx(float(image.mean()), abs=2e-6)
+        assert float(row[3]) == pytest.approx(float(image.std()), abs=2e-6)
+        assert float(row[7]) == pytest.approx(logit, abs=2e-5)
+        assert row[8] == hashlib.md5(pixels.contiguous().numpy().tobytes()).hexdigest()
+
+
+def test_checkpoints_from_the_flipping_importer_must_be_imported_again(tmp_path):
+    from models.checkpoint import CheckpointError, save_checkpoint
+
+    _, paths = official_files(tmp_path)
+    ckpt = imported({"ada": paths["ada"]})["ada"]
+    stale = dict(ckpt.config, source={"format": "stylegan2-ada", "file": "network.pkl"})
+    save_checkpoint(tmp_path / "stale.pt", config=stale, G=ckpt.G, D=ckpt.D, G_ema=ckpt.G_ema)
+    with pytest.raises(CheckpointError, match="import it again.*network.pkl"):
+        load_checkpoint(tmp_path / "stale.pt")
+
+
+def test_tf_stylegan_v1_import_matches_the_tf_definition_of_a_fused_upsampling_layer(tmp_path):
+    """TF StyleGAN v1 `upscale2d_conv2d(fused_scale=True)`: the 3x3 kernel [k, k, in, out]
+    grown to 4x4 and run by conv2d_transpose unflipped, then blur [1,2,1], noise, bias, lrelu,
+    instance norm, style modulation x * (s0 + 1) + s1."""
+    from test_models_legacy_progan import fused_upconv
+
+    G, D, G_ema = randomised("tiny-stylegan", fused_scale_min_res=8, seed=4)
+    src = tmp_path / "v1.pkl"
+    fx.write_tf_stylegan(src, G, D, G_ema)
+    import_checkpoint(src, tmp_path / "v1.pt")
+    layer = load_checkpoint(tmp_path / "v1.pt").G_ema.synthesis.b8.conv0
+    tf = fx.tf_v1_generator_vars(G_ema)[1]
+    scope = "8x8/Conv0_up"
+    rng = np.random.RandomState(2)
+    x = rng.randn(2, tf[f"{scope}/weight"].shape[2], 4, 4)
+    w = rng.randn(2, tf[f"{scope}/StyleMod/weight"].shape[0])
+
+    y = fused_upconv(x, tf[f"{scope}/weight"].transpose(0, 1, 3, 2))
+    blur = np.outer([1.0, 2, 1], [1.0, 2, 1]) / 16
+    yp = np.pad(y, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    y = sum(yp[:, :, a:a + 8, b:b + 8] * blur[a, b] for a in range(3) for b in range(3))
+    y = y + tf["noise2"][0, 0] * tf[f"{scope}/Noise/weight"].reshape(1, -1, 1, 1)
+    y = y + tf[f"{scope}/bias"].reshape(1, -1, 1, 1)
+    y = np.where(y >= 0, y, 0.2 * y)
+    y = y - y.mean(axis=(2, 3), keepdims=True)
+    y = y / np.sqrt((y ** 2).mean(axis=(2, 3), keepdims=True) + 1e-8)
+    style_w = tf[f"{scope}/StyleMod/weight"]
+    style = (w @ (style_w / np.sqrt(style_w.shape[0])) + tf[f"{scope}/StyleMod/bias"])
+    style = style.reshape(2, 2, -1, 1, 1)
+    expected = y * (style[:, 0] + 1) + style[:, 1]
+    with torch.no_grad():
+        got = layer(torch.from_numpy(x).float(), torch.from_numpy(w).float(),
+                    noise_mode="const").double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
