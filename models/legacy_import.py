@@ -17,7 +17,9 @@ up-sampling kernels (`conv0`, and `skip` of resnet generators) are flipped here 
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,41 +167,60 @@ def build_and_load(result: Imported, sources: dict[str, tuple[dict, dict]]) -> I
 # ------------------------------------------------------------------------------------------
 # Source formats
 # ------------------------------------------------------------------------------------------
-def detect_format(obj) -> str:
-    if isinstance(obj, tuple) and obj and all(isinstance(n, ProGANNetwork) for n in obj):
-        return "tf-progan"
-    if isinstance(obj, tuple) and obj and all(isinstance(n, TFNetwork) for n in obj):
-        names = " ".join(obj[-1].variables)
-        if "mod_weight" in names:
-            return "tf-stylegan2"
-        if "StyleMod" in names or "ToRGB_lod" in names:
-            return "tf-stylegan"
+@dataclass(frozen=True)
+class SourceFormat:
+    """One official checkpoint format: how to recognise its unpickled object, and the
+    importer ("module:function") that turns it into an `Imported`."""
+
+    name: str
+    detect: Callable[[object], bool]
+    importer: str
+
+    def run(self, obj) -> Imported:
+        module, function = self.importer.split(":")
+        return getattr(importlib.import_module(module), function)(obj)
+
+
+def _tf_variable_names(obj) -> str:
+    is_tf = isinstance(obj, tuple) and obj and all(isinstance(n, TFNetwork) for n in obj) \
+        and not any(isinstance(n, ProGANNetwork) for n in obj)
+    return " ".join(obj[-1].variables) if is_tf else ""
+
+
+def _is_unknown_tf(obj) -> bool:
+    if _tf_variable_names(obj):
         raise CheckpointImportError("TF pickle of an unsupported network (neither StyleGAN nor "
-                           "StyleGAN2 variable names)")
-    if isinstance(obj, dict) and any(isinstance(obj.get(k), PersistentObject)
-                                     for k in ("G", "G_ema")):
-        return "stylegan2-ada"
-    if isinstance(obj, dict) and ("g_ema" in obj or "g" in obj):
-        return "rosinality"
+                                    "StyleGAN2 variable names)")
+    return False
+
+
+FORMATS: tuple[SourceFormat, ...] = (
+    SourceFormat("tf-progan", lambda o: isinstance(o, tuple) and bool(o) and all(
+        isinstance(n, ProGANNetwork) for n in o), "models.legacy_progan:import_tf_progan"),
+    SourceFormat("tf-stylegan2", lambda o: "mod_weight" in _tf_variable_names(o),
+                 "models.legacy_tf:import_tf_stylegan2"),
+    SourceFormat("tf-stylegan", lambda o: any(k in _tf_variable_names(o)
+                                              for k in ("StyleMod", "ToRGB_lod")),
+                 "models.legacy_tf:import_tf_stylegan"),
+    SourceFormat("tf-unknown", _is_unknown_tf, ""),
+    SourceFormat("stylegan2-ada", lambda o: isinstance(o, dict) and any(
+        isinstance(o.get(k), PersistentObject) for k in ("G", "G_ema")),
+        "models.legacy_import:import_ada"),
+    SourceFormat("rosinality", lambda o: isinstance(o, dict) and ("g_ema" in o or "g" in o),
+                 "models.legacy_rosinality:import_rosinality"),
+)
+
+
+def detect_format(obj) -> SourceFormat:
+    for fmt in FORMATS:
+        if fmt.detect(obj):
+            return fmt
     raise CheckpointImportError("unrecognised checkpoint: expected a TF (G, D, Gs) pickle, a "
-                       "stylegan2-ada-pytorch pickle or a rosinality .pt file")
+                                "stylegan2-ada-pytorch pickle or a rosinality .pt file")
 
 
 def import_object(obj) -> Imported:
-    fmt = detect_format(obj)
-    if fmt == "tf-progan":
-        from models.legacy_progan import import_tf_progan
-        return import_tf_progan(obj)
-    if fmt == "tf-stylegan2":
-        from models.legacy_tf import import_tf_stylegan2
-        return import_tf_stylegan2(obj)
-    if fmt == "tf-stylegan":
-        from models.legacy_tf import import_tf_stylegan
-        return import_tf_stylegan(obj)
-    if fmt == "stylegan2-ada":
-        return import_ada(obj)
-    from models.legacy_rosinality import import_rosinality
-    return import_rosinality(obj)
+    return detect_format(obj).run(obj)
 
 
 UPSAMPLING_KERNEL = re.compile(r"synthesis\.b\d+\.(conv0|skip)\.weight")
