@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 from dataclasses import dataclass, field
 
 from ffhq_tools.errors import FfhqToolsError
 
-ARCHS = ("progan", "stylegan", "stylegan2")
+# Network families: arch name -> builder "module:function" (config, resolution, c_dim,
+# img_channels) -> (G, D). A new family adds a row here.
+ARCHITECTURE_BUILDERS = {
+    "progan": "models.progan:build_progan",
+    "stylegan": "models.stylegan:build_stylegan",
+    "stylegan2": "models.stylegan2:build_stylegan2",
+}
+ARCHS = tuple(ARCHITECTURE_BUILDERS)
 LOSSES = ("logistic-ns-r1", "wgan-gp")
 
 V1_LR_PER_RES = {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}
@@ -241,11 +249,6 @@ def build_networks(config: ModelConfig, resolution: int, *, c_dim: int = 0,
                if v is not None}
     if changes:
         config = config.replace(**changes)
-    if config.arch == "stylegan2":
-        from models.stylegan2 import build_stylegan2
-        return build_stylegan2(config, resolution, c_dim, img_channels)
-    if config.arch == "progan":
-        from models.progan import build_progan
-        return build_progan(config, resolution, c_dim, img_channels)
-    from models.stylegan import build_stylegan
-    return build_stylegan(config, resolution, c_dim, img_channels)
+    module, function = ARCHITECTURE_BUILDERS[config.arch].split(":")
+    build = getattr(importlib.import_module(module), function)
+    return build(config, resolution, c_dim, img_channels)
