@@ -173,7 +173,10 @@ def rows_from_result(result: dict, *, checkpoint: str, checkpoint_sha256: str, c
     for field in ("metric", "results"):
         if field not in result:
             raise LeaderboardError(f"metric record lacks '{field}': {sorted(result)}")
-    protocol = result.get("protocol") or {}
+    protocol = dict(result.get("protocol") or {})
+    resolution = (result.get("network") or {}).get("resolution")
+    if resolution is not None:
+        protocol.setdefault("resolution", resolution)
     feature_network, weights_sha256 = format_weights(result.get("weights") or {})
     shared = {
         "date": result.get("date") or _dt.datetime.now(_dt.timezone.utc).isoformat(

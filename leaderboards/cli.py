@@ -67,13 +67,14 @@ def _show(args) -> int:
 def _table_frame(args):
     from leaderboards.board import read_board
     from leaderboards.layouts import get_layout
-    from leaderboards.tables import dataset_mapping, pivot_measured, pivot_published
+    from leaderboards.tables import dataset_mapping, marked_table, pivot_published
 
     layout = get_layout(args.name)
     if args.published:
         return layout, pivot_published(layout), "published values"
     datasets = dataset_mapping(layout, args.dataset)
-    frame = pivot_measured(read_board(args.board), layout, datasets, args.aggregate)
+    frame = marked_table(read_board(args.board), layout, datasets, args.aggregate,
+                         text=args.format != "csv")
     mapped = ", ".join(f"{k} <- {v}" for k, v in datasets.items() if k != v)
     caption = f"measured ({args.aggregate})" + (f"; datasets {mapped}" if mapped else "")
     return layout, frame, caption

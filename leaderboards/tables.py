@@ -14,6 +14,7 @@ import re
 
 from ffhq_tools.errors import FfhqToolsError
 from leaderboards.board import parse_weights
+from leaderboards.conformance import row_deviations
 from leaderboards.layouts import Column, Row, TableLayout
 from leaderboards.published import load_baseline
 
@@ -81,6 +82,8 @@ def measured_cells(board, layout: TableLayout, datasets: dict[str, str] | None =
                 "checkpoints": ";".join(sorted(set(found["checkpoint"]))),
                 "weights": sorted(set(found["weights_sha256"])),
                 "modes": sorted(set(found["mode"])),
+                "deviations": sorted({reason for _, r in found.iterrows()
+                                      for reason in row_deviations(r, column.dataset)}),
             })
     return cells
 
@@ -100,6 +103,33 @@ def pivot_measured(board, layout: TableLayout, datasets: dict[str, str] | None =
                    aggregate: str = "last"):
     cells = measured_cells(board, layout, datasets, aggregate)
     return _frame(layout, {(c["row"], c["column"]): c["value"] for c in cells})
+
+
+def marked_table(board, layout: TableLayout, datasets: dict[str, str] | None = None,
+                 aggregate: str = "last", text: bool = True):
+    """What `table` prints: `pivot_measured` plus a `notes` column saying why a cell deviates
+    from the paper's protocol (counts, resolution, mode, custom or unregistered weights).
+    With text=True, values are formatted with the paper's decimals and deviating cells are
+    marked [n]; otherwise they stay numbers (CSV)."""
+    cells = measured_cells(board, layout, datasets, aggregate)
+    frame = _frame(layout, {(c["row"], c["column"]): c["value"] for c in cells})
+    if text:
+        frame = format_frame(frame, layout)
+    notes: dict[str, list[str]] = {}
+    reasons: list[str] = []
+    for cell in cells:
+        problems = _comparability(cell)
+        if not problems:
+            continue
+        reason = "; ".join(problems)
+        if reason not in reasons:
+            reasons.append(reason)
+        mark = f"[{reasons.index(reason) + 1}]"
+        if text:
+            frame.loc[cell["row"], cell["column"]] += f" {mark}"
+        notes.setdefault(cell["row"], []).append(f"{mark} {cell['column']}: {reason}")
+    frame["notes"] = [" ".join(notes.get(label, [])) for label in frame.index]
+    return frame
 
 
 def pivot_published(layout: TableLayout):
@@ -140,7 +170,7 @@ def _non_reference_weights(weights_cell: str) -> list[str]:
 
 
 def _comparability(cell: dict) -> list[str]:
-    problems = []
+    problems = list(cell["deviations"])
     if len(cell["weights"]) > 1:
         problems.append(f"{len(cell['weights'])} different feature-weight sets")
     if len(cell["modes"]) > 1:

@@ -38,7 +38,7 @@ def test_table_markdown_and_csv(board, tmp_path, capsys):
     assert main(["leaderboard", "table", "stylegan-table1", "--board", str(board),
                  "--format", "csv", "--out", str(csv_path)]) == 0
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "row,config,CelebA-HQ,FFHQ" and lines[1] == "A,stylegan-A,,9.0"
+    assert lines[0] == "row,config,CelebA-HQ,FFHQ,notes" and lines[1] == "A,stylegan-A,,9.0,"
 
 
 def test_compare_prints_deltas_and_plots(board, tmp_path, capsys):

@@ -24,11 +24,17 @@ OTHER_SHA = "1" * 64
 
 
 def row(config, result, value, *, dataset="FFHQ", date="2026-01-01T00:00:00", mode="tf",
-        weights=f"inception-fid={INCEPTION_SHA}", checkpoint="ck.pt"):
+        weights=f"inception-fid={INCEPTION_SHA}", checkpoint="ck.pt", protocol="{}"):
     base = {c: "" for c in COLUMNS}
     base.update(config=config, result=result, value=value, dataset=dataset, date=date, mode=mode,
-                weights_sha256=weights, checkpoint=checkpoint, metric=result.split("_")[0])
+                weights_sha256=weights, checkpoint=checkpoint, metric=protocol_of(result),
+                protocol=protocol)
     return base
+
+
+def protocol_of(result: str) -> str:
+    """The registered protocol producing `result` (ppl_zfull, ls_z -> ls, pr50k3_recall ...)."""
+    return result if result.startswith("ppl") else result.split("_")[0]
 
 
 @pytest.fixture
