@@ -242,6 +242,7 @@ def _register(name: str, space: str, sampling_mode: str, crop: bool, num: int,
     register_metric(
         name, protocol=protocol, needs=("generator",),
         weights=("vgg16", "lpips-vgg-lin", "vgg16-ts"),
+        weight_options=(("vgg16-ts",), ("vgg16", "lpips-vgg-lin")),
         description=f"Perceptual path length in {space.upper()}, {where}, "
                     f"{'face crop' if crop else 'full image'}, {num:,} samples, "
                     f"{policy} downsampling")(

@@ -67,6 +67,7 @@ _PROTOCOL = {"num_gen": NUM_GEN, "nhood_size": NEIGHBOURHOOD,
 @register_metric(
     "pr50k3", protocol={**_PROTOCOL, "max_real": PR50K3_NUM_REAL},
     needs=("generator", "data"), weights=(vgg16.TORCHVISION, vgg16.TORCHSCRIPT),
+    weight_options=((vgg16.TORCHSCRIPT,), (vgg16.TORCHVISION,)),
     description="Precision/recall: 50,000 generated vs 50,000 real VGG16 features, k = 3")
 def pr50k3(ctx: MetricContext) -> dict:
     return _pr(ctx, PR50K3_NUM_REAL)
@@ -75,6 +76,7 @@ def pr50k3(ctx: MetricContext) -> dict:
 @register_metric(
     "pr50k3_full", protocol={**_PROTOCOL, "max_real": PR50K3_FULL_MAX_REAL},
     needs=("generator", "data"), weights=(vgg16.TORCHVISION, vgg16.TORCHSCRIPT),
+    weight_options=((vgg16.TORCHSCRIPT,), (vgg16.TORCHVISION,)),
     description="Precision/recall: 50,000 generated vs up to 200,000 real VGG16 features, k = 3")
 def pr50k3_full(ctx: MetricContext) -> dict:
     return _pr(ctx, PR50K3_FULL_MAX_REAL)

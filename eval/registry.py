@@ -94,13 +94,27 @@ class MetricSpec:
     needs: tuple[str, ...]
     weights: tuple[str, ...]
     description: str
+    # Sets of weights entries of which any one, fully available, lets the metric run
+    # (PPL: NVIDIA's vgg16.pt, or torchvision VGG16 + lpips' layers); default: all `weights`.
+    weight_options: tuple[tuple[str, ...], ...] = ()
+
+    def missing_weights(self, overrides: dict | None = None) -> list[str]:
+        """Entries to provide before this metric can run (empty when it can)."""
+        from ffhq_tools.weights import is_available
+
+        options = self.weight_options or (self.weights,)
+        missing = [[w for w in option if not is_available(w, overrides)] for option in options]
+        if any(not m for m in missing):
+            return []
+        return min(missing, key=len)
 
 
 METRICS: dict[str, MetricSpec] = {}
 
 
 def register_metric(name: str, *, protocol: dict, needs: tuple[str, ...],
-                    weights: tuple[str, ...], description: str):
+                    weights: tuple[str, ...], description: str,
+                    weight_options: tuple[tuple[str, ...], ...] = ()):
     """Decorator registering `fn(ctx) -> dict of numbers` under `name`."""
     unknown = [n for n in needs if n not in NEEDS]
     if unknown:
@@ -110,7 +124,7 @@ def register_metric(name: str, *, protocol: dict, needs: tuple[str, ...],
         if name in METRICS and METRICS[name].fn is not fn:
             raise ValueError(f"metric '{name}' registered twice")
         METRICS[name] = MetricSpec(name, fn, dict(protocol), tuple(needs), tuple(weights),
-                                   description)
+                                   description, tuple(tuple(o) for o in weight_options))
         return fn
 
     return decorate

@@ -95,12 +95,20 @@ class _Tee:
 
 @contextlib.contextmanager
 def capture_log(run_dir: str | Path, filename: str = "log.txt") -> Iterator[Path]:
-    """Copy everything printed to stdout and stderr into `run_dir/log.txt`."""
+    """Copy everything printed to stdout and stderr into `run_dir/log.txt`; an error that ends
+    the run is written there too (the CLI prints it only after the block has exited)."""
     path = Path(run_dir) / filename
     with open(path, "a", encoding="utf-8") as log:
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
         try:
             yield path
+        except KeyboardInterrupt:
+            log.write("interrupted (Ctrl-C)\n")
+            raise
+        except Exception as exc:
+            kind = "" if isinstance(exc, FfhqToolsError) else f"{type(exc).__name__}: "
+            log.write(f"error: {kind}{exc}\n")
+            raise
         finally:
             sys.stdout, sys.stderr = saved

@@ -226,14 +226,39 @@ def score_checkpoints(checkpoints: list[str | Path], data: str | Path | None,
         shutdown(env)
 
 
+def _listed(names: list[str], sep: str = ", ") -> str:
+    return sep.join(names) if len(names) <= 3 else \
+        f"{names[0]} .. {names[-1]} ({len(names)} files)"
+
+
+def check_weights_first(wanted: list[str], settings: ScoreSettings) -> None:
+    """Every network file the whole run will need, checked before anything is computed, so a
+    missing file never leaves a half-filled board."""
+    from eval.registry import get_metric
+
+    load_metrics()
+    missing = {m: get_metric(m).missing_weights(settings.weights_overrides) for m in wanted}
+    missing = {m: names for m, names in missing.items() if names}
+    if missing:
+        lines = "; ".join(f"{m} needs {_listed(names)}" for m, names in missing.items())
+        files = _listed(sorted({n for names in missing.values() for n in names}), " ")
+        raise WeightsError(f"weights missing, nothing was computed: {lines}. Provide them with "
+                           f"`ffhq-tools weights fetch {files}` (or `weights import "
+                           "PATH`, or --weights NAME=PATH)")
+
+
 def _score_each(checkpoints, data, settings, table, metrics, config_name,
                 device) -> ScoreOutcome:
     from models.checkpoint import load_generator
 
     total = ScoreOutcome()
+    plan = []
     for path in checkpoints:
         info = checkpoint_info(path, config_name)
-        wanted = metrics or metrics_for_table(table, info["config"])
+        plan.append((path, info, metrics or metrics_for_table(table, info["config"])))
+    if not settings.skip_missing_weights:
+        check_weights_first([m for *_, wanted in plan for m in wanted], settings)
+    for path, info, wanted in plan:
         G = load_generator(path, device=device)
         outcome = score_generator(G, info, data, wanted, settings)
         total.rows += outcome.rows

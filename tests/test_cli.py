@@ -69,3 +69,15 @@ def test_interrupt_exits_130_and_says_how_to_resume(verb, expected, capsys, monk
     monkeypatch.setattr(cli, "build_parser", parser_with_a_stopping_verb)
     assert cli.main([verb]) == 130
     assert expected in capsys.readouterr().err
+
+
+def test_a_failed_runs_log_holds_the_error(tmp_path):
+    from ffhq_tools.errors import FfhqToolsError
+    from ffhq_tools.runs import capture_log
+
+    with pytest.raises(FfhqToolsError):
+        with capture_log(tmp_path):
+            print("started")
+            raise FfhqToolsError("weights 'inception-fid' are missing")
+    assert (tmp_path / "log.txt").read_text() == (
+        "started\nerror: weights 'inception-fid' are missing\n")

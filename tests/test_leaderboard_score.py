@@ -131,3 +131,29 @@ def test_skipping_missing_weights_names_the_entry_and_the_fetch_command(tiny_che
         "ffhq-tools weights fetch celebahq-classifier-00 .. celebahq-classifier-39 "
         "(every name: ffhq-tools weights list)")
     assert not outcome.rows and not (tmp_path / "b.csv").exists()
+
+
+def test_score_checks_every_network_before_computing_anything(tiny_checkpoint, real_folder,
+                                                              tmp_path, capsys):
+    """fd_dlib_face could run (dlib ships offline) but pr50k3 and ppl lack their VGG16 files:
+    nothing is computed and the board is never created."""
+    board = tmp_path / "b.csv"
+    assert main(["score", str(tiny_checkpoint), "--data", str(real_folder), "--metrics",
+                 "fd_dlib_face,pr50k3,ppl_wend,ls", "--board", str(board), "--device", "cpu",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was computed" in err and "fd_dlib_face" not in err
+    assert "pr50k3 needs vgg16-ts" in err and "ppl_wend needs vgg16-ts" in err
+    assert "ls needs celebahq-classifier-00 .. celebahq-classifier-39 (40 files)" in err
+    assert not board.exists()
+
+
+def test_a_metric_runs_with_any_one_of_its_weight_options(tmp_path):
+    from eval.registry import get_metric
+
+    vgg = tmp_path / "vgg16.pt"
+    vgg.write_bytes(b"not checked before use")
+    spec = get_metric("ppl_wend")
+    assert spec.missing_weights({}) == ["vgg16-ts"]
+    assert spec.missing_weights({"vgg16-ts": vgg}) == []
+    assert get_metric("fid50k").missing_weights({}) == ["inception-fid"]
