@@ -86,16 +86,12 @@ def _dataset(section, state) -> None:
 
 def _training(section, state) -> None:
     from ffhq_tools.atomic import read_jsonl
-    from leaderboards.plots import plot_series
+    from leaderboards.plots import load_loss_history, plot_series
 
     if _not_done(section, state, "train"):
         return
     stats = read_jsonl(state.train_dir / "stats.jsonl")
-    losses = {}
-    for record in stats:
-        for key, value in record.items():
-            if key.startswith("Loss/") and isinstance(value, (int, float)):
-                losses.setdefault(key[5:], []).append((record["kimg"], value))
+    losses = load_loss_history(state.train_dir)
     if losses:
         section.image(plot_series(losses, state.run_dir / "report-losses.png",
                                   title="training losses per tick"), "losses against kimg")

@@ -116,8 +116,31 @@ def _compare(args) -> int:
     return 0
 
 
+def _plot_run(run: Path, out: Path) -> None:
+    from leaderboards.plots import (
+        load_loss_history,
+        load_metric_history,
+        plot_metric_history,
+        plot_series,
+    )
+
+    if not run.is_dir():
+        raise FfhqToolsError(f"{run}: no such run folder")
+    metrics, losses = load_metric_history(run), load_loss_history(run)
+    if not metrics and not losses:
+        raise FfhqToolsError(f"{run}: no metric-*.jsonl (train with --metrics, or score its "
+                             "snapshots with `ffhq-tools metrics --network SNAPSHOT`) and no "
+                             "stats.jsonl losses")
+    if metrics:
+        path = plot_metric_history(metrics, out / "metrics-vs-kimg.png", title=str(run))
+        print(f"wrote {path}")
+    if losses:
+        path = plot_series(losses, out / "losses-vs-kimg.png", title=f"{run}: training losses")
+        print(f"wrote {path}")
+
+
 def _plot(args) -> int:
-    from leaderboards.plots import load_metric_history, plot_comparison, plot_metric_history
+    from leaderboards.plots import plot_comparison
 
     if not args.run and not args.baseline:
         raise FfhqToolsError("leaderboard plot: give RUN_DIR (metric vs kimg) and/or "
@@ -125,9 +148,7 @@ def _plot(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.run:
-        path = plot_metric_history(load_metric_history(args.run), out / "metrics-vs-kimg.png",
-                                   title=str(args.run))
-        print(f"wrote {path}")
+        _plot_run(Path(args.run), out)
     if args.baseline:
         from leaderboards.board import read_board
         from leaderboards.layouts import get_layout

@@ -41,22 +41,45 @@ def _kimg(record: dict, source: Path) -> float:
     raise FfhqToolsError(f"{source}: a metric record has neither 'kimg' nor 'network.kimg'")
 
 
+def _scored_here(record: dict, run_dir: Path) -> bool:
+    """A `metrics --network` record of one of this run's snapshots (matched by run folder and
+    file name, so relative and absolute paths both count)."""
+    path = Path(str((record.get("network") or {}).get("path", "")))
+    return path.parent.name == run_dir.name and (run_dir / path.name).is_file()
+
+
 def load_metric_history(run_dir: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """{result name: [(kimg, value), ...]} from every metric-*.jsonl of a run, sorted by kimg."""
+    """{result name: [(kimg, value), ...]}, sorted by kimg, from the run's own metric-*.jsonl
+    (what training wrote) and from the metric-*.jsonl of sibling run folders whose records
+    score this run's snapshots (what `ffhq-tools metrics --network SNAPSHOT` wrote)."""
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("metric-*.jsonl"))
-    if not files:
-        raise FfhqToolsError(f"{run_dir}: no metric-*.jsonl files (train with --metrics, or "
-                             "score snapshots with `ffhq-tools metrics`)")
+    sources = [(path, False) for path in sorted(run_dir.glob("metric-*.jsonl"))]
+    sources += [(path, True) for path in sorted(run_dir.parent.glob("*/metric-*.jsonl"))
+                if path.parent != run_dir]
     history: dict[str, list[tuple[float, float]]] = {}
-    for path in files:
+    for path, foreign in sources:
         for record in read_jsonl(path):
+            if foreign and not _scored_here(record, run_dir):
+                continue
             kimg = _kimg(record, path)
             for name, value in (record.get("results") or {}).items():
                 if isinstance(value, (int, float)):
                     name = qualified_result(record.get("metric", ""), name)
                     history.setdefault(name, []).append((kimg, float(value)))
-    return {name: sorted(points) for name, points in history.items()}
+    return {name: sorted(set(points)) for name, points in history.items()}
+
+
+def load_loss_history(run_dir: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """{loss name: [(kimg, value), ...]} from a training run's stats.jsonl (`Loss/*`)."""
+    path = Path(run_dir) / "stats.jsonl"
+    losses: dict[str, list[tuple[float, float]]] = {}
+    if not path.is_file():
+        return losses
+    for record in read_jsonl(path):
+        for key, value in record.items():
+            if key.startswith("Loss/") and isinstance(value, (int, float)):
+                losses.setdefault(key[len("Loss/"):], []).append((record["kimg"], value))
+    return losses
 
 
 def plot_metric_history(history: dict[str, list[tuple[float, float]]], out: str | Path,

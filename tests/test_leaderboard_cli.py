@@ -93,8 +93,32 @@ def test_metric_history_from_a_run_and_its_plot(tmp_path):
     append_jsonl(run / "metric-bad.jsonl", {"metric": "bad", "results": {"x": 1.0}})
     with pytest.raises(FfhqToolsError, match="metric-bad.jsonl"):
         load_metric_history(run)
-    with pytest.raises(FfhqToolsError, match="no metric"):
-        load_metric_history(tmp_path)
+    assert load_metric_history(tmp_path / "empty") == {}
+    (tmp_path / "empty").mkdir()
+    assert main(["leaderboard", "plot", str(tmp_path / "empty"), "--out",
+                 str(tmp_path / "plots")]) == 2
+
+
+def test_plot_of_a_training_run_finds_its_losses_and_the_metrics_verbs_rows(tmp_path):
+    runs = tmp_path / "runs"
+    train = runs / "00003-faces-tiny"
+    train.mkdir(parents=True)
+    (train / "network-snapshot-0000001.000.pt").write_bytes(b"")
+    for kimg, loss in ((0.5, 2.0), (1.0, 1.5)):
+        append_jsonl(train / "stats.jsonl", {"tick": 0, "kimg": kimg, "Loss/G/loss": loss,
+                                             "Loss/D/loss": loss / 2})
+    scored = {"metric": "fid50k_full", "results": {"fid": 30.0},
+              "network": {"path": "runs/00003-faces-tiny/network-snapshot-0000001.000.pt",
+                          "kimg": 1.0}}
+    other = {"metric": "fid50k_full", "results": {"fid": 99.0},
+             "network": {"path": "runs/00007-else/network-snapshot-0000001.000.pt", "kimg": 1.0}}
+    append_jsonl(runs / "00004-metrics-fid50k_full" / "metric-fid50k_full.jsonl", scored)
+    append_jsonl(runs / "00008-metrics-fid50k_full" / "metric-fid50k_full.jsonl", other)
+    assert load_metric_history(train) == {"fid50k_full": [(1.0, 30.0)]}
+    out = tmp_path / "plots"
+    assert main(["leaderboard", "plot", str(train), "--out", str(out)]) == 0
+    for name in ("metrics-vs-kimg.png", "losses-vs-kimg.png"):
+        assert Image.open(out / name).format == "PNG"
 
 
 def test_report_escapes_text_and_embeds_images(tmp_path):
