@@ -77,6 +77,13 @@ def verb_names(parser: argparse.ArgumentParser | None = None) -> list[list[str]]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ffhq_tools.packages import prefer_our_packages
+
+    try:
+        prefer_our_packages()
+    except FfhqToolsError as exc:
+        print(f"ffhq-tools: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
