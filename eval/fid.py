@@ -76,9 +76,25 @@ def fid_between(first: str | Path, second: str | Path, ctx: MetricContext | None
 
     Returns {"fid", "num": [n1, n2], "mode", "covariance", "weights"}.
     """
+    from eval.feature_checks import check_spread, rank_warning, warn
+    from ffhq_tools.weights import custom_weights
+
     ctx = ctx or MetricContext()
     mu1, sigma1, n1 = source_gaussian(ctx, first, num)
     mu2, sigma2, n2 = source_gaussian(ctx, second, num)
+    warnings = []
+    for source, sigma, n in ((first, sigma1, n1), (second, sigma2, n2)):
+        check_spread(sigma, str(source), ctx.weights_used)
+        message = rank_warning(n if isinstance(n, int) else None, sigma.shape[0], str(source))
+        if message:
+            warn(message)
+            warnings.append(message)
     value = frechet_distance(mu1, sigma1, mu2, sigma2, labels=(str(first), str(second)))
-    return {"fid": value, "num": [n1, n2], "mode": ctx.mode, "covariance": ctx.covariance,
-            "weights": dict(ctx.weights_used), "sources": [str(first), str(second)]}
+    row = {"fid": value, "num": [n1, n2], "mode": ctx.mode, "covariance": ctx.covariance,
+           "weights": dict(ctx.weights_used), "sources": [str(first), str(second)]}
+    custom = custom_weights(ctx.weights_used)
+    if custom:
+        row["custom_weights"] = custom
+    if warnings:
+        row["warnings"] = warnings
+    return row

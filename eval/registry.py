@@ -207,4 +207,9 @@ def compute_metric(name: str, ctx: MetricContext) -> dict:
         row["data"] = str(ctx.data)
     if ctx.notes:
         row["notes"] = dict(ctx.notes)
+    from ffhq_tools.weights import custom_weights
+
+    custom = custom_weights(ctx.weights_used)
+    if custom:
+        row["custom_weights"] = custom
     return row

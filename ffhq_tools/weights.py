@@ -189,6 +189,19 @@ def expected_sha256(name: str) -> str | None:
     return get_entry(name).sha256 or recorded_hashes().get(name)
 
 
+def custom_weights(used: dict[str, str]) -> dict[str, str]:
+    """{name: why} for every file in `used` ({name: sha256}) that is not the registry's
+    published file: 'custom weights' when the hash differs, 'unpinned' when none is published."""
+    out = {}
+    for name, digest in used.items():
+        published = get_entry(name).sha256 if name in REGISTRY else None
+        if published is None:
+            out[name] = "unpinned (no published SHA-256)"
+        elif not sha256_matches(digest, published):
+            out[name] = f"custom weights (sha256 {digest[:12]}..., registry {published[:12]}...)"
+    return out
+
+
 def import_command(name: str) -> str:
     return f"ffhq-tools weights import {name} /path/to/{get_entry(name).filename}"
 

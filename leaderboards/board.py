@@ -166,6 +166,11 @@ def _count(protocol: dict, *keys: str):
     return None
 
 
+def _custom_note(result: dict) -> str:
+    custom = result.get("custom_weights") or {}
+    return "; ".join(f"{name}: {why}" for name, why in sorted(custom.items()))
+
+
 def rows_from_result(result: dict, *, checkpoint: str, checkpoint_sha256: str, config: str,
                      kimg: float | None, dataset: str, data_path: str,
                      note: str = "") -> list[dict]:
@@ -191,7 +196,7 @@ def rows_from_result(result: dict, *, checkpoint: str, checkpoint_sha256: str, c
         "ffhq_tools_version": result.get("ffhq_tools", ""),
         "torch_version": result.get("torch", ""),
         "protocol": json.dumps(protocol, sort_keys=True, separators=(",", ":")),
-        "note": note,
+        "note": "; ".join(filter(None, [note, _custom_note(result)])),
     }
     rows = []
     for name, value in result["results"].items():

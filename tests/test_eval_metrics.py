@@ -8,7 +8,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from eval_helpers import photos, random_crops, seeded_inception_file, write_folder
+from eval_helpers import (
+    photos,
+    random_crops,
+    seeded_inception_file,
+    shared_inception_file,
+    write_folder,
+)
 from PIL import Image
 
 from eval import sampling
@@ -90,9 +96,16 @@ def test_fid_metric_row_counts_weights_and_cache(inception_file, real_folder, tm
     assert again["results"]["fid"] == pytest.approx(row["results"]["fid"], rel=1e-12)
 
 
+@pytest.fixture(scope="module")
+def calibrated_inception(tmp_path_factory):
+    """Features that spread across images: the `fid` verb refuses collapsed ones."""
+    return shared_inception_file(tmp_path_factory)
+
+
 @pytest.mark.slow
-def test_fid_verb_folders_stats_file_and_self_distance(inception_file, real_folder, tmp_path,
-                                                       capsys):
+def test_fid_verb_folders_stats_file_and_self_distance(calibrated_inception, real_folder,
+                                                       tmp_path, capsys):
+    inception_file = calibrated_inception
     flags = ["--weights", f"inception-fid={inception_file}", "--no-progress",
              "--stats-cache", str(tmp_path / "stats"), "--device", "cpu"]
     other = write_folder(tmp_path / "other", random_crops(2, 20, 9, photos()))
@@ -152,3 +165,24 @@ def test_metrics_verb_on_a_checkpoint_writes_rows(inception_file, real_folder, t
     saved = json.loads((run_dir / "metric-kid50k_full.jsonl").read_text())
     assert saved["results"] == rows[1]["results"]
     assert (run_dir / "options.json").is_file() and (run_dir / "log.txt").is_file()
+
+
+@pytest.mark.slow
+def test_fid_verb_refuses_collapsed_features_and_labels_custom_weights(
+        inception_file, calibrated_inception, tmp_path, capsys):
+    """The default-initialised Inception maps every image to ~1e-8 features: FID ~1e-13
+    between faces and noise. The verb stops and says why; with features that spread it warns
+    about N < 2048 and labels the test's file as custom weights."""
+    faces = write_folder(tmp_path / "faces", random_crops(3, 24, 5, photos()))
+    noise = write_folder(tmp_path / "noise", [
+        np.random.RandomState(i).randint(0, 256, (24, 24, 3), dtype=np.uint8) for i in range(3)])
+    common = [str(faces), str(noise), "--no-progress", "--device", "cpu",
+              "--stats-cache", str(tmp_path / "stats")]
+    assert main(["fid", *common, "--weights", f"inception-fid={inception_file}"]) == 2
+    err = capsys.readouterr().err
+    assert "barely vary across images" in err and "faces" in err and "Traceback" not in err
+    assert main(["fid", *common, "--weights", f"inception-fid={calibrated_inception}"]) == 0
+    captured = capsys.readouterr()
+    row = json.loads(captured.out)
+    assert row["fid"] > 1 and "custom weights" in row["custom_weights"]["inception-fid"]
+    assert "3 images for 2048-d features" in captured.err and len(row["warnings"]) == 2
