@@ -30,6 +30,13 @@ def _configs_show(args) -> int:
     from models.configs import CONFIGS, get_config
 
     config = get_config(args.name)
+    if args.res is not None:
+        from models.layers import log2_resolution
+
+        try:
+            log2_resolution(args.res)
+        except ValueError as exc:
+            raise FfhqToolsError(f"--res {args.res}: {exc}") from None
     if args.json:
         print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         return 0
@@ -43,7 +50,23 @@ def _configs_show(args) -> int:
     for key, value in config.to_dict().items():
         if key not in ("name", "description"):
             print(f"  {key}: {value}")
+    if args.res is not None:
+        _print_parameter_counts(config, args.res)
     return 0
+
+
+def _print_parameter_counts(config, resolution: int) -> None:
+    """Counted on the meta device: no memory, instant even for 1024 px full-width networks."""
+    import torch
+
+    from models.configs import build_networks
+    from models.layers import count_parameters
+
+    with torch.device("meta"):
+        G, D = build_networks(config, resolution)
+    mapping = f" (mapping {count_parameters(G.mapping):,})" if hasattr(G, "mapping") else ""
+    print(f"parameters at {resolution} px: G {count_parameters(G):,}{mapping}, "
+          f"D {count_parameters(D):,}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,6 +233,8 @@ def add_verbs(verbs) -> None:
     p = sub.add_parser("show", help="a config's fields and its differences from its base")
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="print the config as JSON")
+    p.add_argument("--res", type=int, metavar="R",
+                   help="also print G and D parameter counts at resolution R (e.g. 1024)")
     p.set_defaults(func=_configs_show)
 
     p = verbs.add_parser("import-checkpoint",

@@ -81,3 +81,15 @@ def test_a_failed_runs_log_holds_the_error(tmp_path):
             raise FfhqToolsError("weights 'inception-fid' are missing")
     assert (tmp_path / "log.txt").read_text() == (
         "started\nerror: weights 'inception-fid' are missing\n")
+
+
+def test_configs_show_counts_parameters_at_a_resolution(capsys):
+    """The published models' counts (StyleGAN2 config F and StyleGAN FFHQ at 1024 px)."""
+    assert cli.main(["configs", "show", "stylegan2-F", "--res", "1024"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "parameters at 1024 px: G 30,370,060 (mapping 2,101,248), D 29,012,513")
+    assert cli.main(["configs", "show", "stylegan-F", "--res", "1024"]) == 0
+    assert "G 26,219,627 (mapping 2,101,248), D 23,087,249" in capsys.readouterr().out
+    assert cli.main(["configs", "show", "tiny", "--res", "48"]) == 2
+    captured = capsys.readouterr()
+    assert "--res 48" in captured.err and captured.out == ""
