@@ -110,10 +110,14 @@ def open_training_set(path: str | Path, resolution: int | None, max_size: int | 
     (None: the largest level stored). X-flips are the trainer's (seeded per stream position),
     so the dataset is opened without its own xflip."""
     from ffhq_tools.data import H5Dataset
+    from ffhq_tools.data.hints import not_a_dataset_hint
 
     path = Path(path)
     if not path.exists():
         raise FfhqToolsError(f"--data {path}: no such file")
+    hint = not_a_dataset_hint(path)
+    if hint:
+        raise FfhqToolsError(f"--data {hint}")
     try:
         return H5Dataset(path, resolution, xflip=False, labels=labels, max_size=max_size)
     except FfhqToolsError as exc:

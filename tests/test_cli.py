@@ -93,3 +93,22 @@ def test_configs_show_counts_parameters_at_a_resolution(capsys):
     assert cli.main(["configs", "show", "tiny", "--res", "48"]) == 2
     captured = capsys.readouterr()
     assert "--res 48" in captured.err and captured.out == ""
+
+
+def test_train_on_an_image_folder_or_a_zip_says_pack_first(tmp_path, capsys):
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / f"{i}.png")
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("00000/img00000000.png", b"")
+    for data, what in ((folder, "is a folder of 3 images"), (archive, "is a zip archive")):
+        assert cli.main(["train", "--config", "tiny", "--data", str(data), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert what in err and f"ffhq-tools pack {data}" in err
