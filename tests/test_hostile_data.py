@@ -90,3 +90,135 @@ def test_writer_refuses_a_path_outside_out_even_past_discovery(tmp_path):
         with pytest.raises(FfhqToolsError, match="outside the output folder"):
             worker.write(item, 0, 1, None, pixels, np.zeros((4, 2)), (256, 256), "given", {})
     assert not any(outside.iterdir()) and not (tmp_path / "escaped_00.png").exists()
+
+
+# ---- 2. an HDF5 file reads nothing but itself (and its own shards) ---------------------------
+
+SECRET = bytes(range(7, 103))  # 96 bytes = 2 images of 3 x 4 x 4
+
+
+def small_pack(folder: Path, count: int = 2, name: str = "d.h5") -> Path:
+    from ffhq_tools.data import PackOptions, pack
+
+    src = folder / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(3)
+    for i in range(count):
+        Image.fromarray(rng.randint(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / f"i{i}.png")
+    pack(src, folder / name, PackOptions(min_res=4), progress=False)
+    return folder / name
+
+
+def hostile_h5(tmp_path: Path, attack: str) -> Path:
+    """A complete pack whose data4x4 level is replaced by `attack` aimed at a secret file."""
+    import h5py
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(SECRET)
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other["data4x4"] = np.frombuffer(SECRET, np.uint8).reshape(2, 3, 4, 4)
+    path = small_pack(tmp_path / "set")
+    with h5py.File(path, "a") as f:
+        del f["data4x4"]
+        if attack == "external storage":
+            f.create_dataset("data4x4", shape=(2, 3, 4, 4), dtype=np.uint8,
+                             external=[(str(secret), 0, len(SECRET))])
+        elif attack == "external link":
+            f["data4x4"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "data4x4")
+        elif attack == "soft link":
+            f["hidden"] = np.frombuffer(SECRET, np.uint8).reshape(2, 3, 4, 4)
+            f["data4x4"] = h5py.SoftLink("/hidden")
+        elif attack == "soft link loop":
+            f["data4x4"] = h5py.SoftLink("/data4x4")
+        elif attack in ("virtual absolute", "virtual relative escape"):
+            name = str(tmp_path / "other.h5") if attack == "virtual absolute" else "../other.h5"
+            layout = h5py.VirtualLayout((2, 3, 4, 4), np.uint8)
+            layout[:] = h5py.VirtualSource(name, "data4x4", shape=(2, 3, 4, 4))
+            f.create_virtual_dataset("data4x4", layout)
+    return path
+
+
+def read_everything(path: Path, out: Path) -> list[bytes]:
+    """What info, export, train and fid read from `path` (bytes of every image they see)."""
+    from eval.sampling import iterate_real, real_count
+    from ffhq_tools.data import H5Dataset, dataset_info, export
+    from models.train_data import open_training_set
+
+    seen = []
+    readers = [
+        lambda: dataset_info(path),
+        lambda: export(path, out / "png", 4, progress=False),
+        lambda: seen.extend(np.asarray(H5Dataset(path, 4)[i]).tobytes() for i in range(2)),
+        lambda: seen.extend(np.asarray(open_training_set(path, 4)[i]).tobytes()
+                            for i in range(2)),
+        lambda: real_count(path, 4),
+        lambda: seen.extend(b.numpy().tobytes() for b in iterate_real(path, 2, 2, 4)),
+    ]
+    errors = []
+    for reader in readers:
+        try:
+            reader()
+        except FfhqToolsError as exc:
+            errors.append(str(exc))
+    seen += [np.asarray(Image.open(p)).transpose(2, 0, 1).tobytes()
+             for p in sorted((out / "png").rglob("*.png"))]
+    return errors, seen
+
+
+HDF5_ATTACKS = ["external storage", "external link", "soft link", "soft link loop",
+                "virtual absolute", "virtual relative escape"]
+
+
+@pytest.mark.parametrize("attack", HDF5_ATTACKS)
+def test_hdf5_files_cannot_read_other_files(tmp_path, attack):
+    path = hostile_h5(tmp_path, attack)
+    errors, seen = read_everything(path, tmp_path / "out")
+    assert len(errors) == 6, errors
+    assert all(str(path) in e and "/data4x4" in e for e in errors), errors
+    assert not any(SECRET[:48] in image or SECRET[48:] in image for image in seen)
+
+
+def test_cli_names_the_hostile_file_in_one_line(tmp_path, capsys):
+    from ffhq_tools.cli import main
+
+    path = hostile_h5(tmp_path, "external storage")
+    for argv in (["info", str(path)], ["info", str(path), "--verify"],
+                 ["export", str(path), "--out", str(tmp_path / "x"), "-q"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and "external file" in err, err
+
+
+def merged_set(tmp_path: Path) -> tuple[Path, list[Path]]:
+    from ffhq_tools.data import merge_shards
+
+    shards = [small_pack(tmp_path / "set" / "shards", 2, f"s{i}.h5") for i in range(2)]
+    return merge_shards(shards, tmp_path / "set" / "merged.h5")["path"], shards
+
+
+def test_our_own_merged_files_still_read(tmp_path):
+    from ffhq_tools.data import H5Dataset, verify
+
+    merged, _ = merged_set(tmp_path)
+    assert verify(merged) == []
+    assert len(H5Dataset(merged, 8)) == 4
+
+
+def test_a_merged_file_with_a_missing_shard_is_refused_by_name(tmp_path):
+    merged, shards = merged_set(tmp_path)
+    shards[1].unlink()
+    errors, seen = read_everything(Path(merged), tmp_path / "out")
+    assert len(errors) == 6 and all("s1.h5 is missing" in e for e in errors), errors
+    assert not any(image == bytes(len(image)) for image in seen)  # no black images
+
+
+def test_merge_refuses_shards_outside_the_merged_files_folder(tmp_path):
+    from ffhq_tools.data import merge_shards
+    from ffhq_tools.data.layout import DatasetError
+
+    shard = small_pack(tmp_path / "elsewhere", 2, "s0.h5")
+    with pytest.raises(DatasetError, match="s0.h5 is outside"):
+        merge_shards([shard], tmp_path / "set" / "merged.h5")
+    merged, _ = merged_set(tmp_path / "ok")
+    with pytest.raises(DatasetError, match="a merged file, not a shard"):
+        merge_shards([merged], tmp_path / "ok" / "set" / "twice.h5")

@@ -33,7 +33,7 @@ def _pack(args) -> int:
 def _info(args) -> int:
     from ffhq_tools.data.info import dataset_info, format_tables, verify
 
-    info = dataset_info(args.path)
+    info = dataset_info(args.path, require_complete=not args.verify)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ffhq_tools.atomic import atomic_path, write_bytes_atomic
-from ffhq_tools.data.layout import DatasetError, level_name, levels_of, open_h5
+from ffhq_tools.data.layout import DatasetError, level_name, levels_of, open_dataset
 
 FORMATS = ("png", "stylegan2-ada-zip")
 
@@ -47,7 +47,7 @@ def export(h5_path: str | Path, out: str | Path, resolution: int | None = None,
     if fmt not in FORMATS:
         raise DatasetError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     out = Path(out)
-    with open_h5(h5_path) as f:
+    with open_dataset(h5_path) as f:
         levels = levels_of(f)
         resolution = resolution or levels[0]
         if resolution not in levels:

@@ -15,18 +15,16 @@ from ffhq_tools.data.layout import (
     dataset_sha256,
     level_name,
     levels_of,
-    open_h5,
+    open_dataset,
     read_metadata,
 )
 
 
-def dataset_info(path: str | Path) -> dict:
-    with open_h5(path) as f:
+def dataset_info(path: str | Path, require_complete: bool = True) -> dict:
+    """Summary of a packed file; an unfinished ffhq-tools file is refused unless
+    `require_complete` is False (as for `info --verify`, which reports it)."""
+    with open_dataset(path, require_complete) as f:
         levels = levels_of(f)
-        if not levels:
-            from ffhq_tools.data.layout import DatasetError
-
-            raise DatasetError(f"{path}: no data{{R}}x{{R}} datasets (not a packed dataset)")
         full = f[level_name(levels[0])]
         metadata = read_metadata(f)
         return {
@@ -69,9 +67,12 @@ def verify(path: str | Path, pyramid_samples: int = 16) -> list[str]:
     """Problems found (empty when the file is sound): missing/mismatching checksums, levels that
     are not the box averages of the full image (checked on `pyramid_samples` images)."""
     problems = []
-    with open_h5(path) as f:
+    with open_dataset(path, require_complete=False) as f:
         if f.attrs.get("format") != FORMAT:
             problems.append("not written by ffhq-tools (no checksums to verify)")
+        elif not f.attrs.get("complete"):
+            problems.append("unfinished pack: the complete flag is not set (killed, or another "
+                            "pack was writing it); rerun the pack")
         for name in checksummed(f):
             expected = f.attrs.get(f"sha256_{name}")
             if expected is None:

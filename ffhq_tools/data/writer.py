@@ -32,7 +32,7 @@ from ffhq_tools.data.layout import (
     dataset_sha256,
     level_name,
     levels_of,
-    open_h5,
+    open_dataset,
     pyramid,
     read_metadata,
     resolutions_for,
@@ -225,6 +225,13 @@ def _pack_into_partial(out, items, first, options, labels, attributes, identity,
         f.close()
 
 
+def _check_shard_place(shard: Path, out: Path) -> None:
+    folder = out.resolve().parent
+    if shard.is_file() and not shard.resolve().is_relative_to(folder):
+        raise DatasetError(f"pack --merge: shard {shard} is outside {folder}, the folder of "
+                           f"{out.name}; a merged file reads only shards in its own folder tree")
+
+
 def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
     """One file whose datasets are HDF5 virtual datasets over the shard files, in order.
 
@@ -238,9 +245,12 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
         raise DatasetError("pack --merge: give the shard files, then OUT.h5")
     names, shapes, dtypes, counts, metadata, attrs = [], {}, {}, [], [], {}
     for path in shards:  # read what we need, then close: HDF5 reopens them for the VDS
-        with open_h5(path) as f:
+        _check_shard_place(Path(path), out)
+        with open_dataset(path) as f:
             if not f.attrs.get("complete"):
                 raise DatasetError(f"{path}: not a complete pack (rerun its pack first)")
+            if any(f[name].is_virtual for name in f if isinstance(f[name], h5py.Dataset)):
+                raise DatasetError(f"{path}: a merged file, not a shard (merge the shards)")
             if not names:
                 names = [level_name(r) for r in levels_of(f)] + \
                     [n for n in ("labels", "attributes") if n in f]
