@@ -222,3 +222,89 @@ def test_merge_refuses_shards_outside_the_merged_files_folder(tmp_path):
     merged, _ = merged_set(tmp_path / "ok")
     with pytest.raises(DatasetError, match="a merged file, not a shard"):
         merge_shards([merged], tmp_path / "ok" / "set" / "twice.h5")
+
+
+# ---- 3. one writer per output; unfinished files are not read ----------------------------------
+
+def photo_folder(folder: Path, count: int, size: int = 8) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(4)
+    for i in range(count):
+        Image.fromarray(rng.randint(0, 256, (size, size, 3), dtype=np.uint8)).save(
+            folder / f"i{i:02d}.png")
+    return folder
+
+
+def test_a_second_pack_into_the_same_output_fails_at_once(tmp_path):
+    from ffhq_tools.data import PackOptions, pack
+    from ffhq_tools.data.layout import DatasetError
+    from ffhq_tools.data.writer import output_lock, partial_path
+
+    src = photo_folder(tmp_path / "src", 20)
+    out = tmp_path / "d.h5"
+    seen = []
+
+    def second_run(done: int) -> None:
+        if done == 5:  # the first run is half-way: its partial file is on disk
+            with pytest.raises(DatasetError, match=r"d.h5: another pack is writing it"):
+                pack(src, out, PackOptions(min_res=4), progress=False)
+            seen.append(partial_path(out).stat().st_size)
+
+    info = pack(src, out, PackOptions(min_res=4), progress=False, on_image=second_run)
+    assert seen and info["complete"] and info["count"] == 20
+    with output_lock(out), pytest.raises(DatasetError, match="another pack is writing it"):
+        pack(src, out, PackOptions(min_res=4), progress=False)
+
+
+def test_the_lock_holds_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from ffhq_tools.data import pack
+    from ffhq_tools.data.layout import DatasetError
+
+    src = photo_folder(tmp_path / "src", 2)
+    out = tmp_path / "d.h5"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from ffhq_tools.data.writer import output_lock\n"
+         "with output_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+         str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DatasetError, match="another pack is writing it"):
+            pack(src, out, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pack(src, out, progress=False)["count"] == 2  # the lock died with its holder
+
+
+def unfinished_pack(tmp_path: Path) -> Path:
+    """What a lost race used to leave at OUT: a partial file with complete unset."""
+    from ffhq_tools.data import pack
+    from ffhq_tools.data.writer import partial_path
+
+    src = photo_folder(tmp_path / "src", 20)
+    out = tmp_path / "d.h5"
+
+    def stop(done: int) -> None:
+        if done == 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack(src, out, progress=False, on_image=stop)
+    partial_path(out).rename(out)
+    return out
+
+
+def test_readers_refuse_an_unfinished_pack(tmp_path, capsys):
+    from ffhq_tools.cli import main
+
+    out = unfinished_pack(tmp_path)
+    errors, _ = read_everything(out, tmp_path / "x")
+    assert len(errors) == 6 and all("d.h5: an unfinished pack" in e for e in errors), errors
+    assert main(["info", str(out)]) == 2
+    assert "complete flag is not set" in capsys.readouterr().err
+    assert main(["info", str(out), "--verify"]) == 1
+    assert "FAILED: unfinished pack" in capsys.readouterr().out

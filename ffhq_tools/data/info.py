@@ -13,6 +13,7 @@ from ffhq_tools.data.layout import (
     FORMAT,
     checksummed,
     dataset_sha256,
+    is_unfinished,
     level_name,
     levels_of,
     open_dataset,
@@ -63,16 +64,30 @@ def format_tables(info: dict) -> str:
     return "\n".join(lines)
 
 
+def unfinished_problem(path: str | Path) -> str | None:
+    """Why `path` is an unfinished pack, or None (read from the attributes alone)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if is_unfinished(f):
+                return ("unfinished pack: the complete flag is not set (killed, or another pack "
+                        "was writing it), so it has no checksums; rerun the pack")
+    except OSError:
+        pass  # open_dataset names the problem
+    return None
+
+
 def verify(path: str | Path, pyramid_samples: int = 16) -> list[str]:
     """Problems found (empty when the file is sound): missing/mismatching checksums, levels that
     are not the box averages of the full image (checked on `pyramid_samples` images)."""
+    unfinished = unfinished_problem(path)
+    if unfinished:
+        return [unfinished]
     problems = []
     with open_dataset(path, require_complete=False) as f:
         if f.attrs.get("format") != FORMAT:
             problems.append("not written by ffhq-tools (no checksums to verify)")
-        elif not f.attrs.get("complete"):
-            problems.append("unfinished pack: the complete flag is not set (killed, or another "
-                            "pack was writing it); rerun the pack")
         for name in checksummed(f):
             expected = f.attrs.get(f"sha256_{name}")
             if expected is None:

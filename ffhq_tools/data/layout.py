@@ -114,9 +114,10 @@ def read_metadata(h5file) -> list[dict]:
     return records
 
 
-def open_h5(path: str | Path, mode: str = "r"):
+def open_h5(path: str | Path, mode: str = "r", require_complete: bool = False):
     """An h5py File. Read mode checks the file first (`ffhq_tools.data.safety.check_file`): no
-    links, external storage or foreign virtual sources, and no shape it does not store."""
+    links, external storage or foreign virtual sources, and no shape it does not store; with
+    `require_complete`, an ffhq-tools file must carry its `complete` flag."""
     import h5py
 
     from ffhq_tools.data.safety import check_file
@@ -130,6 +131,10 @@ def open_h5(path: str | Path, mode: str = "r"):
         raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from exc
     if mode == "r":
         try:
+            if require_complete and is_unfinished(f):
+                raise DatasetError(f"{path}: an unfinished pack (its complete flag is not set: "
+                                   "killed, or another pack was writing it); rerun the pack, or "
+                                   "see info --verify")
             check_file(f, path)
         except BaseException:
             f.close()
@@ -140,23 +145,26 @@ def open_h5(path: str | Path, mode: str = "r"):
 def open_dataset(path: str | Path, require_complete: bool = True):
     """`open_h5` of a packed dataset whose structure is sound (`check_structure`); with
     `require_complete`, an ffhq-tools file must also carry its `complete` flag."""
-    f = open_h5(path)
+    f = open_h5(path, require_complete=require_complete)
     try:
-        check_structure(f, Path(path), require_complete)
+        check_structure(f, Path(path))
     except BaseException:
         f.close()
         raise
     return f
 
 
-def check_structure(f, path: Path, require_complete: bool = True) -> None:
+def is_unfinished(f) -> bool:
+    """A file written by ffhq-tools whose pack never finished (foreign h5tool files have no
+    flag and count as finished)."""
+    return f.attrs.get("format") == FORMAT and not f.attrs.get("complete")
+
+
+def check_structure(f, path: Path) -> None:
     """Levels of uint8 (N, C, R, R) with one N > 0 and C, labels / attributes / metadata of N
-    rows, finite labels; and the `complete` flag of a file written by ffhq-tools."""
+    rows, and finite labels."""
     import h5py
 
-    if require_complete and f.attrs.get("format") == FORMAT and not f.attrs.get("complete"):
-        raise DatasetError(f"{path}: an unfinished pack (its complete flag is not set: killed, "
-                           "or another pack was writing it); rerun the pack, or see info --verify")
     levels = levels_of(f)
     if not levels:
         raise DatasetError(f"{path}: no data{{R}}x{{R}} datasets (not a packed dataset)")

@@ -12,10 +12,12 @@ one file of HDF5 virtual datasets (no copy of the pixels).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,28 @@ def partial_path(out: Path) -> Path:
 
 def sidecar_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial.meta.jsonl")
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on OUT (flock of `.OUT.lock` beside it) while writing it, so two
+    runs never write one partial file; the second one fails at once."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatasetError(f"{out}: another pack is writing it (it holds {lock_path(out)}); "
+                           "wait for it to finish or choose another OUT") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def shard_block(count: int, shard: tuple[int, int]) -> slice:
@@ -175,19 +199,19 @@ def pack(src: str | Path, out: str | Path, options: PackOptions | None = None, *
                 "labels": None if labels is None else labels.shape[1],
                 "attributes": attributes is not None}
     first = _first_image(items, options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    resuming = partial_path(out).exists()
-    try:
-        _pack_into_partial(out, items, first, options, labels, attributes, identity, progress,
-                           on_image)
-    except OSError as exc:  # h5py's errors are OSErrors: a partial file damaged by a kill
-        if not resuming:
-            raise
-        _start_over(partial_path(out), f"could not be resumed ({exc})")
-        _pack_into_partial(out, items, first, options, labels, attributes, identity, progress,
-                           on_image)
-    os.replace(partial_path(out), out)
-    sidecar_path(out).unlink(missing_ok=True)
+    with output_lock(out):
+        resuming = partial_path(out).exists()
+        try:
+            _pack_into_partial(out, items, first, options, labels, attributes, identity,
+                               progress, on_image)
+        except OSError as exc:  # h5py's errors are OSErrors: a partial file damaged by a kill
+            if not resuming:
+                raise
+            _start_over(partial_path(out), f"could not be resumed ({exc})")
+            _pack_into_partial(out, items, first, options, labels, attributes, identity,
+                               progress, on_image)
+        os.replace(partial_path(out), out)
+        sidecar_path(out).unlink(missing_ok=True)
     return dataset_info(out)
 
 
@@ -232,6 +256,20 @@ def _check_shard_place(shard: Path, out: Path) -> None:
                            f"{out.name}; a merged file reads only shards in its own folder tree")
 
 
+def _virtual_layout(name: str, shards, counts: list[int], shape: tuple, dtype, out: Path):
+    """Rows of every shard's `name`, in order, by paths relative to OUT's folder."""
+    import h5py
+
+    layout = h5py.VirtualLayout(shape=(sum(counts),) + shape, dtype=dtype)
+    offset = 0
+    for path, count in zip(shards, counts, strict=True):
+        relative = os.path.relpath(Path(path).resolve(), out.resolve().parent)
+        layout[offset:offset + count] = h5py.VirtualSource(relative, name,
+                                                           shape=(count,) + shape)
+        offset += count
+    return layout
+
+
 def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
     """One file whose datasets are HDF5 virtual datasets over the shard files, in order.
 
@@ -263,21 +301,16 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
                     raise DatasetError(f"{path}: dataset {name} differs from {shards[0]}")
             counts.append(int(f[names[0]].shape[0]))
             metadata += read_metadata(f)
-    partial = partial_path(out)
-    with h5py.File(partial, "w") as merged:
-        for name in names:
-            layout = h5py.VirtualLayout(shape=(sum(counts),) + shapes[name], dtype=dtypes[name])
-            offset = 0
-            for path, count in zip(shards, counts, strict=True):
-                relative = os.path.relpath(Path(path).resolve(), out.resolve().parent)
-                layout[offset:offset + count] = h5py.VirtualSource(
-                    relative, name, shape=(count,) + shapes[name])
-                offset += count
-            merged.create_virtual_dataset(name, layout)
-        _store_metadata(merged, metadata)
-        merged.attrs.update(attrs)
-        merged.attrs.update(tool_version=__version__, count=sum(counts), written=sum(counts),
-                            merged_from=json.dumps([str(s) for s in shards]))
-        _finalize(merged)
-    os.replace(partial, out)
+    with output_lock(out):
+        partial = partial_path(out)
+        with h5py.File(partial, "w") as merged:
+            for name in names:
+                merged.create_virtual_dataset(name, _virtual_layout(
+                    name, shards, counts, shapes[name], dtypes[name], out))
+            _store_metadata(merged, metadata)
+            merged.attrs.update(attrs)
+            merged.attrs.update(tool_version=__version__, count=sum(counts), written=sum(counts),
+                                merged_from=json.dumps([str(s) for s in shards]))
+            _finalize(merged)
+        os.replace(partial, out)
     return dataset_info(out)
