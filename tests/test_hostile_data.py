@@ -308,3 +308,119 @@ def test_readers_refuse_an_unfinished_pack(tmp_path, capsys):
     assert "complete flag is not set" in capsys.readouterr().err
     assert main(["info", str(out), "--verify"]) == 1
     assert "FAILED: unfinished pack" in capsys.readouterr().out
+
+
+# ---- 4. zips and labels that name images wrongly ------------------------------------------------
+
+def png_bytes(seed: int, size: int = 8) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    pixels = np.random.RandomState(seed).randint(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sg2_zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    import warnings
+    import zipfile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names we want
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in members:
+                z.writestr(name, data)
+    return path
+
+
+def labels_json(pairs) -> bytes:
+    return json.dumps({"labels": pairs}).encode()
+
+
+IMAGES = [("00000/img00000000.png", png_bytes(0)), ("00000/img00000001.png", png_bytes(1))]
+BAD_ZIPS = {
+    "duplicate member": (IMAGES + [("00000/img00000001.png", png_bytes(2))],
+                         r"member '00000/img00000001.png' appears 2 times"),
+    "duplicate dataset.json": (IMAGES + [("dataset.json", labels_json(None))] * 2,
+                               r"member 'dataset.json' appears 2 times"),
+    "null label": (IMAGES + [("dataset.json", labels_json([[IMAGES[0][0], 1],
+                                                           [IMAGES[1][0], None]]))],
+                   r"00000/img00000001.png.*not finite"),
+    "NaN label": (IMAGES + [("dataset.json", b'{"labels": [["00000/img00000000.png", [1, NaN]],'
+                                             b' ["00000/img00000001.png", [1, 2]]]}')],
+                  r"00000/img00000000.png.*not finite"),
+    "Inf label": (IMAGES + [("dataset.json", b'{"labels": [["00000/img00000000.png", 1],'
+                                             b' ["00000/img00000001.png", -Infinity]]}')],
+                  r"00000/img00000001.png.*not finite"),
+    "float32 overflow label": (IMAGES + [("dataset.json", labels_json(
+        [[IMAGES[0][0], 1e39], [IMAGES[1][0], 1]]))], r"00000/img00000000.png.*not finite"),
+    "label for a missing image": (IMAGES + [("dataset.json", labels_json(
+        [[IMAGES[0][0], 1], [IMAGES[1][0], 2], ["00000/img00000002.png", 3]]))],
+        r"labels name '00000/img00000002.png', which is not an image"),
+    "duplicate label": (IMAGES + [("dataset.json", labels_json(
+        [[IMAGES[0][0], 1], [IMAGES[1][0], 2], [IMAGES[1][0], 3]]))],
+        r"'00000/img00000001.png' is labelled twice"),
+    "ragged labels": (IMAGES + [("dataset.json", labels_json(
+        [[IMAGES[0][0], [1, 2]], [IMAGES[1][0], [[3]]]]))], r"img00000001.png.*list of numbers"),
+    "dataset.json not JSON": (IMAGES + [("dataset.json", b"{labels: oops")],
+                              r"dataset.json is not valid JSON"),
+    "dataset.json not an object": (IMAGES + [("dataset.json", b"[1, 2]")],
+                                   r"set.zip:dataset.json: must be an object"),
+    "labels not pairs": (IMAGES + [("dataset.json", labels_json([1, 2]))],
+                         r"dataset.json: labels must be \[\[name, label\], \.\.\.\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ZIPS))
+def test_bad_stylegan2_zips_are_refused_by_name(tmp_path, capsys, case):
+    from ffhq_tools.cli import main
+
+    members, message = BAD_ZIPS[case]
+    archive = sg2_zip(tmp_path / "set.zip", members)
+    assert main(["pack", str(archive), str(tmp_path / "d.h5"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "set.zip" in err, err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "d.h5").exists()
+
+
+BAD_TABLES = {
+    "nan in csv": ("labels.csv", "name,a\ni00.png,nan\ni01.png,1\n", r"i00.png.*not finite"),
+    "inf in csv": ("labels.csv", "name,a\ni00.png,1\ni01.png,-inf\n", r"i01.png.*not finite"),
+    "null in json": ("labels.json", '{"i00.png": [1], "i01.png": [null]}',
+                     r"i01.png.*not finite"),
+    "missing image": ("labels.json", '{"i00.png": [1], "i01.png": [2], "gone.png": [3]}',
+                      r"labels name 'gone.png', which is not an image"),
+    "duplicate csv row": ("labels.csv", "name,a\ni00.png,1\ni01.png,2\ni00.png,3\n",
+                          r"'i00.png' is labelled twice"),
+    "ragged json": ("labels.json", '{"i00.png": [1], "i01.png": [[1, 2], [3]]}',
+                    r"i01.png.*list of numbers"),
+    "json not an object": ("labels.json", '[1, 2]', r"expected an object"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_bad_label_tables_are_refused_by_name(tmp_path, capsys, case):
+    from ffhq_tools.cli import main
+
+    name, text, message = BAD_TABLES[case]
+    src = photo_folder(tmp_path / "src", 2)
+    (tmp_path / name).write_text(text)
+    argv = ["pack", str(src), str(tmp_path / "d.h5"), "--labels", str(tmp_path / name), "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and name in err and __import__("re").search(message, err), err
+
+
+def test_good_labels_still_pack_and_a_shard_may_skip_labelled_images(tmp_path):
+    from ffhq_tools.data import pack
+
+    src = photo_folder(tmp_path / "src", 4)
+    (tmp_path / "labels.csv").write_text("name,a\n" + "".join(f"i{i:02d},{i}\n" for i in range(4)))
+    info = pack(src, tmp_path / "d.h5", labels_file=tmp_path / "labels.csv", shard=(1, 2),
+                progress=False)
+    assert info["count"] == 2 and info["labels"] == [1]
+    import h5py
+
+    with h5py.File(tmp_path / "d.h5") as f:
+        np.testing.assert_array_equal(f["labels"][()], [[2], [3]])

@@ -39,7 +39,8 @@ from ffhq_tools.data.layout import (
     read_metadata,
     resolutions_for,
 )
-from ffhq_tools.data.sources import PackItem, attribute_rows, discover, match_table, read_table
+from ffhq_tools.data.sources import PackItem, discover
+from ffhq_tools.data.tables import attribute_rows, check_names, match_table, read_table
 from ffhq_tools.hashing import pixel_md5
 from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected
 
@@ -187,12 +188,16 @@ def pack(src: str | Path, out: str | Path, options: PackOptions | None = None, *
     compression_args(options.compression)
     out = Path(out)
     items, sg2_labels = discover(src)
+    every_name = [item.name for item in items]
     items = items[shard_block(len(items), shard)]
     labels = None
     if labels_file is not None:
-        labels = match_table(items, read_table(labels_file, "--labels"), "--labels")
+        table = read_table(labels_file, "--labels")
+        check_names(every_name, table, f"--labels {labels_file}")
+        labels = match_table(items, table, f"--labels {labels_file}")
     elif sg2_labels is not None:
-        labels = match_table(items, sg2_labels, "dataset.json labels")
+        check_names(every_name, sg2_labels, f"{src} dataset.json")
+        labels = match_table(items, sg2_labels, f"{src} dataset.json")
     attributes = attribute_rows(items, attributes_file) if attributes_file else None
     identity = {"src": str(Path(src).resolve()), "names": len(items), "shard": list(shard),
                 "first": items[0].name if items else None, "options": options.to_dict(),
