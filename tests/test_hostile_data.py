@@ -4,6 +4,7 @@ broken files that must end in a one-line error naming the file, never a tracebac
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -424,3 +425,139 @@ def test_good_labels_still_pack_and_a_shard_may_skip_labelled_images(tmp_path):
 
     with h5py.File(tmp_path / "d.h5") as f:
         np.testing.assert_array_equal(f["labels"][()], [[2], [3]])
+
+
+# ---- 5. what a header declares never sets the memory or the time -------------------------------
+
+BILLION = 10**9
+
+
+def declaring_h5(tmp_path: Path, how: str) -> Path:
+    """A tiny file whose every level declares 10^9 images, storing two (or a shard of two)."""
+    import h5py
+
+    path = tmp_path / "huge.h5"
+    rows = np.random.RandomState(5).randint(0, 256, (2, 3, 8, 8), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        for r in (8, 4):
+            name = f"data{r}x{r}"
+            if how == "chunked":
+                f.create_dataset(name, shape=(BILLION, 3, r, r), dtype=np.uint8,
+                                 chunks=(1, 3, r, r), maxshape=(None, 3, r, r))
+                f[name][:2] = rows[:, :, :r, :r]
+            elif how == "contiguous":
+                f.create_dataset(name, shape=(BILLION, 3, r, r), dtype=np.uint8)
+            elif how == "big chunks":
+                f.create_dataset(name, shape=(BILLION, 3, r, r), dtype=np.uint8,
+                                 chunks=(2**22, 3, r, r), compression="gzip")
+            elif how == "labels":
+                f[name] = rows[:, :, :r, :r]
+            elif how == "virtual":
+                with h5py.File(tmp_path / "shard.h5", "w") as shard:
+                    shard[name] = rows[:, :, :r, :r]
+                layout = h5py.VirtualLayout((BILLION, 3, r, r), np.uint8)
+                layout[:2] = h5py.VirtualSource("shard.h5", name, shape=(2, 3, r, r))
+                f.create_virtual_dataset(name, layout)
+        if how == "labels":
+            del f["data8x8"], f["data4x4"]
+            for r in (8, 4):
+                f.create_dataset(f"data{r}x{r}", shape=(BILLION, 3, r, r), dtype=np.uint8,
+                                 chunks=(1, 3, r, r), maxshape=(None, 3, r, r))
+                f[f"data{r}x{r}"][:2] = rows[:, :, :r, :r]
+            f.create_dataset("labels", shape=(BILLION, 4), dtype=np.float32)
+    return path
+
+
+@pytest.mark.parametrize("how", ["chunked", "contiguous", "big chunks", "virtual"])
+def test_declared_shapes_must_be_stored(tmp_path, how):
+    import time
+
+    path = declaring_h5(tmp_path, how)
+    assert path.stat().st_size < 2**20
+    start = time.perf_counter()
+    errors, seen = read_everything(path, tmp_path / "out")
+    assert time.perf_counter() - start < 20
+    assert len(errors) == 6 and all(str(path) in e for e in errors), errors
+    assert all(re.search(r"declares|exceed", e) for e in errors), errors
+    assert not seen
+
+
+def test_declared_labels_must_be_stored(tmp_path):
+    from ffhq_tools.data import dataset_info
+    from ffhq_tools.data.layout import DatasetError
+
+    path = declaring_h5(tmp_path, "labels")
+    with pytest.raises(DatasetError, match=r"huge.h5: dataset /data4x4 declares shape"):
+        dataset_info(path)  # the levels are checked first; the labels alone:
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        for r in (8, 4):
+            del f[f"data{r}x{r}"]
+            f[f"data{r}x{r}"] = np.zeros((2, 3, r, r), np.uint8)
+    with pytest.raises(DatasetError, match=r"huge.h5: dataset /labels declares shape "
+                                           r"\(1000000000, 4\) \(16000000000 bytes\)"):
+        dataset_info(path)
+
+
+def patched_zip(path: Path, members: list[tuple[str, bytes]], patch: dict, method=None,
+                second: bool = False) -> Path:
+    """A zip whose first (or second) member's headers get `patch`: {field: value}, fields of
+    both the local and the central header (flags, method, crc, size = uncompressed size)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", method or zipfile.ZIP_DEFLATED) as z:
+        for name, data in members:
+            z.writestr(name, data)
+        target = z.infolist()[1 if second else 0].header_offset
+    raw = bytearray(path.read_bytes())
+    local = {"flags": (6, "<H"), "method": (8, "<H"), "crc": (14, "<I"), "size": (22, "<I")}
+    central = {"flags": (8, "<H"), "method": (10, "<H"), "crc": (16, "<I"), "size": (24, "<I")}
+    cd = raw.index(b"PK\x01\x02")
+    if second:
+        cd = raw.index(b"PK\x01\x02", cd + 4)
+    for field, value in patch.items():
+        for base, table in ((target, local), (cd, central)):
+            offset, fmt = table[field]
+            struct.pack_into(fmt, raw, base + offset, value)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def bomb_zip(path: Path, member_bytes: int) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr(IMAGES[0][0], IMAGES[0][1])
+        with z.open("00000/img00000001.png", "w", force_zip64=True) as member:
+            block = bytes(2**20)
+            for _ in range(member_bytes // 2**20):
+                member.write(block)
+    return path
+
+
+@pytest.mark.parametrize("case", ["1 GiB member", "ratio 1000:1", "lying size"])
+def test_zip_bombs_are_refused_before_reading(tmp_path, capsys, case):
+    import resource
+
+    from ffhq_tools.cli import main
+
+    if case == "1 GiB member":  # what the central directory declares is checked first
+        archive = patched_zip(tmp_path / "set.zip", IMAGES[:1] + [
+            ("00000/img00000001.png", bytes(2**22))], {"size": 2**30}, second=True)
+        message = r"00000/img00000001.png: 1073741824 bytes uncompressed, over"
+    elif case == "ratio 1000:1":
+        archive = bomb_zip(tmp_path / "set.zip", 64 * 2**20)
+        message = r"00000/img00000001.png: compressed \d+:1"
+    else:  # the headers say 100 bytes; the data inflates to 8 MiB
+        archive = patched_zip(tmp_path / "set.zip", [("00000/img00000000.png", bytes(2**23))]
+                              + IMAGES[1:], {"size": 100})
+        message = r"00000/img00000000.png: unreadable member \(Bad CRC-32"
+    assert archive.stat().st_size < 2**21
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["pack", str(archive), str(tmp_path / "d.h5"), "-q"]) == 2
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err) and "set.zip" in err, err
+    assert grown_mib < 100

@@ -4,8 +4,6 @@ read by `ffhq_tools.data.tables`)."""
 
 from __future__ import annotations
 
-import zipfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,21 +12,23 @@ import numpy as np
 from ffhq_tools.atomic import read_jsonl
 from ffhq_tools.data.layout import DatasetError
 from ffhq_tools.data.tables import stylegan2_labels
+from ffhq_tools.data.zip_source import checked_members, open_zip, read_member
 from ffhq_tools.images import IMAGE_SUFFIXES, list_images, load_rgb
 
 
 @dataclass(frozen=True)
 class PackItem:
     name: str  # relative name, the key for labels / attributes
-    location: str  # file path, or "zip:<archive>!<member>"
+    location: str  # file path, or the zip archive holding `member`
     metadata: dict = field(default_factory=dict)
+    member: str | None = None
 
     def load(self, max_pixels: int) -> np.ndarray:
-        """HWC uint8 RGB (safe decode: EXIF, modes, bomb limit)."""
-        if self.location.startswith("zip:"):
-            archive, member = self.location[4:].split("!", 1)
-            with zipfile.ZipFile(archive) as z:
-                return load_rgb(z.read(member), max_pixels, name=f"{archive}:{member}")
+        """HWC uint8 RGB (safe decode: EXIF, modes, bomb limit; zip members size-checked)."""
+        if self.member is not None:
+            with open_zip(Path(self.location)) as z:
+                data = read_member(z, self.member, Path(self.location))
+            return load_rgb(data, max_pixels, name=f"{self.location}:{self.member}")
         return load_rgb(self.location, max_pixels)
 
 
@@ -48,25 +48,13 @@ def _align_records(folder: Path, files: list[Path]) -> list[PackItem]:
     return items
 
 
-def _unique_members(z: zipfile.ZipFile, archive: Path) -> list[str]:
-    names = z.namelist()
-    for name, count in Counter(names).items():
-        if count > 1:
-            raise DatasetError(f"{archive}: member {name!r} appears {count} times (which copy "
-                               "is the image?)")
-    return names
-
-
 def items_from_zip(archive: Path) -> tuple[list[PackItem], dict | None]:
-    try:
-        with zipfile.ZipFile(archive) as z:
-            members = _unique_members(z, archive)
-            names = sorted(n for n in members
-                           if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.endswith("/"))
-            raw = z.read("dataset.json") if "dataset.json" in members else None
-    except zipfile.BadZipFile as exc:
-        raise DatasetError(f"{archive}: not a zip file ({exc})") from exc
-    items = [PackItem(n, f"zip:{archive}!{n}", {"source": n}) for n in names]
+    with open_zip(archive) as z:
+        members = {info.filename for info in checked_members(z, archive)}
+        names = sorted(n for n in members
+                       if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.endswith("/"))
+        raw = read_member(z, "dataset.json", archive) if "dataset.json" in members else None
+    items = [PackItem(n, str(archive), {"source": n}, member=n) for n in names]
     return items, stylegan2_labels(raw, f"{archive}:dataset.json")
 
 
