@@ -561,3 +561,167 @@ def test_zip_bombs_are_refused_before_reading(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err) and "set.zip" in err, err
     assert grown_mib < 100
+
+
+# ---- 6. broken files: every verb exits 2 with one line naming the file -------------------------
+
+def _levels(f, counts=(2, 2), dtype=np.uint8, hwc=False) -> None:
+    rng = np.random.RandomState(6)
+    for r, n in zip((8, 4), counts, strict=True):
+        shape = (n, r, r, 3) if hwc else (n, 3, r, r)
+        f[f"data{r}x{r}"] = (rng.rand(*shape) * 255).astype(dtype)
+
+
+def _metadata(f, texts) -> None:
+    import h5py
+
+    f.create_dataset("metadata", data=texts, dtype=h5py.string_dtype())
+
+
+BROKEN_H5 = {
+    "not hdf5": (None, "not a readable HDF5 file"),
+    "truncated": (None, "not a readable HDF5 file"),
+    "no levels": (lambda f: f.create_dataset("images", data=np.zeros((2, 3, 8, 8), np.uint8)),
+                  r"no data\{R\}x\{R\} datasets"),
+    "float data": (lambda f: _levels(f, dtype=np.float32), "must be uint8"),
+    "int16 data": (lambda f: _levels(f, dtype=np.int16), "must be uint8"),
+    "HWC data": (lambda f: _levels(f, hwc=True), "must be uint8"),
+    "level count mismatch": (lambda f: _levels(f, counts=(2, 3)), "data4x4 holds 3 images"),
+    "empty level": (lambda f: _levels(f, counts=(0, 0)), "data8x8 is empty"),
+    "level is a group": (lambda f: (_levels(f), f.create_group("data16x16")),
+                         "data16x16 must be uint8"),
+    "hard link loop": (lambda f: (_levels(f), f.create_group("data16x16"),
+                                  f["data16x16"].__setitem__("again", f["data16x16"])),
+                       "data16x16 must be uint8"),
+    "labels shorter": (lambda f: (_levels(f), f.__setitem__("labels", np.zeros((1, 2)))),
+                       "labels has shape"),
+    "labels 1-D": (lambda f: (_levels(f), f.__setitem__("labels", np.zeros(2))),
+                   "labels has shape"),
+    "NaN labels": (lambda f: (_levels(f), f.__setitem__("labels", np.array([[0], [np.nan]]))),
+                   r"labels\[1\] is not finite"),
+    "text labels": (lambda f: (_levels(f), f.__setitem__("labels", np.array([b"a", b"b"])[:,
+                                                                                          None])),
+                    "labels must be numeric"),
+    "bad metadata JSON": (lambda f: (_levels(f), _metadata(f, ["{}", "{oops"])),
+                          r"metadata\[1\] is not JSON", ("info", "info --verify")),
+    "metadata not objects": (lambda f: (_levels(f), _metadata(f, ["{}", "[1]"])),
+                             r"metadata\[1\] is not a JSON object", ("info", "info --verify")),
+    "metadata shorter": (lambda f: (_levels(f), _metadata(f, ["{}"])), "metadata has shape"),
+    "count attribute lies": (lambda f: (_levels(f), f.attrs.__setitem__("count", 10**9)),
+                             "attribute count = 1000000000"),
+    "soft link loop": (lambda f: (_levels(f), f.__setitem__("x", __import__("h5py").SoftLink(
+        "/x"))), "/x is a soft link"),
+}
+
+
+def broken_h5(tmp_path: Path, case: str) -> Path:
+    import h5py
+
+    path = tmp_path / f"{case.replace(' ', '-')}.h5"
+    build = BROKEN_H5[case][0]
+    if case == "not hdf5":
+        path.write_text("name,label\n")
+    elif case == "truncated":
+        good = small_pack(tmp_path / "good")
+        path.write_bytes(good.read_bytes()[:3000])
+    else:
+        with h5py.File(path, "w") as f:
+            build(f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory) -> Path:
+    from eval.features.inception import FIDInception
+    from eval.sampling import torch
+
+    path = tmp_path_factory.mktemp("inception") / "pt_inception.pth"
+    torch.save(FIDInception().state_dict(), path)
+    return path
+
+
+def verbs_over(path: Path, tmp_path: Path, inception: Path) -> dict[str, list[str]]:
+    images = photo_folder(tmp_path / "photos", 2, 32)
+    return {
+        "info": ["info", str(path)],
+        "info --verify": ["info", str(path), "--verify"],
+        "export": ["export", str(path), "--out", str(tmp_path / "exported"), "-q"],
+        "export zip": ["export", str(path), "--format", "stylegan2-ada-zip", "--out",
+                       str(tmp_path / "e.zip"), "-q"],
+        "train": ["train", "--config", "tiny", "--data", str(path), "--dry-run",
+                  "--outdir", str(tmp_path / "runs")],
+        "fid": ["fid", str(path), str(images), "--weights", f"inception-fid={inception}",
+                "--no-progress", "--stats-cache", str(tmp_path / "stats"), "--device", "cpu"],
+    }
+
+
+def assert_one_line_exit_2(argv: list[str], capsys, *needles: str) -> None:
+    from ffhq_tools.cli import main
+
+    assert main(argv) == 2, argv
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err, captured.err
+    for needle in needles:
+        assert re.search(needle, captured.err), (argv, captured.err)
+
+
+@pytest.mark.parametrize("case", list(BROKEN_H5))
+def test_broken_hdf5_files_give_one_line_errors(tmp_path, capsys, inception_weights, case):
+    """Every verb that reads the broken part (metadata is read by info only)."""
+    path = broken_h5(tmp_path, case)
+    _, message, *readers = BROKEN_H5[case]
+    for verb, argv in verbs_over(path, tmp_path, inception_weights).items():
+        if not readers or verb in readers[0]:
+            assert_one_line_exit_2(argv, capsys, re.escape(str(path)), message)
+
+
+def test_a_missing_level_is_named(tmp_path, capsys):
+    from ffhq_tools.data import PackOptions, pack
+
+    path = tmp_path / "d.h5"
+    pack(photo_folder(tmp_path / "src", 2), path, PackOptions(min_res=8), progress=False)
+    for argv in (["export", str(path), "--res", "4", "--out", str(tmp_path / "x"), "-q"],
+                 ["train", "--config", "tiny", "--data", str(path), "--res", "4", "--dry-run",
+                  "--outdir", str(tmp_path / "runs")]):
+        assert_one_line_exit_2(argv, capsys, re.escape(str(path)), "4")
+
+
+def _zip_case(tmp_path: Path, case: str) -> Path:
+    import zipfile
+
+    path = tmp_path / "set.zip"
+    if case == "bad CRC":
+        return patched_zip(path, IMAGES, {"crc": 0x12345678}, zipfile.ZIP_STORED)
+    if case == "encrypted member":
+        return patched_zip(path, IMAGES, {"flags": 0x1})
+    if case == "unknown compression method":
+        return patched_zip(path, IMAGES, {"method": 99})
+    sg2_zip(path, IMAGES)
+    if case == "not a zip":
+        path.write_bytes(b"PK\x03\x04 but nothing else")
+    elif case == "truncated zip":
+        path.write_bytes(path.read_bytes()[:-30])
+    elif case == "corrupt deflate data":
+        patched = patched_zip(path, [("00000/img00000000.png", bytes(5000))] + IMAGES[1:], {})
+        raw = bytearray(patched.read_bytes())
+        raw[40:60] = b"\xff" * 20
+        path.write_bytes(bytes(raw))
+    return path
+
+
+BROKEN_ZIPS = {
+    "bad CRC": r"img00000000.png: unreadable member \(Bad CRC-32",
+    "encrypted member": r"img00000000.png: the member is encrypted",
+    "unknown compression method": r"img00000000.png: unknown compression method 99",
+    "not a zip": r"set.zip: not a zip file",
+    "truncated zip": r"set.zip: not a zip file",
+    "corrupt deflate data": r"img00000000.png: unreadable member",
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_ZIPS))
+def test_broken_zips_give_one_line_errors(tmp_path, capsys, case):
+    archive = _zip_case(tmp_path, case)
+    assert_one_line_exit_2(["pack", str(archive), str(tmp_path / "d.h5"), "-q"], capsys,
+                           re.escape(str(archive)), BROKEN_ZIPS[case])
+    assert not (tmp_path / "d.h5").exists()
