@@ -725,3 +725,58 @@ def test_broken_zips_give_one_line_errors(tmp_path, capsys, case):
     assert_one_line_exit_2(["pack", str(archive), str(tmp_path / "d.h5"), "-q"], capsys,
                            re.escape(str(archive)), BROKEN_ZIPS[case])
     assert not (tmp_path / "d.h5").exists()
+
+
+# ---- a full disk: "disk full: PATH", and the last complete state is kept -----------------------
+
+LIMITED = """import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, writes fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from ffhq_tools.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_with_file_limit(limit: int, argv: list[str]):
+    """The CLI in a child whose files may not grow past `limit` bytes (as on a full disk)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-c", LIMITED, str(limit), *argv], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_pack_on_a_full_disk_stops_cleanly_and_resumes(tmp_path):
+    import h5py
+
+    from ffhq_tools.data import pack, verify
+    from ffhq_tools.data.writer import partial_path
+
+    src = photo_folder(tmp_path / "src", 64, 32)
+    out = tmp_path / "d.h5"
+    result = run_with_file_limit(280_000, ["pack", str(src), str(out), "-q"])
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"disk full: {partial_path(out)}" in result.stderr
+    assert not out.exists()
+    with h5py.File(partial_path(out)) as f:  # the last flush, readable
+        written = int(f.attrs["written"])
+    assert 0 < written < 64 and written % 16 == 0
+    pack(src, out, progress=False)  # room again: the rerun continues
+    pack(src, tmp_path / "clean.h5", progress=False)
+    assert verify(out) == []
+    with h5py.File(out) as a, h5py.File(tmp_path / "clean.h5") as b:
+        for name in ("data32x32", "data4x4", "metadata"):
+            assert (a[name][()] == b[name][()]).all()
+
+
+def test_export_on_a_full_disk_names_the_output(tmp_path):
+    path = small_pack(tmp_path, 8)
+    out = tmp_path / "e.zip"
+    result = run_with_file_limit(2_000, ["export", str(path), "--format", "stylegan2-ada-zip",
+                                         "--out", str(out), "-q"])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "disk full: " in result.stderr and "e.zip" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".e.zip*"))

@@ -25,6 +25,7 @@ import numpy as np
 
 from ffhq_tools import __version__
 from ffhq_tools.atomic import append_jsonl, read_jsonl
+from ffhq_tools.data.disk import disk_full_as_error, require_room
 from ffhq_tools.data.layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -45,6 +46,9 @@ from ffhq_tools.hashing import pixel_md5
 from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected
 
 FLUSH_EVERY = 16
+CHUNK_OVERHEAD = 1024  # chunk index, object headers and the flushes' metadata, per image
+STRING_OVERHEAD = 64  # an HDF5 variable-length string: heap object header and padding
+RESERVE_BYTES = 2**16
 
 
 @dataclass(frozen=True)
@@ -225,33 +229,57 @@ def _pack_into_partial(out, items, first, options, labels, attributes, identity,
     from tqdm import tqdm
 
     partial, sidecar = partial_path(out), sidecar_path(out)
-    f = _open_partial(partial, identity)
-    if f is None:
-        sidecar.unlink(missing_ok=True)
-        f = _create(partial, items, first, options, labels, attributes, identity)
-    try:
-        resolutions = levels_of(f)
-        start = int(f.attrs["written"])
-        metadata = read_jsonl(sidecar)[:start]
-        if len(metadata) != start:
-            raise OSError(f"{sidecar} holds {len(metadata)} of {start} metadata lines")
-        with open(sidecar, "w") as handle:  # drop lines past the last flush
-            handle.writelines(json.dumps(m, sort_keys=True) + "\n" for m in metadata)
-        for index in tqdm(range(start, len(items)), desc="pack", unit="img", initial=start,
-                          total=len(items), disable=not progress):
-            metadata.append(_write_image(f, index, items[index], options, resolutions,
-                                         first.shape))
-            append_jsonl(sidecar, metadata[-1])
-            if (index + 1) % FLUSH_EVERY == 0 or index + 1 == len(items):
-                f.flush()
-                f.attrs["written"] = index + 1
-                f.flush()
-            if on_image is not None:
-                on_image(index + 1)
-        _store_metadata(f, metadata)
-        _finalize(f)
-    finally:
-        f.close()
+    with disk_full_as_error(partial):
+        f = _open_partial(partial, identity)
+        if f is None:
+            sidecar.unlink(missing_ok=True)
+            table_bytes = sum(t.size * 4 for t in (labels, attributes) if t is not None)
+            require_room(partial, table_bytes + RESERVE_BYTES, "a new file")
+            f = _create(partial, items, first, options, labels, attributes, identity)
+        try:
+            metadata, resolutions = _resume_metadata(f, sidecar), levels_of(f)
+            start = len(metadata)
+            for index in tqdm(range(start, len(items)), desc="pack", unit="img", initial=start,
+                              total=len(items), disable=not progress):
+                if index % FLUSH_EVERY == 0 or index == start:
+                    _require_block_room(f, partial, sidecar, index, len(items))
+                metadata.append(_write_image(f, index, items[index], options, resolutions,
+                                             first.shape))
+                append_jsonl(sidecar, metadata[-1])
+                if (index + 1) % FLUSH_EVERY == 0 or index + 1 == len(items):
+                    f.flush()
+                    f.attrs["written"] = index + 1
+                    f.flush()
+                if on_image is not None:
+                    on_image(index + 1)
+            require_room(partial, sidecar.stat().st_size + STRING_OVERHEAD * len(metadata)
+                         + RESERVE_BYTES, "the metadata")
+            _store_metadata(f, metadata)
+            _finalize(f)
+        finally:
+            f.close()
+
+
+def _resume_metadata(f, sidecar: Path) -> list[dict]:
+    """The metadata of the images finished by an earlier run (the sidecar cut to match)."""
+    start = int(f.attrs["written"])
+    metadata = read_jsonl(sidecar)[:start]
+    if len(metadata) != start:
+        raise OSError(f"{sidecar} holds {len(metadata)} of {start} metadata lines")
+    with open(sidecar, "w") as handle:  # drop lines past the last flush
+        handle.writelines(json.dumps(m, sort_keys=True) + "\n" for m in metadata)
+    return metadata
+
+
+def _require_block_room(f, partial: Path, sidecar: Path, index: int, total: int) -> None:
+    """Room for the next FLUSH_EVERY images and, projected, the metadata written at the end:
+    HDF5 must never meet a full disk (see ffhq_tools.data.disk)."""
+    per_image = sum(f[level_name(r)].shape[1] * r * r for r in levels_of(f)) + CHUNK_OVERHEAD
+    block = min(FLUSH_EVERY - index % FLUSH_EVERY, total - index) * per_image
+    per_line = sidecar.stat().st_size / index if index else 1024
+    metadata = int((per_line + STRING_OVERHEAD) * total)
+    require_room(partial, block + metadata + RESERVE_BYTES,
+                 f"the images from {index}")
 
 
 def _check_shard_place(shard: Path, out: Path) -> None:
@@ -306,8 +334,10 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
                     raise DatasetError(f"{path}: dataset {name} differs from {shards[0]}")
             counts.append(int(f[names[0]].shape[0]))
             metadata += read_metadata(f)
-    with output_lock(out):
+    with output_lock(out), disk_full_as_error(partial_path(out)):
         partial = partial_path(out)
+        text_bytes = sum(len(json.dumps(m)) + STRING_OVERHEAD for m in metadata)
+        require_room(partial, text_bytes + RESERVE_BYTES, "the merged file")
         with h5py.File(partial, "w") as merged:
             for name in names:
                 merged.create_virtual_dataset(name, _virtual_layout(
