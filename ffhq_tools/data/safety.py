@@ -32,6 +32,7 @@ def check_file(f, path: str | Path, virtual_allowed: bool = True) -> None:
     import h5py
 
     path = Path(path)
+    shards_checked: set[Path] = set()
     links: list[tuple[str, object]] = []
     f.visit_links(lambda name: links.append((name, f.get(name, getlink=True))))
     for name, link in links:
@@ -44,10 +45,13 @@ def check_file(f, path: str | Path, virtual_allowed: bool = True) -> None:
     for name, _ in links:
         item = f.get(name)
         if isinstance(item, h5py.Dataset):
-            check_dataset(item, path, virtual_allowed)
+            check_dataset(item, path, virtual_allowed, shards_checked)
 
 
-def check_dataset(dataset, path: Path, virtual_allowed: bool = True) -> None:
+def check_dataset(dataset, path: Path, virtual_allowed: bool = True,
+                  shards_checked: set[Path] | None = None) -> None:
+    """One dataset (see the module docstring); shards in `shards_checked` are not walked
+    again (their datasets' shapes still are)."""
     import h5py
 
     where = f"{path}: dataset {dataset.name}"
@@ -66,7 +70,7 @@ def check_dataset(dataset, path: Path, virtual_allowed: bool = True) -> None:
         if not virtual_allowed:
             raise DatasetError(f"{where} is a virtual dataset inside a shard file; only the "
                                "file written by pack --merge may be virtual")
-        check_merged_sources(dataset, path)
+        check_merged_sources(dataset, path, set() if shards_checked is None else shards_checked)
     elif layout == h5py.h5d.CHUNKED:
         _check_chunks(dataset, where)
     elif layout == h5py.h5d.CONTIGUOUS:
@@ -90,7 +94,7 @@ def _check_chunks(dataset, where: str) -> None:
                            f"file stores {stored} chunks of it")
 
 
-def check_merged_sources(dataset, path: Path) -> None:
+def check_merged_sources(dataset, path: Path, shards_checked: set[Path]) -> None:
     """The `pack --merge` layout: row blocks [0, n1), [n1, n2), ... each a whole shard dataset."""
     where = f"{path}: virtual dataset {dataset.name}"
     dcpl = dataset.id.get_create_plist()
@@ -108,7 +112,7 @@ def check_merged_sources(dataset, path: Path) -> None:
                                "layout)")
         shard = shard_path(shard_name, folder, where)
         _check_shard_dataset(shard, source_name, (rows,) + dataset.shape[1:], dataset.name,
-                             where)
+                             where, shards_checked)
         row += rows
     if row != dataset.shape[0]:
         raise DatasetError(f"{where} declares {dataset.shape[0]} rows but its shards hold {row}")
@@ -129,14 +133,17 @@ def shard_path(name: str, folder: Path, where: str) -> Path:
     return shard
 
 
-def _check_shard_dataset(shard: Path, name: str, shape: tuple, own_name: str, where: str):
+def _check_shard_dataset(shard: Path, name: str, shape: tuple, own_name: str, where: str,
+                         shards_checked: set[Path]) -> None:
     import h5py
 
     if name.lstrip("/") != own_name.lstrip("/"):
         raise DatasetError(f"{where}: maps {shard}:{name}, not the shard's own {own_name}")
     try:
         with h5py.File(shard, "r") as f:
-            check_file(f, shard, virtual_allowed=False)
+            if shard not in shards_checked:
+                check_file(f, shard, virtual_allowed=False)
+                shards_checked.add(shard)
             source = f.get(name)
             if not isinstance(source, h5py.Dataset) or source.shape != shape:
                 found = getattr(source, "shape", "nothing")
