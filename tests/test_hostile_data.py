@@ -780,3 +780,45 @@ def test_export_on_a_full_disk_names_the_output(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
     assert "disk full: " in result.stderr and "e.zip" in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".e.zip*"))
+
+
+def test_a_damaged_sidecar_line_starts_the_pack_over(tmp_path, capsys):
+    import h5py
+
+    from ffhq_tools.data import pack
+    from ffhq_tools.data.writer import sidecar_path
+
+    src = photo_folder(tmp_path / "src", 40)
+    out = tmp_path / "d.h5"
+
+    def stop(done: int) -> None:
+        if done == 36:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack(src, out, progress=False, on_image=stop)
+    lines = sidecar_path(out).read_text().splitlines()
+    lines[3] = lines[3][:20]  # torn in the middle of the file, not only at its end
+    sidecar_path(out).write_text("\n".join(lines) + "\n")
+    pack(src, out, progress=False)
+    assert "starting over" in capsys.readouterr().err
+    pack(src, tmp_path / "clean.h5", progress=False)
+    with h5py.File(out) as a, h5py.File(tmp_path / "clean.h5") as b:
+        assert (a["metadata"][()] == b["metadata"][()]).all()
+        assert (a["data8x8"][()] == b["data8x8"][()]).all()
+
+
+BAD_ALIGN_RECORDS = {
+    "torn middle line": '{"output": "i00.png"}\n{"outp\n{"output": "i01.png"}\n',
+    "no output": '{"output": "i00.png"}\n{"source": "x.jpg"}\n',
+    "output not a string": '{"output": 7}\n',
+    "not an object": '[1, 2]\n',
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ALIGN_RECORDS))
+def test_bad_align_records_give_one_line_errors(tmp_path, capsys, case):
+    src = photo_folder(tmp_path / "aligned", 2)
+    (src / "align.jsonl").write_text(BAD_ALIGN_RECORDS[case])
+    assert_one_line_exit_2(["pack", str(src), str(tmp_path / "d.h5"), "-q"], capsys,
+                           re.escape(str(src / "align.jsonl")))

@@ -4,6 +4,7 @@ read by `ffhq_tools.data.tables`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,11 @@ class PackItem:
 def _align_records(folder: Path, files: list[Path]) -> list[PackItem]:
     latest: dict[str, dict] = {}
     for path in files:
-        for record in read_jsonl(path):
-            latest[record["output"]] = record  # a resumed run may repeat a line: last wins
+        for number, record in enumerate(_records(path), start=1):
+            output = record.get("output") if isinstance(record, dict) else None
+            if not isinstance(output, str) or not output:
+                raise DatasetError(f"{path} record {number}: no \"output\" file name")
+            latest[output] = record  # a resumed run may repeat a line: last wins
     items = []
     for output in sorted(latest):
         path = (folder / output).resolve()
@@ -46,6 +50,15 @@ def _align_records(folder: Path, files: list[Path]) -> list[PackItem]:
             raise DatasetError(f"{folder}: {output} is listed in align.jsonl but missing")
         items.append(PackItem(output, str(path), latest[output]))
     return items
+
+
+def _records(path: Path) -> list:
+    try:
+        return read_jsonl(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: a damaged line inside the file ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: unreadable ({exc.strerror})") from None
 
 
 def items_from_zip(archive: Path) -> tuple[list[PackItem], dict | None]:

@@ -263,7 +263,10 @@ def _pack_into_partial(out, items, first, options, labels, attributes, identity,
 def _resume_metadata(f, sidecar: Path) -> list[dict]:
     """The metadata of the images finished by an earlier run (the sidecar cut to match)."""
     start = int(f.attrs["written"])
-    metadata = read_jsonl(sidecar)[:start]
+    try:
+        metadata = read_jsonl(sidecar)[:start]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the caller starts over
+        raise OSError(f"{sidecar} has a damaged line ({exc})") from None
     if len(metadata) != start:
         raise OSError(f"{sidecar} holds {len(metadata)} of {start} metadata lines")
     with open(sidecar, "w") as handle:  # drop lines past the last flush
