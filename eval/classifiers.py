@@ -80,12 +80,12 @@ class AttributeData:
     """Images of one resolution and the (N, 40) presence matrix of an HDF5 file."""
 
     def __init__(self, path: str | Path, resolution: int):
-        import h5py
+        from ffhq_tools.data.layout import open_dataset
 
         self.path = Path(path)
         if not self.path.is_file():
             raise TrainingDataError(f"--data {self.path}: no such file")
-        self.file = h5py.File(self.path, "r")
+        self.file = open_dataset(self.path)
         level = f"data{resolution}x{resolution}"
         if level not in self.file:
             levels = sorted(k for k in self.file.keys() if k.startswith("data"))

@@ -116,10 +116,10 @@ def data_kind(data: str | Path) -> str:
 
 def h5_levels(path: str | Path) -> dict[int, str]:
     """Resolution -> dataset name for the `data{R}x{R}` levels of a ProGAN-layout HDF5 file."""
-    import h5py
+    from ffhq_tools.data.layout import open_dataset
 
     levels = {}
-    with h5py.File(path, "r") as f:
+    with open_dataset(path) as f:
         for name in f.keys():
             if name.startswith("data") and "x" in name[4:]:
                 side = name[4:].split("x")
@@ -148,9 +148,9 @@ def real_count(data: str | Path, resolution: int | None = None) -> int:
 
         return len(list_images(data))
     if kind == "h5":
-        import h5py
+        from ffhq_tools.data.layout import open_dataset
 
-        with h5py.File(data, "r") as f:
+        with open_dataset(data) as f:
             return int(f[_h5_level(Path(data), resolution)].shape[0])
     raise DataError(f"{data}: a statistics file holds no images")
 
@@ -161,9 +161,9 @@ def _mine(index: int, shard: tuple[int, int] | None) -> bool:
 
 def _iterate_h5(path: Path, num: int, batch_size: int, resolution: int | None, shard,
                 skip_batches: int):
-    import h5py
+    from ffhq_tools.data.layout import open_dataset
 
-    with h5py.File(path, "r") as f:
+    with open_dataset(path) as f:
         dataset = f[_h5_level(path, resolution)]
         if dataset.dtype != np.uint8 or dataset.ndim != 4:
             raise DataError(f"{path}:{dataset.name}: expected uint8 (N, C, R, R), "

@@ -139,9 +139,9 @@ def dataset_labels(dataset) -> torch.Tensor:
     Read in one go from the file's `labels` dataset, restricted to the items the reader keeps
     (its `max_size` subset), instead of decoding every image through __getitem__.
     """
-    import h5py
+    from ffhq_tools.data.layout import open_h5
 
-    with h5py.File(dataset.path, "r") as f:
+    with open_h5(dataset.path) as f:
         labels = np.asarray(f["labels"][:], dtype=np.float32)
     return torch.from_numpy(labels[dataset._indices])
 

@@ -29,6 +29,7 @@ from ffhq_tools.atomic import append_jsonl, read_jsonl, write_bytes_atomic, writ
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.hashing import md5_file, pixel_md5
 from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected, open_image
+from ffhq_tools.safe_paths import contained
 
 METHODS = ("fast", "reference")
 
@@ -169,7 +170,7 @@ class _Worker:
         buffer = io.BytesIO()
         Image.fromarray(aligned).save(buffer, format="PNG")
         data = buffer.getvalue()
-        write_bytes_atomic(self.out / name, data)
+        write_bytes_atomic(contained(self.out, name), data)
         return {
             "source": item.source, "face_index": index, "faces_total": total,
             "face_rect": [float(v) for v in face.rect],

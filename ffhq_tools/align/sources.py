@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +18,9 @@ import numpy as np
 
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.images import list_images
+from ffhq_tools.safe_paths import check_relative_name
+
+FFHQ_KEY = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,15 @@ def _landmark_array(value, where: str) -> np.ndarray:
     return array
 
 
+def output_stem(key: str, where: str) -> tuple[str, bool]:
+    """(output stem, numbered): FFHQ's numeric keys give `00000/00042`; any other key must be a
+    safe relative name (`check_relative_name`), used as it is."""
+    if FFHQ_KEY.fullmatch(key):
+        number = int(key)
+        return f"{number - number % 1000:05d}/{number:05d}", True
+    return check_relative_name(key, f"{where} (entry key)"), False
+
+
 def _manifest_entries(data) -> list[tuple[str, dict]]:
     if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
         entries = list(data.items())
@@ -64,9 +77,9 @@ def items_from_manifest(manifest: Path, images_root: Path | None = None) -> list
     except (OSError, json.JSONDecodeError) as exc:
         raise FfhqToolsError(f"{manifest}: not a readable JSON manifest ({exc})") from exc
     root = Path(images_root) if images_root else Path(manifest).parent
-    items = []
+    items, stems = [], {}
     for key, entry in _manifest_entries(data):
-        where = f"{manifest} entry {key}"
+        where = f"{manifest} entry {key[:60]!r}"
         wild = entry.get("in_the_wild")
         if not isinstance(wild, dict) or not isinstance(wild.get("file_path"), str):
             raise FfhqToolsError(f"{where}: missing in_the_wild.file_path")
@@ -79,8 +92,10 @@ def items_from_manifest(manifest: Path, images_root: Path | None = None) -> list
             meta["category"] = entry["category"]
         if wild.get("file_url"):
             meta["file_url"] = wild["file_url"]
-        numbered = key.isdigit()
-        stem = f"{int(key) - int(key) % 1000:05d}/{int(key):05d}" if numbered else key
+        stem, numbered = output_stem(key, where)
+        if stem in stems:
+            raise FfhqToolsError(f"{where}: same output name {stem!r} as entry {stems[stem]!r}")
+        stems[stem] = key
         items.append(AlignItem(stem, path, wild["file_path"], given,
                                {k: meta[k] for k in sorted(meta)}, numbered and given is not None))
     return items

@@ -31,8 +31,12 @@ def _pack(args) -> int:
 
 
 def _info(args) -> int:
-    from ffhq_tools.data.info import dataset_info, format_tables, verify
+    from ffhq_tools.data.info import dataset_info, format_tables, unfinished_problem, verify
 
+    unfinished = unfinished_problem(args.path) if args.verify else None
+    if unfinished:
+        print(f"FAILED: {unfinished}\nverify: 1 problem(s)")
+        return 1
     info = dataset_info(args.path)
     if args.json:
         print(json.dumps(info, indent=2))

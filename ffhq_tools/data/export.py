@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from ffhq_tools.atomic import atomic_path, write_bytes_atomic
-from ffhq_tools.data.layout import DatasetError, level_name, levels_of, open_h5
+from ffhq_tools.data.disk import disk_full_as_error
+from ffhq_tools.data.layout import DatasetError, level_name, levels_of, open_dataset
 
 FORMATS = ("png", "stylegan2-ada-zip")
 
@@ -47,7 +48,9 @@ def export(h5_path: str | Path, out: str | Path, resolution: int | None = None,
     if fmt not in FORMATS:
         raise DatasetError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     out = Path(out)
-    with open_h5(h5_path) as f:
+    if fmt != "png" and out.suffix.lower() != ".zip":
+        raise DatasetError(f"--out {out}: a stylegan2-ada dataset must end in .zip")
+    with open_dataset(h5_path) as f:
         levels = levels_of(f)
         resolution = resolution or levels[0]
         if resolution not in levels:
@@ -60,15 +63,19 @@ def export(h5_path: str | Path, out: str | Path, resolution: int | None = None,
                     [[n, _label_value(row)] for n, row in zip(names, labels, strict=True)]}
         manifest_bytes = json.dumps(manifest).encode()
         bar = tqdm(names, desc="export", unit="img", disable=not progress)
-        if fmt == "png":
-            for index, name in enumerate(bar):
-                write_bytes_atomic(out / name, _png(data[index]))
-            write_bytes_atomic(out / "dataset.json", manifest_bytes)
-        else:
-            if out.suffix.lower() != ".zip":
-                raise DatasetError(f"--out {out}: a stylegan2-ada dataset must end in .zip")
-            with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-                for index, name in enumerate(bar):
-                    z.writestr(name, _png(data[index]))
-                z.writestr("dataset.json", manifest_bytes)
+        with disk_full_as_error(out):
+            _write(data, out, fmt, bar, manifest_bytes)
     return len(names)
+
+
+def _write(data, out: Path, fmt: str, bar, manifest_bytes: bytes) -> None:
+    """Every image of `data` as PNGs under OUT or one stylegan2-ada zip at OUT."""
+    if fmt == "png":
+        for index, name in enumerate(bar):
+            write_bytes_atomic(out / name, _png(data[index]))
+        write_bytes_atomic(out / "dataset.json", manifest_bytes)
+        return
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for index, name in enumerate(bar):
+            z.writestr(name, _png(data[index]))
+        z.writestr("dataset.json", manifest_bytes)

@@ -13,20 +13,19 @@ from ffhq_tools.data.layout import (
     FORMAT,
     checksummed,
     dataset_sha256,
+    is_unfinished,
     level_name,
     levels_of,
-    open_h5,
+    open_dataset,
     read_metadata,
 )
 
 
-def dataset_info(path: str | Path) -> dict:
-    with open_h5(path) as f:
+def dataset_info(path: str | Path, require_complete: bool = True) -> dict:
+    """Summary of a packed file; an unfinished ffhq-tools file is refused unless
+    `require_complete` is False (as for `info --verify`, which reports it)."""
+    with open_dataset(path, require_complete) as f:
         levels = levels_of(f)
-        if not levels:
-            from ffhq_tools.data.layout import DatasetError
-
-            raise DatasetError(f"{path}: no data{{R}}x{{R}} datasets (not a packed dataset)")
         full = f[level_name(levels[0])]
         metadata = read_metadata(f)
         return {
@@ -65,11 +64,28 @@ def format_tables(info: dict) -> str:
     return "\n".join(lines)
 
 
+def unfinished_problem(path: str | Path) -> str | None:
+    """Why `path` is an unfinished pack, or None (read from the attributes alone)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if is_unfinished(f):
+                return ("unfinished pack: the complete flag is not set (killed, or another pack "
+                        "was writing it), so it has no checksums; rerun the pack")
+    except OSError:
+        pass  # open_dataset names the problem
+    return None
+
+
 def verify(path: str | Path, pyramid_samples: int = 16) -> list[str]:
     """Problems found (empty when the file is sound): missing/mismatching checksums, levels that
     are not the box averages of the full image (checked on `pyramid_samples` images)."""
+    unfinished = unfinished_problem(path)
+    if unfinished:
+        return [unfinished]
     problems = []
-    with open_h5(path) as f:
+    with open_dataset(path, require_complete=False) as f:
         if f.attrs.get("format") != FORMAT:
             problems.append("not written by ffhq-tools (no checksums to verify)")
         for name in checksummed(f):

@@ -97,18 +97,114 @@ def checksummed(h5file) -> list[str]:
 
 
 def read_metadata(h5file) -> list[dict]:
+    """One dict per image (empty dicts when the file has no `metadata` dataset)."""
     if "metadata" not in h5file:
-        return [{} for _ in range(int(h5file.attrs.get("count", 0)))]
-    return [json.loads(s) for s in h5file["metadata"].asstr()[()]]
+        levels = levels_of(h5file)
+        return [{} for _ in range(h5file[level_name(levels[0])].shape[0] if levels else 0)]
+    records = []
+    for index, text in enumerate(h5file["metadata"].asstr()[()]):
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{h5file.filename}: metadata[{index}] is not JSON ({exc})") \
+                from None
+        if not isinstance(record, dict):
+            raise DatasetError(f"{h5file.filename}: metadata[{index}] is not a JSON object")
+        records.append(record)
+    return records
 
 
-def open_h5(path: str | Path, mode: str = "r"):
+def open_h5(path: str | Path, mode: str = "r", require_complete: bool = False):
+    """An h5py File. Read mode checks the file first (`ffhq_tools.data.safety.check_file`): no
+    links, external storage or foreign virtual sources, and no shape it does not store; with
+    `require_complete`, an ffhq-tools file must carry its `complete` flag."""
     import h5py
+
+    from ffhq_tools.data.safety import check_file
 
     path = Path(path)
     if mode == "r" and not path.is_file():
         raise DatasetError(f"{path}: no such file")
     try:
-        return h5py.File(path, mode)
+        f = h5py.File(path, mode)
     except OSError as exc:
         raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    if mode == "r":
+        try:
+            if require_complete and is_unfinished(f):
+                raise DatasetError(f"{path}: an unfinished pack (its complete flag is not set: "
+                                   "killed, or another pack was writing it); rerun the pack, or "
+                                   "see info --verify")
+            check_file(f, path)
+        except BaseException:
+            f.close()
+            raise
+    return f
+
+
+def open_dataset(path: str | Path, require_complete: bool = True):
+    """`open_h5` of a packed dataset whose structure is sound (`check_structure`); with
+    `require_complete`, an ffhq-tools file must also carry its `complete` flag."""
+    f = open_h5(path, require_complete=require_complete)
+    try:
+        check_structure(f, Path(path))
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def is_unfinished(f) -> bool:
+    """A file written by ffhq-tools whose pack never finished (foreign h5tool files have no
+    flag and count as finished)."""
+    return f.attrs.get("format") == FORMAT and not f.attrs.get("complete")
+
+
+def check_structure(f, path: Path) -> None:
+    """Levels of uint8 (N, C, R, R) with one N > 0 and C, labels / attributes / metadata of N
+    rows, and finite labels."""
+    import h5py
+
+    levels = levels_of(f)
+    if not levels:
+        raise DatasetError(f"{path}: no data{{R}}x{{R}} datasets (not a packed dataset)")
+    count = channels = None
+    for r in levels:
+        data = f[level_name(r)]
+        where = f"{path}: {level_name(r)}"
+        if not isinstance(data, h5py.Dataset) or data.ndim != 4 or data.dtype != np.uint8 \
+                or data.shape[2:] != (r, r) or data.shape[1] not in (1, 3):
+            raise DatasetError(f"{where} must be uint8 (N, C, {r}, {r}) with C = 1 or 3, found "
+                               f"{getattr(data, 'dtype', 'a group')} {getattr(data, 'shape', '')}")
+        count = data.shape[0] if count is None else count
+        channels = data.shape[1] if channels is None else channels
+        if data.shape[:2] != (count, channels):
+            raise DatasetError(f"{where} holds {data.shape[0]} images of {data.shape[1]} "
+                               f"channels, {level_name(levels[0])} {count} of {channels}")
+    if count == 0:
+        raise DatasetError(f"{path}: {level_name(levels[0])} is empty (0 images)")
+    _check_rows(f, path, count)
+
+
+def _check_rows(f, path: Path, count: int) -> None:
+    import h5py
+
+    declared = f.attrs.get("count")
+    if declared is not None and int(declared) != count:
+        raise DatasetError(f"{path}: attribute count = {int(declared)} but the levels hold "
+                           f"{count} images")
+    wanted = {"labels": 2, "attributes": 2, "metadata": 1}
+    for name, ndim in wanted.items():
+        if name not in f:
+            continue
+        data = f[name]
+        if not isinstance(data, h5py.Dataset) or data.ndim != ndim or data.shape[0] != count:
+            raise DatasetError(f"{path}: {name} has shape {getattr(data, 'shape', None)}, "
+                               f"expected {count} rows for the {count} images")
+        if name != "metadata" and data.dtype.kind not in "iuf":
+            raise DatasetError(f"{path}: {name} must be numeric, found {data.dtype}")
+    if "labels" in f:
+        finite = np.isfinite(f["labels"][()]).all(axis=1)
+        if not finite.all():
+            raise DatasetError(f"{path}: labels[{int(np.argmin(finite))}] is not finite "
+                               "(NaN or Inf)")

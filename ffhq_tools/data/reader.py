@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffhq_tools.data.layout import DatasetError, level_name, levels_of, open_h5
+from ffhq_tools.data.layout import DatasetError, level_name, levels_of, open_dataset, open_h5
 
 
 class H5Dataset:
@@ -19,10 +19,8 @@ class H5Dataset:
     def __init__(self, path: str | Path, resolution: int | None = None, xflip: bool = False,
                  labels: bool = False, max_size: int | None = None):
         self.path = Path(path)
-        with open_h5(self.path) as f:
+        with open_dataset(self.path) as f:
             levels = levels_of(f)
-            if not levels:
-                raise DatasetError(f"{self.path}: no data{{R}}x{{R}} datasets")
             self.resolution = levels[0] if resolution is None else int(resolution)
             if self.resolution not in levels:
                 raise DatasetError(f"{self.path}: no level {self.resolution}x{self.resolution} "
@@ -46,9 +44,7 @@ class H5Dataset:
 
     def _handle(self):
         if self._file is None or self._pid != os.getpid():
-            import h5py
-
-            self._file = h5py.File(self.path, "r")
+            self._file = open_h5(self.path)
             self._pid = os.getpid()
         return self._file
 

@@ -12,10 +12,12 @@ one file of HDF5 virtual datasets (no copy of the pixels).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from ffhq_tools import __version__
 from ffhq_tools.atomic import append_jsonl, read_jsonl
+from ffhq_tools.data.disk import disk_full_as_error, require_room
 from ffhq_tools.data.layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -32,16 +35,20 @@ from ffhq_tools.data.layout import (
     dataset_sha256,
     level_name,
     levels_of,
-    open_h5,
+    open_dataset,
     pyramid,
     read_metadata,
     resolutions_for,
 )
-from ffhq_tools.data.sources import PackItem, attribute_rows, discover, match_table, read_table
+from ffhq_tools.data.sources import PackItem, discover
+from ffhq_tools.data.tables import attribute_rows, check_names, match_table, read_table
 from ffhq_tools.hashing import pixel_md5
 from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected
 
 FLUSH_EVERY = 16
+CHUNK_OVERHEAD = 1024  # chunk index, object headers and the flushes' metadata, per image
+STRING_OVERHEAD = 64  # an HDF5 variable-length string: heap object header and padding
+RESERVE_BYTES = 2**16
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,28 @@ def partial_path(out: Path) -> Path:
 
 def sidecar_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial.meta.jsonl")
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on OUT (flock of `.OUT.lock` beside it) while writing it, so two
+    runs never write one partial file; the second one fails at once."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatasetError(f"{out}: another pack is writing it (it holds {lock_path(out)}); "
+                           "wait for it to finish or choose another OUT") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def shard_block(count: int, shard: tuple[int, int]) -> slice:
@@ -163,31 +192,35 @@ def pack(src: str | Path, out: str | Path, options: PackOptions | None = None, *
     compression_args(options.compression)
     out = Path(out)
     items, sg2_labels = discover(src)
+    every_name = [item.name for item in items]
     items = items[shard_block(len(items), shard)]
     labels = None
     if labels_file is not None:
-        labels = match_table(items, read_table(labels_file, "--labels"), "--labels")
+        table = read_table(labels_file, "--labels")
+        check_names(every_name, table, f"--labels {labels_file}")
+        labels = match_table(items, table, f"--labels {labels_file}")
     elif sg2_labels is not None:
-        labels = match_table(items, sg2_labels, "dataset.json labels")
+        check_names(every_name, sg2_labels, f"{src} dataset.json")
+        labels = match_table(items, sg2_labels, f"{src} dataset.json")
     attributes = attribute_rows(items, attributes_file) if attributes_file else None
     identity = {"src": str(Path(src).resolve()), "names": len(items), "shard": list(shard),
                 "first": items[0].name if items else None, "options": options.to_dict(),
                 "labels": None if labels is None else labels.shape[1],
                 "attributes": attributes is not None}
     first = _first_image(items, options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    resuming = partial_path(out).exists()
-    try:
-        _pack_into_partial(out, items, first, options, labels, attributes, identity, progress,
-                           on_image)
-    except OSError as exc:  # h5py's errors are OSErrors: a partial file damaged by a kill
-        if not resuming:
-            raise
-        _start_over(partial_path(out), f"could not be resumed ({exc})")
-        _pack_into_partial(out, items, first, options, labels, attributes, identity, progress,
-                           on_image)
-    os.replace(partial_path(out), out)
-    sidecar_path(out).unlink(missing_ok=True)
+    with output_lock(out):
+        resuming = partial_path(out).exists()
+        try:
+            _pack_into_partial(out, items, first, options, labels, attributes, identity,
+                               progress, on_image)
+        except OSError as exc:  # h5py's errors are OSErrors: a partial file damaged by a kill
+            if not resuming:
+                raise
+            _start_over(partial_path(out), f"could not be resumed ({exc})")
+            _pack_into_partial(out, items, first, options, labels, attributes, identity,
+                               progress, on_image)
+        os.replace(partial_path(out), out)
+        sidecar_path(out).unlink(missing_ok=True)
     return dataset_info(out)
 
 
@@ -196,33 +229,81 @@ def _pack_into_partial(out, items, first, options, labels, attributes, identity,
     from tqdm import tqdm
 
     partial, sidecar = partial_path(out), sidecar_path(out)
-    f = _open_partial(partial, identity)
-    if f is None:
-        sidecar.unlink(missing_ok=True)
-        f = _create(partial, items, first, options, labels, attributes, identity)
+    with disk_full_as_error(partial):
+        f = _open_partial(partial, identity)
+        if f is None:
+            sidecar.unlink(missing_ok=True)
+            table_bytes = sum(t.size * 4 for t in (labels, attributes) if t is not None)
+            require_room(partial, table_bytes + RESERVE_BYTES, "a new file")
+            f = _create(partial, items, first, options, labels, attributes, identity)
+        try:
+            metadata, resolutions = _resume_metadata(f, sidecar), levels_of(f)
+            start = len(metadata)
+            for index in tqdm(range(start, len(items)), desc="pack", unit="img", initial=start,
+                              total=len(items), disable=not progress):
+                if index % FLUSH_EVERY == 0 or index == start:
+                    _require_block_room(f, partial, sidecar, index, len(items))
+                metadata.append(_write_image(f, index, items[index], options, resolutions,
+                                             first.shape))
+                append_jsonl(sidecar, metadata[-1])
+                if (index + 1) % FLUSH_EVERY == 0 or index + 1 == len(items):
+                    f.flush()
+                    f.attrs["written"] = index + 1
+                    f.flush()
+                if on_image is not None:
+                    on_image(index + 1)
+            require_room(partial, sidecar.stat().st_size + STRING_OVERHEAD * len(metadata)
+                         + RESERVE_BYTES, "the metadata")
+            _store_metadata(f, metadata)
+            _finalize(f)
+        finally:
+            f.close()
+
+
+def _resume_metadata(f, sidecar: Path) -> list[dict]:
+    """The metadata of the images finished by an earlier run (the sidecar cut to match)."""
+    start = int(f.attrs["written"])
     try:
-        resolutions = levels_of(f)
-        start = int(f.attrs["written"])
         metadata = read_jsonl(sidecar)[:start]
-        if len(metadata) != start:
-            raise OSError(f"{sidecar} holds {len(metadata)} of {start} metadata lines")
-        with open(sidecar, "w") as handle:  # drop lines past the last flush
-            handle.writelines(json.dumps(m, sort_keys=True) + "\n" for m in metadata)
-        for index in tqdm(range(start, len(items)), desc="pack", unit="img", initial=start,
-                          total=len(items), disable=not progress):
-            metadata.append(_write_image(f, index, items[index], options, resolutions,
-                                         first.shape))
-            append_jsonl(sidecar, metadata[-1])
-            if (index + 1) % FLUSH_EVERY == 0 or index + 1 == len(items):
-                f.flush()
-                f.attrs["written"] = index + 1
-                f.flush()
-            if on_image is not None:
-                on_image(index + 1)
-        _store_metadata(f, metadata)
-        _finalize(f)
-    finally:
-        f.close()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the caller starts over
+        raise OSError(f"{sidecar} has a damaged line ({exc})") from None
+    if len(metadata) != start:
+        raise OSError(f"{sidecar} holds {len(metadata)} of {start} metadata lines")
+    with open(sidecar, "w") as handle:  # drop lines past the last flush
+        handle.writelines(json.dumps(m, sort_keys=True) + "\n" for m in metadata)
+    return metadata
+
+
+def _require_block_room(f, partial: Path, sidecar: Path, index: int, total: int) -> None:
+    """Room for the next FLUSH_EVERY images and, projected, the metadata written at the end:
+    HDF5 must never meet a full disk (see ffhq_tools.data.disk)."""
+    per_image = sum(f[level_name(r)].shape[1] * r * r for r in levels_of(f)) + CHUNK_OVERHEAD
+    block = min(FLUSH_EVERY - index % FLUSH_EVERY, total - index) * per_image
+    per_line = sidecar.stat().st_size / index if index else 1024
+    metadata = int((per_line + STRING_OVERHEAD) * total)
+    require_room(partial, block + metadata + RESERVE_BYTES,
+                 f"the images from {index}")
+
+
+def _check_shard_place(shard: Path, out: Path) -> None:
+    folder = out.resolve().parent
+    if shard.is_file() and not shard.resolve().is_relative_to(folder):
+        raise DatasetError(f"pack --merge: shard {shard} is outside {folder}, the folder of "
+                           f"{out.name}; a merged file reads only shards in its own folder tree")
+
+
+def _virtual_layout(name: str, shards, counts: list[int], shape: tuple, dtype, out: Path):
+    """Rows of every shard's `name`, in order, by paths relative to OUT's folder."""
+    import h5py
+
+    layout = h5py.VirtualLayout(shape=(sum(counts),) + shape, dtype=dtype)
+    offset = 0
+    for path, count in zip(shards, counts, strict=True):
+        relative = os.path.relpath(Path(path).resolve(), out.resolve().parent)
+        layout[offset:offset + count] = h5py.VirtualSource(relative, name,
+                                                           shape=(count,) + shape)
+        offset += count
+    return layout
 
 
 def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
@@ -238,9 +319,12 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
         raise DatasetError("pack --merge: give the shard files, then OUT.h5")
     names, shapes, dtypes, counts, metadata, attrs = [], {}, {}, [], [], {}
     for path in shards:  # read what we need, then close: HDF5 reopens them for the VDS
-        with open_h5(path) as f:
+        _check_shard_place(Path(path), out)
+        with open_dataset(path) as f:
             if not f.attrs.get("complete"):
                 raise DatasetError(f"{path}: not a complete pack (rerun its pack first)")
+            if any(f[name].is_virtual for name in f if isinstance(f[name], h5py.Dataset)):
+                raise DatasetError(f"{path}: a merged file, not a shard (merge the shards)")
             if not names:
                 names = [level_name(r) for r in levels_of(f)] + \
                     [n for n in ("labels", "attributes") if n in f]
@@ -253,21 +337,18 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
                     raise DatasetError(f"{path}: dataset {name} differs from {shards[0]}")
             counts.append(int(f[names[0]].shape[0]))
             metadata += read_metadata(f)
-    partial = partial_path(out)
-    with h5py.File(partial, "w") as merged:
-        for name in names:
-            layout = h5py.VirtualLayout(shape=(sum(counts),) + shapes[name], dtype=dtypes[name])
-            offset = 0
-            for path, count in zip(shards, counts, strict=True):
-                relative = os.path.relpath(Path(path).resolve(), out.resolve().parent)
-                layout[offset:offset + count] = h5py.VirtualSource(
-                    relative, name, shape=(count,) + shapes[name])
-                offset += count
-            merged.create_virtual_dataset(name, layout)
-        _store_metadata(merged, metadata)
-        merged.attrs.update(attrs)
-        merged.attrs.update(tool_version=__version__, count=sum(counts), written=sum(counts),
-                            merged_from=json.dumps([str(s) for s in shards]))
-        _finalize(merged)
-    os.replace(partial, out)
+    with output_lock(out), disk_full_as_error(partial_path(out)):
+        partial = partial_path(out)
+        text_bytes = sum(len(json.dumps(m)) + STRING_OVERHEAD for m in metadata)
+        require_room(partial, text_bytes + RESERVE_BYTES, "the merged file")
+        with h5py.File(partial, "w") as merged:
+            for name in names:
+                merged.create_virtual_dataset(name, _virtual_layout(
+                    name, shards, counts, shapes[name], dtypes[name], out))
+            _store_metadata(merged, metadata)
+            merged.attrs.update(attrs)
+            merged.attrs.update(tool_version=__version__, count=sum(counts), written=sum(counts),
+                                merged_from=json.dumps([str(s) for s in shards]))
+            _finalize(merged)
+        os.replace(partial, out)
     return dataset_info(out)
