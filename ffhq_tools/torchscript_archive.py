@@ -48,7 +48,9 @@ class ScriptObject:
 
     def __setstate__(self, state):
         if not isinstance(state, dict):
-            raise TorchScriptArchiveError(f"object {self.qualified_name} has a non-dict state")
+            raise TorchScriptArchiveError(
+                f"object {self.qualified_name} has a custom state (its class defines "
+                "__getstate__/__setstate__, code that torch.jit.load would run): not accepted")
         self.attributes = {str(k): v for k, v in state.items()}
 
     def child(self, name: str) -> ScriptObject:
