@@ -46,7 +46,7 @@ class InceptionExtractor:
         pool = self.network(x, return_features=True)
         probs = None
         if want_probs:
-            probs = self.network(x, return_features=False, no_output_bias=True).double()
+            probs = self.network.probabilities(pool, no_output_bias=True).double()
         return pool.float(), probs
 
 

@@ -106,6 +106,10 @@ class NvidiaInception(nn.Module):
         features = self.inception.pool_features(x)
         if return_features:
             return features
+        return self.probabilities(features, no_output_bias)
+
+    def probabilities(self, features: torch.Tensor, no_output_bias: bool) -> torch.Tensor:
+        """Softmax over the 1008 logits of `forward(..., return_features=True)`'s features."""
         fc = self.inception.fc
         logits = F.linear(features, fc.weight, None if no_output_bias else fc.bias)
         return torch.softmax(logits, dim=1)
