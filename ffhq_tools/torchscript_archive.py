@@ -26,6 +26,7 @@ import torch
 from ffhq_tools.errors import WeightsError
 
 MAX_PICKLE_BYTES = 64 << 20
+MAX_DEPTH = 64  # module nesting; real networks use fewer than 10 levels
 STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "DoubleStorage": torch.float64,
     "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -138,8 +139,8 @@ class _ArchiveUnpickler(pickle.Unpickler):
 class _Archive:
     """The zip and the storages read from it so far (each entry read at most once)."""
 
-    def __init__(self, zf: zipfile.ZipFile, prefix: str):
-        self.zf, self.prefix = zf, prefix
+    def __init__(self, zf: zipfile.ZipFile, prefix: str, archive_bytes: int):
+        self.zf, self.prefix, self.archive_bytes = zf, prefix, archive_bytes
         self.storages: dict[str, torch.Tensor] = {}
 
     def storage(self, pid) -> torch.Tensor:
@@ -165,6 +166,9 @@ class _Archive:
         except KeyError:
             raise TorchScriptArchiveError(f"storage entry {entry_name} is missing") from None
         expected = numel * torch.empty((), dtype=dtype).element_size()
+        if info.file_size > self.archive_bytes:
+            raise TorchScriptArchiveError(f"storage entry {entry_name} declares "
+                                          f"{info.file_size} bytes, more than the whole file")
         if info.file_size != expected:
             raise TorchScriptArchiveError(
                 f"storage entry {entry_name} holds {info.file_size} bytes; its declaration "
@@ -214,18 +218,33 @@ def _data_pickle_name(zf: zipfile.ZipFile) -> str:
     return names[0]
 
 
-def _read_root(zf: zipfile.ZipFile) -> ScriptObject:
+def _read_root(zf: zipfile.ZipFile, archive_bytes: int) -> ScriptObject:
     pickle_name = _data_pickle_name(zf)
     info = zf.getinfo(pickle_name)
     if info.file_size > MAX_PICKLE_BYTES:
         raise TorchScriptArchiveError(f"{pickle_name} declares {info.file_size} bytes "
                                       f"(limit {MAX_PICKLE_BYTES})")
-    archive = _Archive(zf, pickle_name[: -len("data.pkl")])
+    archive = _Archive(zf, pickle_name[: -len("data.pkl")], archive_bytes)
     with zf.open(info) as f:
         root = _ArchiveUnpickler(f, archive).load()
     if not isinstance(root, ScriptObject):
         raise TorchScriptArchiveError(f"{pickle_name} does not hold a TorchScript module")
+    _check_tree(root, depth=0, ancestors=set())
     return root
+
+
+def _check_tree(node: ScriptObject, depth: int, ancestors: set[int]) -> None:
+    """Refuse module trees that loop back on themselves or nest absurdly deep."""
+    if depth > MAX_DEPTH:
+        raise TorchScriptArchiveError(f"modules nested deeper than {MAX_DEPTH} levels")
+    ancestors.add(id(node))
+    for name, value in node.attributes.items():
+        if isinstance(value, ScriptObject):
+            if id(value) in ancestors:
+                raise TorchScriptArchiveError(f"module attribute '{name}' of "
+                                              f"{node.qualified_name} loops back to its parent")
+            _check_tree(value, depth + 1, ancestors)
+    ancestors.discard(id(node))
 
 
 _READ_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, TypeError,
@@ -240,7 +259,7 @@ def read_torchscript(path: str | Path) -> ScriptObject:
         raise TorchScriptArchiveError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as zf:
-            return _read_root(zf)
+            return _read_root(zf, path.stat().st_size)
     except TorchScriptArchiveError as exc:
         raise TorchScriptArchiveError(f"{path}: {exc}") from None
     except _READ_ERRORS as exc:

@@ -211,3 +211,15 @@ def test_a_root_that_is_not_a_module_is_refused(tmp_path):
     path = _archive(tmp_path / "list.pt", [1, 2, 3], {})
     with pytest.raises(TorchScriptArchiveError, match="list.pt: .* does not hold a TorchScript"):
         read_torchscript(path)
+
+
+def test_module_trees_that_loop_or_nest_too_deep_are_refused(tmp_path, torch_module_class):
+    looping = _module(torch_module_class, {})
+    looping.__dict__["child"] = _module(torch_module_class, {"parent": looping})
+    with pytest.raises(TorchScriptArchiveError, match="loop.pt: module attribute 'parent'"):
+        read_torchscript(_archive(tmp_path / "loop.pt", looping, {}))
+    deep = _module(torch_module_class, {})
+    for _ in range(200):
+        deep = _module(torch_module_class, {"inner": deep})
+    with pytest.raises(TorchScriptArchiveError, match="deep.pt: modules nested deeper"):
+        read_torchscript(_archive(tmp_path / "deep.pt", deep, {}))
