@@ -337,7 +337,12 @@ def import_file(name: str, source: str | Path) -> Path:
     source = Path(source)
     if not source.is_file():
         raise WeightsError(f"weights import {name}: no such file {source}")
-    _check(name, source, sha256_file(source))
+    digest, expected = sha256_file(source), expected_sha256(name)
+    if expected and not sha256_matches(digest, expected):
+        raise HashMismatchError(
+            f"weights import {name}: {source} has SHA-256 {digest}, not the expected "
+            f"{expected}; it is not the file '{name}' names. To use other weights, pass "
+            f"--weights {name}=PATH (the file's own SHA-256 is recorded with every result).")
     with _cache_temp(name) as tmp:
         shutil.copyfile(source, tmp)
         return _store(name, tmp, sha256_file(tmp))

@@ -81,7 +81,8 @@ def test_unknown_entry_suggests_close_names():
 def test_import_with_wrong_hash_is_refused(tmp_path):
     bogus = tmp_path / "pt_inception.pth"
     bogus.write_bytes(b"not the inception weights")
-    with pytest.raises(HashMismatchError, match="does not match"):
+    refusal = r"pt_inception.pth has SHA-256 .* not the expected .* --weights inception-fid=PATH"
+    with pytest.raises(HashMismatchError, match=refusal):
         weights.import_file("inception-fid", bogus)
     assert not (weights.cache_dir() / "pt_inception-2015-12-05-6726825d.pth").exists()
     assert not list(weights.cache_dir().glob("*.part"))
