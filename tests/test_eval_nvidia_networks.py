@@ -260,3 +260,14 @@ def test_published_hashes_are_pinned():
     assert weights.get_entry("inception-ts").sha256 == weights.INCEPTION_TS_SHA256
     assert weights.get_entry("vgg16-ts").sha256 == weights.VGG16_TS_SHA256
     assert all(len(h) == 64 for h in (weights.INCEPTION_TS_SHA256, weights.VGG16_TS_SHA256))
+
+
+def test_no_product_code_calls_torch_jit_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    calls = [str(path.relative_to(root)) for package in ("ffhq_tools", "models", "eval",
+                                                         "leaderboards")
+             for path in (root / package).rglob("*.py")
+             if "jit.load(" in path.read_text() or "jit.load (" in path.read_text()]
+    assert calls == []
