@@ -39,6 +39,12 @@ CELEBAHQ_ATTRIBUTES = (
 NVIDIA_METRICS = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics"
 NVIDIA_STYLEGAN_METRICS = "https://nvlabs-fi-cdn.nvidia.com/stylegan/networks/metrics"
 FAN_DOWNLOADS = "https://www.adrianbulat.com/downloads/python-fan"
+# The published files' SHA-256, as pinned by public code that downloads them: k-diffusion's
+# evaluation (inception-2015-12-05.pt, 95,607,719 bytes) and genforce's perceptual model
+# (vgg16.pt). Any other file under these names is refused by `weights import` / `fetch`;
+# custom weights go through `--weights NAME=PATH`, recorded with their own hash.
+INCEPTION_TS_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+VGG16_TS_SHA256 = "b437eb095feaeb0b83eb3fa11200ebca4548ee39a07fb944a417ddc516cc07c3"
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,9 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
     WeightsEntry(
         "inception-ts", "inception-2015-12-05.pt",
         (f"{NVIDIA_METRICS}/inception-2015-12-05.pt",),
-        None, "torchscript",
-        "FID Inception-v3 as NVIDIA's TorchScript module (stylegan2-ada, clean-fid)",
+        INCEPTION_TS_SHA256, "torchscript-data",
+        "FID Inception-v3 as NVIDIA's TorchScript module (stylegan2-ada, clean-fid); "
+        "its tensors are read as data, its code never runs",
     ),
     WeightsEntry(
         "vgg16", "vgg16-397923af.pth",
@@ -91,8 +98,9 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
     WeightsEntry(
         "vgg16-ts", "vgg16.pt",
         (f"{NVIDIA_METRICS}/vgg16.pt",),
-        None, "torchscript",
-        "NVIDIA VGG16 TorchScript (LPIPS distance and 4096-d precision/recall features)",
+        VGG16_TS_SHA256, "torchscript-data",
+        "NVIDIA VGG16 TorchScript (LPIPS distance and 4096-d precision/recall features); "
+        "its tensors are read as data, its code never runs",
     ),
     *_classifier_entries(),
     WeightsEntry(
@@ -342,7 +350,12 @@ def import_file(name: str, source: str | Path) -> Path:
     source = Path(source)
     if not source.is_file():
         raise WeightsError(f"weights import {name}: no such file {source}")
-    _check(name, source, sha256_file(source))
+    digest, expected = sha256_file(source), expected_sha256(name)
+    if expected and not sha256_matches(digest, expected):
+        raise HashMismatchError(
+            f"weights import {name}: {source} has SHA-256 {digest}, not the expected "
+            f"{expected}; it is not the file '{name}' names. To use other weights, pass "
+            f"--weights {name}=PATH (the file's own SHA-256 is recorded with every result).")
     with _cache_temp(name) as tmp:
         shutil.copyfile(source, tmp)
         return _store(name, tmp, sha256_file(tmp))

@@ -34,12 +34,12 @@ def test_user_errors_are_one_line_with_exit_status_2(capsys, tmp_path):
 
 
 def test_weights_import_and_verify_through_the_cli(capsys, tmp_path):
-    source = tmp_path / "vgg16.pt"
-    source.write_bytes(b"vgg16 torchscript stand-in")
+    source = tmp_path / "classifier.pkl"
+    source.write_bytes(b"classifier pickle stand-in")
     with pytest.warns(UserWarning):
-        assert cli.main(["weights", "import", "vgg16-ts", str(source)]) == 0
-    assert cli.main(["weights", "verify", "vgg16-ts"]) == 0
-    assert "vgg16-ts: OK" in capsys.readouterr().out
+        assert cli.main(["weights", "import", "celebahq-classifier-00", str(source)]) == 0
+    assert cli.main(["weights", "verify", "celebahq-classifier-00"]) == 0
+    assert "celebahq-classifier-00: OK" in capsys.readouterr().out
     assert cli.main(["weights", "verify", "vgg16"]) == 1
 
 

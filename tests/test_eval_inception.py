@@ -1,15 +1,14 @@
-"""The FID Inception: TF1 resize bit-exact with torch-fidelity's, the preprocessing modes, the
-TorchScript loader and clear errors for wrong files. Folder-level agreement with pytorch-fid
-and torch-fidelity on identical weights is in test_eval_fid_peers.py."""
+"""The FID Inception: TF1 resize bit-exact with torch-fidelity's, the preprocessing modes and
+clear errors for wrong files (NVIDIA's TorchScript layout: test_eval_nvidia_networks.py).
+Folder-level agreement with pytorch-fid and torch-fidelity on identical weights is in
+test_eval_fid_peers.py."""
 
 import numpy as np
 import pytest
 import torch
 from eval_helpers import as_batch, photos, random_crops, shared_inception_file
 
-from eval import defaults
 from eval.features import load_inception
-from eval.features.inception import load_state_dict_file
 from eval.features.preprocess import preprocess, tf_resize_bilinear
 from eval.registry import MetricContext
 from ffhq_tools.errors import WeightsError
@@ -51,44 +50,6 @@ def test_modes_differ_and_are_named(images):
     from ffhq_tools.errors import FfhqToolsError
     with pytest.raises(FfhqToolsError, match="--mode"):
         preprocess(images, "bilinear")
-
-
-class _NvidiaStyleInception(torch.nn.Module):
-    """A TorchScript stand-in with NVIDIA's call signature: uint8 or float NCHW in [0, 255];
-    resizes itself when not 299 (here with F.interpolate - NVIDIA's graph has its own resize;
-    our extractor always feeds 299 so that path is not used), normalises (x - 128) / 128."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, img: torch.Tensor, return_features: bool = False,
-                use_fp16: bool = False, no_output_bias: bool = False) -> torch.Tensor:
-        x = img.to(torch.float32)
-        if x.shape[2] != 299 or x.shape[3] != 299:
-            x = torch.nn.functional.interpolate(x, size=[299, 299], mode="bilinear",
-                                                align_corners=False)
-        pool = self.net.pool_features((x - 128) / 128)
-        if return_features:
-            return pool
-        logits = pool @ self.net.fc.weight.t()
-        if not no_output_bias:
-            logits = logits + self.net.fc.bias
-        return torch.softmax(logits, dim=1)
-
-
-@pytest.mark.slow
-def test_torchscript_inception_through_the_registry(inception_file, images, tmp_path):
-    scripted = torch.jit.script(_NvidiaStyleInception(load_state_dict_file(inception_file)))
-    ts_path = tmp_path / "inception-2015-12-05.pt"
-    scripted.save(str(ts_path))
-    overrides = {"inception-ts": ts_path, "inception-fid": inception_file}
-    ctx = MetricContext(weights_overrides=overrides, feature_network=defaults.INCEPTION_TORCHSCRIPT)
-    pool_ts, probs_ts = load_inception(ctx)(images, want_probs=True)
-    pool, probs = load_inception(_ctx(inception_file))(images, want_probs=True)
-    assert torch.allclose(pool_ts, pool, rtol=1e-4, atol=1e-4 * pool.abs().max())
-    np.testing.assert_allclose(probs_ts.numpy(), probs.numpy(), rtol=1e-3, atol=1e-7)
-    assert set(ctx.weights_used) == {"inception-ts"}
 
 
 def test_wrong_files_are_clear_errors(tmp_path):

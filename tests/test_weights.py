@@ -81,7 +81,8 @@ def test_unknown_entry_suggests_close_names():
 def test_import_with_wrong_hash_is_refused(tmp_path):
     bogus = tmp_path / "pt_inception.pth"
     bogus.write_bytes(b"not the inception weights")
-    with pytest.raises(HashMismatchError, match="does not match"):
+    refusal = r"pt_inception.pth has SHA-256 .* not the expected .* --weights inception-fid=PATH"
+    with pytest.raises(HashMismatchError, match=refusal):
         weights.import_file("inception-fid", bogus)
     assert not (weights.cache_dir() / "pt_inception-2015-12-05-6726825d.pth").exists()
     assert not list(weights.cache_dir().glob("*.part"))
@@ -91,14 +92,14 @@ def test_import_unknown_hash_records_it_then_cache_hit(tmp_path, monkeypatch):
     source = tmp_path / "inception.pt"
     source.write_bytes(b"torchscript bytes")
     with pytest.warns(UserWarning, match="recording"):
-        stored = weights.import_file("inception-ts", source)
+        stored = weights.import_file("celebahq-classifier-00", source)
     digest = hashlib.sha256(b"torchscript bytes").hexdigest()
-    assert weights.recorded_hashes()["inception-ts"] == digest
-    resolved = weights.resolve("inception-ts")
+    assert weights.recorded_hashes()["celebahq-classifier-00"] == digest
+    resolved = weights.resolve("celebahq-classifier-00")
     assert (resolved.path, resolved.sha256, resolved.source) == (stored, digest, "cache")
     # A cache hit reuses the verification stamp instead of re-hashing the file.
     monkeypatch.setattr(weights, "sha256_file", lambda path: pytest.fail("re-hashed"))
-    assert weights.resolve("inception-ts").sha256 == digest
+    assert weights.resolve("celebahq-classifier-00").sha256 == digest
 
 
 def test_tampered_cached_file_is_detected(tmp_path):
@@ -106,11 +107,11 @@ def test_tampered_cached_file_is_detected(tmp_path):
     source.write_bytes(b"original")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stored = weights.import_file("inception-ts", source)
+        stored = weights.import_file("celebahq-classifier-00", source)
     stored.write_bytes(b"tampered!")
     with pytest.raises(HashMismatchError):
-        weights.resolve("inception-ts")
-    assert weights.status("inception-ts") == "MISMATCH"
+        weights.resolve("celebahq-classifier-00")
+    assert weights.status("celebahq-classifier-00") == "MISMATCH"
 
 
 def test_fetch_over_loopback_verifies_and_stores(monkeypatch, served_file):

@@ -3,11 +3,12 @@
 `load_inception(ctx)` returns an `InceptionExtractor`: uint8 NCHW images of any size ->
 (2048-d pool features, 1008-class probabilities or None), preprocessing per `ctx.mode`.
 
-NVIDIA's TorchScript `inception-2015-12-05.pt` takes images in [0, 255] (uint8 or float),
-emulates TF's resize with grid_sample (the identity at 299x299) and normalises itself; we
-resize to 299 per mode first and feed floats, so `tf` and `clean` modes mean the same with
-either network. Its `return_features=False, no_output_bias=True` output is already softmax
-probabilities (what the IS reference uses).
+NVIDIA's TorchScript `inception-2015-12-05.pt` is read as data (never executed) into our
+`eval.features.nvidia_inception.NvidiaInception`, which does what the file's code does: takes
+images in [0, 255] (uint8 or float), emulates TF's resize with grid_sample (the identity at
+299x299) and normalises (x - 128) / 128; we resize to 299 per mode first and feed floats, so
+`tf` and `clean` modes mean the same with either network. Its `return_features=False,
+no_output_bias=True` output is softmax probabilities (what the IS reference uses).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import torch
 
 from eval import defaults
 from eval.features.preprocess import check_mode, preprocess, resize_299
-from ffhq_tools.errors import FfhqToolsError, WeightsError
+from ffhq_tools.errors import FfhqToolsError
 
 
 class InceptionExtractor:
-    """Callable wrapper around the FID Inception (state dict or NVIDIA TorchScript)."""
+    """Callable wrapper around the FID Inception (state dict or NVIDIA TorchScript layout)."""
 
     def __init__(self, network, kind: str, mode: str, sha256: str, device):
         self.network, self.kind, self.mode = network, kind, check_mode(mode)
@@ -45,15 +46,14 @@ class InceptionExtractor:
         pool = self.network(x, return_features=True)
         probs = None
         if want_probs:
-            probs = self.network(x, return_features=False, no_output_bias=True).double()
+            probs = self.network.probabilities(pool, no_output_bias=True).double()
         return pool.float(), probs
 
 
 def _load_torchscript(path):
-    try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's file at fault
-        raise WeightsError(f"{path}: not a TorchScript archive ({exc})") from exc
+    from eval.features.nvidia_inception import load_nvidia_inception
+
+    return load_nvidia_inception(path)
 
 
 def load_inception(ctx) -> InceptionExtractor:

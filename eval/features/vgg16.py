@@ -4,8 +4,9 @@ Two sources, both recorded by SHA-256 in every result row:
 - `vgg16`: torchvision's VGG16 state dict (`vgg16-397923af.pth`). Images are resized to
   224x224 with TF1 bilinear sampling, normalised with the ImageNet mean/std and run up to
   fc2 after its ReLU (torch-fidelity's `fc2_relu`).
-- `vgg16-ts`: NVIDIA's TorchScript `vgg16.pt` (stylegan2-ada-pytorch), which takes uint8
-  images, resizes them itself and returns the same kind of 4096-d features with
+- `vgg16-ts`: NVIDIA's TorchScript `vgg16.pt` (stylegan2-ada-pytorch), read as data (never
+  executed) into our `eval.features.nvidia_vgg16.NvidiaVgg16`, which takes uint8 images,
+  resizes them itself and returns the same kind of 4096-d features with
   `return_features=True` (and LPIPS feature vectors with `return_lpips=True`).
 """
 
@@ -106,8 +107,11 @@ class TorchScriptVgg16Features(nn.Module):
         return self.module(images, return_features=True)
 
 
-def load_torchscript(path, device="cpu"):
-    return torch.jit.load(str(path), map_location=device).eval()
+def load_torchscript(path, device="cpu") -> nn.Module:
+    """NVIDIA's `vgg16.pt` as our module (its tensors read as data; its code never runs)."""
+    from eval.features.nvidia_vgg16 import load_nvidia_vgg16
+
+    return load_nvidia_vgg16(path).to(device)
 
 
 def vgg16_fc2_from_state_dict(state: dict) -> Vgg16Fc2:
