@@ -268,9 +268,10 @@ class Projector:
         if ws.shape[1] == 1:
             ws = ws.repeat(1, self.G.num_ws, 1)
         if not noise:
-            return self.G.synthesis(ws, noise_mode="const")
-        return torch.func.functional_call(self.G.synthesis, noise, (ws,),
-                                          {"noise_mode": "const"})
+            return self.G.synthesis(ws, noise_mode="const").to(self.dtype)
+        images = torch.func.functional_call(self.G.synthesis, noise, (ws,),
+                                            {"noise_mode": "const"})
+        return images.to(self.dtype)  # synthesis returns float32 images even in float64
 
     @torch.no_grad()
     def final_distance(self, state: TargetState, optimized_noise: bool = True) -> float:
