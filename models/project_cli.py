@@ -63,7 +63,7 @@ def _project(args) -> int:
 
     from ffhq_tools import weights
     from ffhq_tools.runtime import select_device
-    from models.project import ProjectionProtocol, Projector
+    from models.project import ProjectionProtocol, Projector, check_projectable
     from models.project.outputs import video_encoder
 
     if args.threads:
@@ -76,12 +76,13 @@ def _project(args) -> int:
     protocol = ProjectionProtocol(steps=args.steps, space=args.space,
                                   optimize_noise=args.noise_opt)
     G, info = _load_network(args.network, device)
+    label = f"{args.network} (config {info['config']})"
+    check_projectable(G, label)
     out = Path(args.out)
     overrides = weights.parse_overrides(args.weights)
     used: dict[str, str] = {}
     distance = load_distance(args.distance, overrides, device, used)
-    projector = Projector(G, distance, protocol, device=device,
-                          label=f"{args.network} (config {info['config']})")
+    projector = Projector(G, distance, protocol, device=device, label=label)
     out.mkdir(parents=True, exist_ok=True)
     targets = _targets(args, G, out, overrides, device)
     options = _options(args, info, used, protocol)

@@ -10,6 +10,7 @@ with the optimised noise maps.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,12 +111,13 @@ def write_video(path: Path, frames: list[np.ndarray], kind: str) -> Path:
     if kind == "mp4":
         import imageio.v2 as imageio
 
-        with atomic_path(path, suffix=".mp4") as tmp:
-            writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=VIDEO_FPS,
-                                        codec="libx264", bitrate="16M", macro_block_size=1)
-            for frame in frames:
-                writer.append_data(frame)
-            writer.close()
+        tmp = path.with_name(f".{path.stem}.partial.mp4")  # ffmpeg picks the muxer by suffix
+        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=VIDEO_FPS,
+                                    codec="libx264", bitrate="16M", macro_block_size=1)
+        for frame in frames:
+            writer.append_data(frame)
+        writer.close()
+        os.replace(tmp, path)
         return path
     from PIL import Image
 
