@@ -27,7 +27,13 @@ def load_distance(name: str, overrides: dict, device, used: dict):
         return resolved
 
     source = {"vgg16-ts": vgg16.TORCHSCRIPT, "lpips-vgg": lpips.OURS}[name]
-    return lpips.load_distance(resolve, source, device)
+    distance = lpips.load_distance(resolve, source, device)
+    if isinstance(distance, lpips.TorchScriptLpips):  # embed each target once, as ada does
+        from models.project import EmbeddingDistance
+
+        module = distance.module
+        return EmbeddingDistance(lambda x: module(x, resize_images=False, return_lpips=True))
+    return distance
 
 
 def _load_network(path: str, device):

@@ -5,6 +5,7 @@ StyleGAN2's attribution test.
 """
 
 from models.project.projector import (
+    EmbeddingDistance,
     Projection,
     ProjectionError,
     Projector,
@@ -15,6 +16,6 @@ from models.project.projector import (
 from models.project.schedule import ProjectionProtocol, learning_rate, w_noise_scale
 from models.project.targets import Target, collect_targets, prepare_pixels
 
-__all__ = ["Projection", "ProjectionError", "ProjectionProtocol", "Projector", "Target",
-           "WStatistics", "check_projectable", "collect_targets", "learning_rate",
-           "prepare_pixels", "w_noise_scale", "w_statistics"]
+__all__ = ["EmbeddingDistance", "Projection", "ProjectionError", "ProjectionProtocol",
+           "Projector", "Target", "WStatistics", "check_projectable", "collect_targets",
+           "learning_rate", "prepare_pixels", "w_noise_scale", "w_statistics"]

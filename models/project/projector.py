@@ -13,6 +13,7 @@ checkpoint left off and gives the same codes as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from collections.abc import Callable
@@ -30,6 +31,17 @@ from models.project import schedule
 from models.project.schedule import ProjectionProtocol
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EmbeddingDistance:
+    """distance(a, b) = sum((embed(a) - embed(b))^2) per image, as ada uses NVIDIA's vgg16.pt
+    (`return_lpips=True`). The projector embeds each target once instead of every step."""
+
+    embed: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (self.embed(a) - self.embed(b)).square().sum(dim=1)
 W_STATS_CHUNK = 1000
 CHECKPOINT_FORMAT = "ffhq-tools-projection-state"
 
@@ -85,6 +97,22 @@ def noise_buffers(G) -> dict[str, tuple[int, ...]]:
             if name.endswith("noise_const")}
 
 
+@contextlib.contextmanager
+def activation_scaled_modulation(synthesis: nn.Module):
+    """StyleGAN2 modulation as activation scaling around one shared-weight conv (the same
+    result as the grouped per-sample conv eval mode picks, several times faster for batches
+    on CPU; see BENCHMARKS.md) while the projector renders."""
+    if not hasattr(synthesis, "fused_modconv"):
+        yield
+        return
+    saved = synthesis.fused_modconv
+    synthesis.fused_modconv = False
+    try:
+        yield
+    finally:
+        synthesis.fused_modconv = saved
+
+
 def to_distance_input(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """Generator output in [-1, 1] -> [0, 255], area-downsampled when larger than resolution."""
     images = (images + 1) * (255 / 2)
@@ -125,6 +153,10 @@ class TargetState:
         dtype = projector.dtype
         self.target = to_distance_input(pixels_to_tensor(pixels, device, dtype) / 127.5 - 1,
                                         protocol.distance_resolution)
+        self.target_features = None
+        if isinstance(projector.distance, EmbeddingDistance):
+            with torch.no_grad():
+                self.target_features = projector.distance.embed(self.target)
         self.rng = torch.Generator().manual_seed(int(seed))
         layers = projector.G.num_ws if protocol.space == "w+" else 1
         self.w = nn.Parameter(projector.wstats.avg.repeat(1, layers, 1).to(device, dtype))
@@ -240,8 +272,7 @@ class Projector:
                 group["lr"] = schedule.learning_rate(t, protocol)
             ws.append(state.draw_w(schedule.w_noise_scale(t, self.wstats.std, protocol)))
         images = self.synthesize(torch.cat(ws), self._noise_overrides(states))
-        dist = self.distance(to_distance_input(images, protocol.distance_resolution),
-                             torch.cat([s.target for s in states]))
+        dist = self.distances(to_distance_input(images, protocol.distance_resolution), states)
         penalty = torch.stack([s.noise_penalty() for s in states])
         loss = dist + penalty * protocol.noise_reg_weight
         for state in states:
@@ -267,10 +298,11 @@ class Projector:
         """G.synthesis in const-noise mode; `noise` replaces named noise maps (batched)."""
         if ws.shape[1] == 1:
             ws = ws.repeat(1, self.G.num_ws, 1)
-        if not noise:
-            return self.G.synthesis(ws, noise_mode="const").to(self.dtype)
-        images = torch.func.functional_call(self.G.synthesis, noise, (ws,),
-                                            {"noise_mode": "const"})
+        with activation_scaled_modulation(self.G.synthesis):
+            if not noise:
+                return self.G.synthesis(ws, noise_mode="const").to(self.dtype)
+            images = torch.func.functional_call(self.G.synthesis, noise, (ws,),
+                                                {"noise_mode": "const"})
         return images.to(self.dtype)  # synthesis returns float32 images even in float64
 
     @torch.no_grad()
@@ -279,9 +311,15 @@ class Projector:
         or with G's own constant ones (what projected_w.npz alone reproduces)."""
         noise = self._noise_overrides([state]) if optimized_noise else {}
         images = self.synthesize(state.w, noise)
-        d = self.distance(to_distance_input(images, self.protocol.distance_resolution),
-                          state.target)
-        return float(d[0])
+        return float(self.distances(to_distance_input(images, self.protocol.distance_resolution),
+                                    [state])[0])
+
+    def distances(self, images: torch.Tensor, states: list[TargetState]) -> torch.Tensor:
+        """[N] distances of distance-ready images to their states' targets."""
+        if isinstance(self.distance, EmbeddingDistance):
+            targets = torch.cat([s.target_features for s in states])
+            return (self.distance.embed(images) - targets).square().sum(dim=1)
+        return self.distance(images, torch.cat([s.target for s in states]))
 
     def _result(self, state: TargetState) -> Projection:
         w = state.w.detach()
