@@ -201,3 +201,29 @@ def test_networks_without_w_are_refused_by_name():
     projector = Projector(stylegan, FeatureDistance(), ProjectionProtocol(steps=3,
                                                                           w_avg_samples=100))
     assert projector.project([target], progress=False)[0].w.shape == (1, stylegan.num_ws, 32)
+
+
+def test_an_embedding_distance_embeds_targets_once_with_the_same_result(G):
+    from models.project import EmbeddingDistance
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten()).requires_grad_(False)
+    calls = []
+
+    def embed(images):
+        calls.append(images.shape[0])
+        return net(images / 255)
+
+    targets = list(render_uint8(G, known_codes(G, [1, 2])))
+    protocol = ProjectionProtocol(steps=10, w_avg_samples=200)
+    fast = Projector(G, EmbeddingDistance(embed), protocol).project(targets, progress=False)
+    assert calls[:2] == [1, 1] and set(calls[2:]) <= {1, 2} and calls.count(2) == 10
+
+    def pair(a, b):
+        return (net(a / 255) - net(b / 255)).square().sum(dim=1)
+
+    plain = Projector(G, pair, protocol).project(targets, progress=False)
+    for a, b in zip(fast, plain, strict=True):
+        np.testing.assert_allclose(a.w, b.w, atol=1e-5)
+        assert [r["distance"] for r in a.curve] == pytest.approx(
+            [r["distance"] for r in b.curve], rel=1e-5)

@@ -168,3 +168,47 @@ def test_attribution_separates_generated_from_real_images(tmp_path, astronaut):
     assert report["classes"]["real"]["share_below"] == 0.0
     assert report["threshold_source"] == "best split"
     assert (tmp_path / "attribution.png").is_file() and (tmp_path / "attribution.md").is_file()
+
+
+def test_align_first_then_project_the_aligned_faces(tmp_path, astronaut):
+    from skimage import data
+
+    from models.project.aligned import align_targets
+
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
+    Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
+    specs, rejects = align_targets([str(tmp_path / "astronaut.png"), str(tmp_path / "coffee.png")],
+                                   tmp_path / "out", 16, progress=False)
+    assert [(r["target"], r["reason"]) for r in rejects] == [("coffee.png", "no face")]
+    targets = collect_targets(specs, 16)
+    assert [t.name for t in targets] == ["astronaut_00"]
+    face = load_target(targets[0], 16)[0]
+    assert face.shape == (16, 16, 3)
+    record = json.loads((tmp_path / "out" / "aligned" / "astronaut" / "align.jsonl").read_text())
+    assert record["pixel_size"] == [16, 16]
+
+
+def test_run_writes_outputs_rejects_unreadable_targets_and_skips_finished_ones(tmp_path,
+                                                                               astronaut):
+    from models.project.run import project_targets
+
+    folder = photo_folder(tmp_path / "photos", astronaut)
+    G = tiny_generator()[0]
+    projector = Projector(G, FeatureDistance(), ProjectionProtocol(steps=5, w_avg_samples=200))
+    targets = collect_targets([str(folder)], 16)
+    assert [t.name for t in targets] == ["broken", "face0", "face1"]
+    first = project_targets(projector, targets, tmp_path / "out", seed=1, options={"a": 1},
+                            batch_size=2, progress=False)
+    assert [r["target"] for r in first.done] == ["face0", "face1"] and first.skipped == 0
+    assert [r["reason"] for r in first.rejects] == ["undecodable"]
+    w = load_projected_w(tmp_path / "out" / "face1" / "projected_w.npz", G)
+    result = json.loads((tmp_path / "out" / "face1" / "result.json").read_text())
+    assert result["steps"] == 5 and result["source"].endswith("face1.png")
+    again = project_targets(projector, targets, tmp_path / "out", seed=1, options={"a": 1},
+                            batch_size=2, progress=False)
+    assert again.skipped == 2 and not again.rejects
+    np.testing.assert_array_equal(load_projected_w(tmp_path / "out" / "face1" /
+                                                   "projected_w.npz"), w)
+    with pytest.raises(Exception, match="seed"):
+        project_targets(projector, targets, tmp_path / "out", seed=2, options={"a": 1},
+                        progress=False)
