@@ -10,7 +10,8 @@ network; the distance is the same architecture-exact LPIPS VGG16 (random trunk, 
 linear layers) for both, handed to ada as its `vgg16.pt` call signature (`return_lpips=True`).
 ada projects one image per run, so its batch-of-8 rate is its single rate. Times are CPU
 seconds of this process with one thread (`time.process_time`; the machine is shared).
-BENCH_PROJECT_STEPS (default 3) steps per measurement; w statistics use 100 samples for both.
+Per-step time = (time of a BENCH_PROJECT_STEPS-step run - time of a 1-step run) / (steps - 1)
+for both (default 4 steps); w statistics use 100 samples for both.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from models.configs import build_networks, get_config
 from models.project import EmbeddingDistance, ProjectionProtocol, Projector
 
 ADA = Path(os.environ.get("FFHQ_BENCH_ADA", "/work/scratch/ada"))
-STEPS = int(os.environ.get("BENCH_PROJECT_STEPS", "3"))
+STEPS = max(2, int(os.environ.get("BENCH_PROJECT_STEPS", "4")))
 W_SAMPLES = 100
 CASES = (("tiny", 64, dict()), ("stylegan2-F", 256, dict(channel_base=16384, channel_max=256)))
 
@@ -89,13 +90,25 @@ def targets(G, count: int) -> list[np.ndarray]:
     return [img for _, img in generate_images(G, list(range(count)), batch_size=1)]
 
 
-def ours_rate(G, features, images: list[np.ndarray]) -> float:
-    protocol = ProjectionProtocol(steps=STEPS, w_avg_samples=W_SAMPLES)
-    distance = EmbeddingDistance(lambda x: features(x, resize_images=False, return_lpips=True))
-    projector = Projector(G, distance, protocol)
+def per_step(run) -> float:
+    """CPU seconds per step: a STEPS-step run minus a one-step run, over STEPS - 1 (so set-up,
+    target features and the final evaluation cancel out for both projectors)."""
     start = time.process_time()
-    projector.project(images, progress=False)
-    return STEPS * len(images) / (time.process_time() - start)
+    run(1)
+    one = time.process_time() - start
+    start = time.process_time()
+    run(STEPS)
+    return (time.process_time() - start - one) / (STEPS - 1)
+
+
+def ours_rate(G, features, images: list[np.ndarray]) -> float:
+    distance = EmbeddingDistance(lambda x: features(x, resize_images=False, return_lpips=True))
+
+    def run(steps: int) -> None:
+        protocol = ProjectionProtocol(steps=steps, w_avg_samples=W_SAMPLES)
+        Projector(G, distance, protocol).project(images, progress=False)
+
+    return len(images) / per_step(run)
 
 
 def ada_generator(config, resolution: int, G):
@@ -134,11 +147,13 @@ def ada_rate(ada_G, features, image: np.ndarray) -> float:
     import projector as ada_projector
 
     target = torch.from_numpy(image.transpose(2, 0, 1).copy())
-    with ada_vgg(features):
-        start = time.process_time()
-        ada_projector.project(ada_G, target, num_steps=STEPS, w_avg_samples=W_SAMPLES,
-                              device=torch.device("cpu"))
-        return STEPS / (time.process_time() - start)
+
+    def run(steps: int) -> None:
+        with ada_vgg(features):
+            ada_projector.project(ada_G, target, num_steps=steps, w_avg_samples=W_SAMPLES,
+                                  device=torch.device("cpu"))
+
+    return 1 / per_step(run)
 
 
 def same_images(G, ada_G) -> float:
@@ -154,7 +169,7 @@ def main() -> None:
     have_ada = (ADA / "projector.py").is_file()
     if not have_ada:
         print(f"stylegan2-ada-pytorch not found at {ADA} (FFHQ_BENCH_ADA): ours only")
-    print(f"target-steps per CPU-second, {STEPS} steps, one thread")
+    print(f"target-steps per CPU-second ({STEPS}-step minus 1-step runs), one thread")
     print(f"{'res':>4} {'network':>12} {'ours x1':>9} {'ours x8':>9} {'ada x1':>9} "
           f"{'x8 vs x1':>9} {'x1 vs ada':>10} {'x8 vs ada':>10}")
     for name, resolution, changes in CASES:

@@ -113,12 +113,15 @@ def activation_scaled_modulation(synthesis: nn.Module):
         synthesis.fused_modconv = saved
 
 
+def area_downsample(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    if images.shape[2] > resolution:
+        return F.interpolate(images, size=(resolution, resolution), mode="area")
+    return images
+
+
 def to_distance_input(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """Generator output in [-1, 1] -> [0, 255], area-downsampled when larger than resolution."""
-    images = (images + 1) * (255 / 2)
-    if images.shape[2] > resolution:
-        images = F.interpolate(images, size=(resolution, resolution), mode="area")
-    return images
+    return area_downsample((images + 1) * (255 / 2), resolution)
 
 
 def pixels_to_tensor(pixels: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
@@ -149,10 +152,9 @@ class TargetState:
     def __init__(self, pixels: np.ndarray, projector: Projector, seed: int,
                  keep_trajectory: bool):
         protocol, device = projector.protocol, projector.device
-        self.pixels = pixels
         dtype = projector.dtype
-        self.target = to_distance_input(pixels_to_tensor(pixels, device, dtype) / 127.5 - 1,
-                                        protocol.distance_resolution)
+        self.target = area_downsample(pixels_to_tensor(pixels, device, dtype),
+                                      protocol.distance_resolution)
         self.target_features = None
         if isinstance(projector.distance, EmbeddingDistance):
             with torch.no_grad():
@@ -224,6 +226,8 @@ class Projector:
         """Project HWC uint8 images (at G's resolution) in one batch; resume from and write
         `checkpoints[i]` (None: no checkpoint) every `checkpoint_every` steps."""
         self._check_images(images)
+        if checkpoint_every < 1:
+            raise ProjectionError(f"--checkpoint-every {checkpoint_every}: must be >= 1")
         checkpoints = checkpoints or [None] * len(images)
         states = [TargetState(p, self, seed, keep_trajectory) for p in images]
         stamps = [self._stamp(stamp, seed, p) for p in images]
