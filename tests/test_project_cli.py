@@ -212,3 +212,25 @@ def test_run_writes_outputs_rejects_unreadable_targets_and_skips_finished_ones(t
     with pytest.raises(Exception, match="seed"):
         project_targets(projector, targets, tmp_path / "out", seed=2, options={"a": 1},
                         progress=False)
+
+
+@pytest.mark.parametrize("kind", ["gif", "mp4"])
+def test_videos_hold_every_frame(tmp_path, kind):
+    from models.project.outputs import video_encoder, write_video
+
+    if kind == "mp4" and video_encoder() != "mp4":
+        pytest.skip("imageio-ffmpeg is not installed (the video extra)")
+    frames = [np.full((16, 32, 3), 8 * i, dtype=np.uint8) for i in range(12)]
+    path = write_video(tmp_path / "proj", frames, kind)
+    assert path.name == f"proj.{kind}" and not list(tmp_path.glob(".*"))
+    if kind == "gif":
+        with Image.open(path) as gif:
+            assert gif.n_frames == 12
+        return
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path)
+    decoded = [frame for frame in reader]
+    reader.close()
+    assert len(decoded) == 12 and decoded[0].shape == (16, 32, 3)
+    assert abs(float(decoded[11].mean()) - 88) < 3
