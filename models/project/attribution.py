@@ -122,6 +122,7 @@ def run_attribution(projector: Projector, real_targets: list[Target], out: str |
     with atomic_path(out / "attribution.jsonl") as tmp:
         tmp.write_text(lines)
     write_json_atomic(out / "attribution.json", report)
-    (out / "attribution.md").write_text(report_table(report))
+    with atomic_path(out / "attribution.md") as tmp:
+        tmp.write_text(report_table(report))
     write_histogram(out / "attribution.png", rows, report["threshold"])
     return report
