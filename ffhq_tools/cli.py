@@ -23,6 +23,7 @@ VERB_PROVIDERS = (
     "ffhq_tools.demo",
     "models.train_cli",
     "models.cli",
+    "models.project_cli",
     "eval.cli",
     "eval.classifiers_cli",
 )
@@ -38,6 +39,8 @@ RESUME_HINTS = {
     "score": "rerun the same command: finished rows are kept and partial statistics resumed",
     "train": "continue with the same options plus --resume <run dir> (or --resume auto)",
     "demo": "continue with: ffhq-tools demo --resume <run dir>",
+    "project": "rerun the same command: finished targets are kept, the others continue from "
+               "their last checkpointed step",
 }
 
 
