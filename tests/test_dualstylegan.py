@@ -6,24 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dualstylegan_fixtures import codes, small_net
 
 from models.configs import build_networks, get_config
-from models.dualstylegan import AdaResBlock, DualStyleGAN, layer_resolution
+from models.dualstylegan import AdaResBlock, layer_resolution
 from models.layers import count_parameters
-
-SMALL = get_config("tiny").replace(arch="dualstylegan", mapping_layers=8)
-
-
-def small_net(resolution: int = 64, seed: int = 0) -> DualStyleGAN:
-    torch.manual_seed(seed)
-    return build_networks(SMALL, resolution)[0].eval()
-
-
-def codes(net: DualStyleGAN, seed: int = 1, batch: int = 2):
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(batch, net.generator.z_dim, generator=gen)
-    ex_z = torch.randn(batch, net.num_ws, net.generator.z_dim, generator=gen)
-    return z, net.map_z(ex_z)
 
 
 @pytest.mark.parametrize("resolution,base,extrinsic,modres,colour", [
