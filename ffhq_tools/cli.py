@@ -23,6 +23,7 @@ VERB_PROVIDERS = (
     "ffhq_tools.demo",
     "models.train_cli",
     "models.cli",
+    "models.stylize_cli",
     "eval.cli",
     "eval.classifiers_cli",
 )
