@@ -148,9 +148,13 @@ def _generate(args) -> int:
     from ffhq_tools.runtime import select_device
     from models import generate as gen
     from models.checkpoint import load_generator
+    from models.contract import ImageGenerator
 
     device = select_device(args.device)
     G = load_generator(args.ckpt, device)
+    if not isinstance(G, ImageGenerator):
+        raise FfhqToolsError(f"{args.ckpt}: a {type(G).__name__} checkpoint samples through "
+                             "its own verb (DualStyleGAN: ffhq-tools stylize)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = gen.parse_seeds(args.seeds)

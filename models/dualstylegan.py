@@ -300,3 +300,52 @@ def build_dualstylegan(config, resolution: int, c_dim: int = 0, img_channels: in
         raise ValueError("DualStyleGAN generators are unconditional (c_dim 0)")
     G, D = build_stylegan2(config, resolution, 0, img_channels)
     return DualStyleGAN(G, res_index=DEFAULT_RES_INDEX, structure_layers=structure_layers), D
+
+
+class FixedExemplarSynthesis(nn.Module):
+    """synthesis(ws, noise_mode) of a DualStyleGAN whose extrinsic code and weights are fixed."""
+
+    def __init__(self, net: DualStyleGAN, exstyle: torch.Tensor, weights: Sequence[float]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("exstyle", exstyle.detach().clone())
+        self.weights = tuple(net.interp_weights(weights))
+        self.w_dim, self.num_ws = net.w_dim, net.num_ws
+        self.img_resolution, self.img_channels = net.img_resolution, net.img_channels
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        return self.net.synthesize(ws, self.exstyle, interp_weights=self.weights,
+                                   noise_mode=noise_mode)
+
+
+class DualStyleGANGenerator(nn.Module):
+    """A DualStyleGAN behind the generator contract (`models.contract.StyleGenerator`): one
+    fixed exemplar (its W+ code [1, num_ws, w_dim]) and fixed interpolation weights, so
+    metrics (fid50k ...) can score the stylised distribution. z is mapped by the base mapping
+    network; truncation, as for every generator, pulls towards its w_avg."""
+
+    has_mapping = True
+
+    def __init__(self, net: DualStyleGAN, exstyle: torch.Tensor,
+                 interp_weights: Sequence[float] | None = None):
+        super().__init__()
+        if tuple(exstyle.shape) != (1, net.num_ws, net.w_dim):
+            raise ValueError(f"the exemplar's W+ code is [1, {net.num_ws}, {net.w_dim}], got "
+                             f"{tuple(exstyle.shape)}")
+        base = net.generator
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = base.z_dim, 0, net.w_dim, net.num_ws
+        self.img_resolution, self.img_channels = net.img_resolution, net.img_channels
+        self.mapping = base.mapping
+        self.synthesis = FixedExemplarSynthesis(net, exstyle, interp_weights)
+
+    @classmethod
+    def from_z_plus(cls, net: DualStyleGAN, exstyle_z: torch.Tensor,
+                    interp_weights: Sequence[float] | None = None) -> "DualStyleGANGenerator":
+        """From an exstyle file's z+ code, mapped as the official style_transfer.py maps it."""
+        with torch.no_grad():
+            return cls(net, net.map_z(exstyle_z), interp_weights)
+
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
+                noise_mode="random"):
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from dualstylegan_fixtures import codes, small_net
 
 from models.configs import build_networks, get_config
-from models.dualstylegan import AdaResBlock, layer_resolution
+from models.contract import StyleGenerator, check_generator, has_w_space
+from models.dualstylegan import AdaResBlock, DualStyleGANGenerator, layer_resolution
 from models.layers import count_parameters
 
 
@@ -199,3 +200,23 @@ def test_colour_weights_change_colour_but_keep_structure():
     assert kept > 0.5 and kept > baseline + 0.25
     shift = (coloured.mean((2, 3)) - plain.mean((2, 3))).abs().mean().item()
     assert shift > 0.2
+
+
+def test_fixed_exemplar_generator_keeps_the_contract():
+    net = small_net()
+    z, _ = codes(net)
+    gen = torch.Generator().manual_seed(4)
+    ex_z = torch.randn(1, net.num_ws, net.generator.z_dim, generator=gen)
+    weights = [0.75] * 7 + [1.0] * 3
+    G = DualStyleGANGenerator.from_z_plus(net, ex_z, weights).eval()
+    assert isinstance(G, StyleGenerator) and has_w_space(G)
+    assert check_generator(G) == []
+    with torch.no_grad():
+        expected = net(z, net.map_z(ex_z).expand(2, -1, -1), interp_weights=weights,
+                       noise_mode="const")
+        assert torch.equal(G(z, noise_mode="const"), expected)
+        plain = DualStyleGANGenerator.from_z_plus(net, ex_z, [0.0] * 10)
+        assert torch.equal(plain(z, truncation_psi=0.5, noise_mode="const"),
+                           net.generator(z, truncation_psi=0.5, noise_mode="const"))
+    with pytest.raises(ValueError, match="W\\+ code"):
+        DualStyleGANGenerator(net, ex_z[:, :3])

@@ -130,3 +130,10 @@ def test_missing_encoder_and_wrong_code_shape(files, capsys):
     write_code_dict(folder / "short.npy", ["astronaut.png"], 5, 32)
     assert main(args + ["--instyle", str(folder / "short.npy")]) == 2
     assert "short.npy: code of shape [1, 5, 32]" in capsys.readouterr().err
+
+
+def test_generate_points_a_dualstylegan_checkpoint_to_stylize(files, capsys):
+    folder = files[0]
+    assert main(["generate", str(folder / "dsg.pt"), "--out", str(folder / "gen"),
+                 "--seeds", "0", "--device", "cpu"]) == 2
+    assert "ffhq-tools stylize" in capsys.readouterr().err
