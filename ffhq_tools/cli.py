@@ -24,6 +24,7 @@ VERB_PROVIDERS = (
     "models.train_cli",
     "models.cli",
     "models.project_cli",
+    "models.stylize_cli",
     "eval.cli",
     "eval.classifiers_cli",
 )

@@ -86,11 +86,17 @@ def _source_path(spec: str) -> Path:
 
 
 def _import_checkpoint(args) -> int:
+    from models.dualstylegan_import import convert_side_file
     from models.legacy_import import import_checkpoint
 
     if Path(args.dst).exists() and not args.overwrite:
         raise FfhqToolsError(f"{args.dst} exists (pass --overwrite to replace it)")
-    result = import_checkpoint(_source_path(args.src), args.dst)
+    src = _source_path(args.src)
+    side_file = convert_side_file(src, Path(args.dst))
+    if side_file is not None:
+        print("\n".join(side_file))
+        return 0
+    result = import_checkpoint(src, args.dst)
     counts: dict[str, int] = {}
     for net, *_ in result.mapped:
         counts[net] = counts.get(net, 0) + 1
@@ -106,6 +112,9 @@ def _import_checkpoint(args) -> int:
             print(f"  {net}: {src} -> {ours} {list(shape)}")
     for note in result.notes:
         print(f"note: {note}")
+    if args.verify and result.source_format == "dualstylegan":
+        raise FfhqToolsError("--verify renders plain generators; render a DualStyleGAN "
+                             f"checkpoint with: ffhq-tools stylize CONTENT --model {args.dst}")
     if args.verify:
         _print_verification(args)
     return 0
@@ -162,9 +171,13 @@ def _generate(args) -> int:
     from ffhq_tools.runtime import select_device
     from models import generate as gen
     from models.checkpoint import load_generator
+    from models.contract import ImageGenerator
 
     device = select_device(args.device)
     G = load_generator(args.ckpt, device)
+    if not isinstance(G, ImageGenerator):
+        raise FfhqToolsError(f"{args.ckpt}: a {type(G).__name__} checkpoint samples through "
+                             "its own verb (DualStyleGAN: ffhq-tools stylize)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = gen.parse_seeds(args.seeds)
@@ -239,7 +252,8 @@ def add_verbs(verbs) -> None:
 
     p = verbs.add_parser("import-checkpoint",
                          help="convert an official checkpoint (TF pickle, stylegan2-ada "
-                              "pickle, rosinality .pt) to our format without running its code")
+                              "pickle, rosinality .pt, DualStyleGAN generator.pt, code .npy, "
+                              "sampler.pt) to our format without running its code")
     p.add_argument("src", help="official checkpoint file (or a registered weights name)")
     p.add_argument("dst", help="our checkpoint to write (.pt)")
     p.add_argument("--overwrite", action="store_true")

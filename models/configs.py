@@ -24,6 +24,7 @@ ARCHITECTURE_BUILDERS = {
     "progan": "models.progan:build_progan",
     "stylegan": "models.stylegan:build_stylegan",
     "stylegan2": "models.stylegan2:build_stylegan2",
+    "dualstylegan": "models.dualstylegan:build_dualstylegan",
 }
 ARCHS = tuple(ARCHITECTURE_BUILDERS)
 LOSSES = ("logistic-ns-r1", "wgan-gp")

@@ -206,6 +206,9 @@ FORMATS: tuple[SourceFormat, ...] = (
     SourceFormat("stylegan2-ada", lambda o: isinstance(o, dict) and any(
         isinstance(o.get(k), PersistentObject) for k in ("G", "G_ema")),
         "models.legacy_import:import_ada"),
+    SourceFormat("dualstylegan", lambda o: importlib.import_module(
+        "models.dualstylegan_import").is_dualstylegan(o),
+        "models.dualstylegan_import:import_dualstylegan"),
     SourceFormat("rosinality", lambda o: isinstance(o, dict) and ("g_ema" in o or "g" in o),
                  "models.legacy_rosinality:import_rosinality"),
 )
