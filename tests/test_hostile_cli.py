@@ -99,3 +99,79 @@ def test_resume_of_a_folder_with_broken_options_json(short_run, capsys, tmp_path
     (copy / "options.json").write_bytes(b"\xff\xfe{")
     code = main(["train", "--data", str(data), "--resume", str(copy), "--dry-run"])
     assert_clean_error(code, capsys.readouterr().err, "options.json")
+
+
+# ---------------------------------------------------------------- crawl: trickling servers
+
+
+def _trickling_manifest(server, photos, path: Path) -> Path:
+    from ffhq_tools.crawl.loopback import manifest_for
+
+    path.write_text(json.dumps(manifest_for(server, photos)))
+    return path
+
+
+def test_trickling_server_is_stopped_by_the_per_file_deadline(tmp_path):
+    """One byte every 50 ms never trips a 1 s read timeout; the 1 s file deadline ends it."""
+    import time
+
+    from ffhq_tools.crawl.downloader import DownloadOptions, download_files
+    from ffhq_tools.crawl.http import HttpSettings
+    from ffhq_tools.crawl.loopback import LoopbackServer, make_photos, manifest_for
+    from ffhq_tools.crawl.manifest import manifest_specs
+
+    photos = make_photos(2, seed=5)
+    assert min(len(p.data) for p in photos) * 0.05 > 30  # a full trickle would take > 30 s
+    options = DownloadOptions(workers=2, attempts=3, backoff_base=0.01, progress=False,
+                              http=HttpSettings(read_timeout=1.0, file_timeout=1.0))
+    with LoopbackServer(photos, fault_rate=1.0, faults=("trickle",),
+                        trickle_seconds=0.05) as server:
+        specs = manifest_specs(manifest_for(server, photos), "in_the_wild")
+        start = time.monotonic()
+        report = download_files(specs, tmp_path / "out", options)
+        seconds = time.monotonic() - start
+    assert seconds < 6, seconds
+    assert report.count("failed") == 2
+    assert all("per-file deadline of 1 s" in r.reason for r in report.failed)
+    rows = [json.loads(line) for line in (tmp_path / "out/failures.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(row["attempts"] == 1 for row in rows)
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == \
+        [tmp_path / "out/failures.jsonl"]
+
+
+def test_ctrl_c_ends_a_crawl_held_by_trickling_downloads_within_seconds(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ffhq_tools.crawl.loopback import LoopbackServer, make_photos
+
+    photos = make_photos(4, seed=6)
+    with LoopbackServer(photos, fault_rate=1.0, faults=("trickle",),
+                        trickle_seconds=0.5) as server:
+        manifest = _trickling_manifest(server, photos, tmp_path / "m.json")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ffhq_tools", "crawl", "manifest", str(manifest), "--out",
+             str(tmp_path / "out"), "--workers", "2", "--no-progress"], cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while server.trickling < 2 and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+            assert server.trickling == 2
+            assert list((tmp_path / "out").rglob("*.part"))  # downloads are in flight
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            _, err = proc.communicate(timeout=30)
+            seconds = time.monotonic() - sent
+        finally:
+            proc.kill()
+    assert seconds < 5, seconds
+    assert proc.returncode == 130, err
+    assert "interrupted; rerun the same command" in err and "Traceback" not in err, err
+    left = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert left == [], left

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ffhq_tools.atomic import append_jsonl, atomic_path
+from ffhq_tools.crawl.deadline import StopSignal
 from ffhq_tools.crawl.drive import confirmed_url, read_drive_page
 from ffhq_tools.crawl.http import (
     ConnectionPool,
@@ -131,8 +132,9 @@ def check_disk_space(specs: list[FileSpec], finals: list[Path], out_dir: Path) -
 class _Worker:
     def __init__(self, out_dir: Path, options: DownloadOptions, failures_path: Path):
         self.out_dir, self.options, self.failures_path = out_dir, options, failures_path
-        self.gate = HostGate(options.per_host)
-        self.limiter = RateLimiter(options.requests_per_second)
+        self.stop = StopSignal()
+        self.gate = HostGate(options.per_host, self.stop.event)
+        self.limiter = RateLimiter(options.requests_per_second, self.stop.event)
         self.pool = ConnectionPool()
         self.bytes = 0
         self._lock = threading.Lock()
@@ -142,6 +144,7 @@ class _Worker:
             self.bytes += n
 
     def run(self, spec: FileSpec, final: Path) -> FileResult:
+        self.stop.check()
         if final.exists():
             present = self._existing(spec, final)
             if present is not None:
@@ -149,8 +152,8 @@ class _Worker:
         reason, attempt = "", 0
         for attempt in range(1, self.options.attempts + 1):
             if attempt > 1:
-                time.sleep(backoff_delay(attempt - 2, self.options.backoff_base,
-                                         self.options.backoff_cap))
+                self.stop.sleep(backoff_delay(attempt - 2, self.options.backoff_base,
+                                              self.options.backoff_cap))
             try:
                 record = self._attempt(spec, final)
                 return FileResult(spec, final, "downloaded", attempt, record=record)
@@ -203,7 +206,7 @@ class _Worker:
     def _get(self, url: str, tmp: Path) -> FetchResult:
         with open(tmp, "wb") as out, self.gate.slot(urllib.parse.urlsplit(url).netloc.lower()):
             self.limiter.acquire()
-            return fetch(url, out, self.options.http, self._count, self.pool)
+            return fetch(url, out, self.options.http, self._count, self.pool, self.stop)
 
     def _fail(self, spec: FileSpec, final: Path, attempts: int, reason: str) -> FileResult:
         append_jsonl(self.failures_path, {
@@ -243,8 +246,9 @@ def download_files(specs: list[FileSpec], out_dir: str | Path,
                                     f"{human_bytes(worker.bytes / elapsed)}/s, {failed} failed",
                                     refresh=False)
                 bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # Ctrl-C: end the GETs in flight; their temp files are removed
+            worker.stop.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
     return DownloadReport([r for r in results if r is not None], failures_path, worker.bytes,
                           time.monotonic() - start)
