@@ -175,3 +175,95 @@ def test_ctrl_c_ends_a_crawl_held_by_trickling_downloads_within_seconds(tmp_path
     assert "interrupted; rerun the same command" in err and "Traceback" not in err, err
     left = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert left == [], left
+
+
+# ---------------------------------------------------------------- crawl: broken manifests
+
+
+def _deep(kind: str) -> bytes:
+    depth = 100_000
+    return (b"[" * depth + b"]" * depth) if kind == "array" else \
+        (b'{"a":' * depth + b"1" + b"}" * depth)
+
+
+def _entry(file_path: str) -> dict:
+    return {"category": "training", "metadata": {"license": "x"},
+            "in_the_wild": {"file_url": "http://127.0.0.1:9/x.png", "file_path": file_path}}
+
+
+BROKEN_MANIFESTS = {
+    "non_utf8": b'{"0": {"category": "\xff\xfe"}}',
+    "deep_array": _deep("array"),
+    "deep_object": _deep("object"),
+    "long_file_name": json.dumps({"0": _entry("a/" + "n" * 296 + ".png")}).encode(),
+    "long_folder_name": json.dumps({"0": _entry("d" * 300 + "/x.png")}).encode(),
+    "file_name_without_room_for_the_temp": json.dumps({"0": _entry("n" * 250 + ".png")}).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_MANIFESTS))
+def test_crawl_refuses_a_broken_manifest_in_one_line(case, tmp_path, capsys):
+    path = tmp_path / f"{case}.json"
+    path.write_bytes(BROKEN_MANIFESTS[case])
+    code = main(["crawl", "manifest", str(path), "--out", str(tmp_path / "out"),
+                 "--no-progress"])
+    assert_clean_error(code, capsys.readouterr().err, str(path))
+    assert not (tmp_path / "out").exists()
+
+
+def _crawl_paths(tmp_path, file_paths: list[str]):
+    """Crawl one loopback photo per file_path; returns (exit code, failures by index)."""
+    from ffhq_tools.crawl.loopback import LoopbackServer, make_photos, manifest_for
+
+    photos = make_photos(len(file_paths), seed=8)
+    with LoopbackServer(photos) as server:
+        manifest = manifest_for(server, photos)
+        for index, file_path in enumerate(file_paths):
+            manifest[str(index)]["in_the_wild"]["file_path"] = file_path
+        path = tmp_path / "m.json"
+        path.write_text(json.dumps(manifest))
+        code = main(["crawl", "manifest", str(path), "--out", str(tmp_path / "out"),
+                     "--no-progress", "--attempts", "2", "--backoff", "0.01"])
+    failures_file = tmp_path / "out/failures.jsonl"
+    rows = [json.loads(line) for line in failures_file.read_text().splitlines()] \
+        if failures_file.exists() else []
+    return code, {row["index"]: row["reason"] for row in rows}
+
+
+@pytest.mark.parametrize("file_paths, failing", [
+    (["sub", "sub/x.png", "other.png"], "1"),
+    (["sub/x.png", "sub", "other.png"], "1"),
+    (["a/b/c.png", "a/b", "a/d.png"], "1"),
+])
+def test_crawl_fails_only_the_entry_whose_path_conflicts(tmp_path, capsys, file_paths, failing):
+    code, failures = _crawl_paths(tmp_path, file_paths)
+    assert code == 1 and list(failures) == [failing], failures
+    assert file_paths[int(failing)] in failures[failing]
+    for index, file_path in enumerate(file_paths):
+        assert (tmp_path / "out" / file_path).is_file() == (str(index) != failing)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_crawl_fails_only_the_entry_whose_file_is_a_folder_on_disk(tmp_path, capsys):
+    (tmp_path / "out/taken.png").mkdir(parents=True)
+    code, failures = _crawl_paths(tmp_path, ["taken.png", "free.png"])
+    assert code == 1 and list(failures) == ["0"], failures
+    assert (tmp_path / "out/free.png").is_file()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_crawl_outputs_get_the_normal_permissions(tmp_path, capsys):
+    import os
+    import stat
+
+    from ffhq_tools.atomic import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        code, failures = _crawl_paths(tmp_path, ["p/a.png", "b.png"])
+        write_json_atomic(tmp_path / "out/state.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert code == 0, failures
+    for name in ("p/a.png", "b.png", "state.json"):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o644, name

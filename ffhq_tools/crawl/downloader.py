@@ -4,7 +4,7 @@ path, resume by skipping what is already there, and failures.jsonl for what neve
 
 from __future__ import annotations
 
-import os
+import errno
 import shutil
 import sys
 import threading
@@ -32,6 +32,7 @@ from ffhq_tools.crawl.manifest import (
     FileSpec,
     load_manifest,
     manifest_specs,
+    path_conflicts,
     resolve_inside,
     select_specs,
 )
@@ -44,6 +45,11 @@ from ffhq_tools.errors import FfhqToolsError
 
 class LocalWriteError(FfhqToolsError):
     """The output folder cannot be written (disk full, permissions): retrying will not help."""
+
+
+# Local errors that concern one file's path only (a name too long, a folder where the file
+# goes, a file where a folder goes): that file fails, the others go on.
+ONE_FILE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST})
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class _Worker:
 
     def run(self, spec: FileSpec, final: Path) -> FileResult:
         self.stop.check()
-        if final.exists():
+        if final.is_file():
             present = self._existing(spec, final)
             if present is not None:
                 return present
@@ -166,6 +172,9 @@ class _Worker:
             except VerifyError as exc:
                 reason = f"verification failed: {exc.reason}"
             except OSError as exc:  # network errors arrive as FetchError: this is local disk
+                if exc.errno in ONE_FILE_ERRNOS:
+                    reason = f"cannot write {spec.file_path}: {exc.strerror}"
+                    break
                 raise LocalWriteError(f"{final}: cannot write ({exc.strerror or exc}); "
                                       f"stopping, nothing partial is left behind") from exc
         return self._fail(spec, final, attempt, reason)
@@ -186,7 +195,6 @@ class _Worker:
             result = self._fetch(spec.url, tmp)
             record = verify_file(tmp, spec, size=result.size, md5=result.md5,
                                  decode=self.options.decode)
-            os.chmod(tmp, 0o644)
             resolve_inside(self.out_dir, spec.file_path)
         return record
 
@@ -230,12 +238,17 @@ def download_files(specs: list[FileSpec], out_dir: str | Path,
     worker = _Worker(out_dir, options, failures_path)
     start = time.monotonic()
     results: list[FileResult | None] = [None] * len(specs)
+    conflicts = path_conflicts(specs)
+    for position, reason in conflicts.items():
+        results[position] = worker._fail(specs[position], finals[position], 0, reason)
     bar = tqdm(total=len(specs), unit="file", desc="download", file=sys.stderr,
                disable=not options.progress, dynamic_ncols=True)
-    failed = 0
+    failed = len(conflicts)
     with bar, ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         futures = {pool.submit(worker.run, spec, final): i
-                   for i, (spec, final) in enumerate(zip(specs, finals, strict=True))}
+                   for i, (spec, final) in enumerate(zip(specs, finals, strict=True))
+                   if i not in conflicts}
+        bar.update(len(conflicts))
         try:
             for future in as_completed(futures):
                 result = future.result()
