@@ -267,3 +267,171 @@ def test_crawl_outputs_get_the_normal_permissions(tmp_path, capsys):
     assert code == 0, failures
     for name in ("p/a.png", "b.png", "state.json"):
         assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o644, name
+
+
+# ---------------------------------------------------------------- import-checkpoint
+
+
+class _ArrayState:
+    """Pickles as numpy does (placeholder + __setstate__), with any declared shape and data."""
+
+    def __init__(self, shape, data=b"\0" * 8, placeholder=(0,)):
+        self.shape, self.data, self.placeholder = shape, data, placeholder
+
+    def __reduce__(self):
+        import numpy as np
+
+        reconstruct = np.ndarray.__reduce__(np.zeros(1, np.float32))[0]
+        return (reconstruct, (np.ndarray, self.placeholder, b"b"),
+                (1, self.shape, np.dtype("float32"), False, self.data))
+
+
+TIB36 = (3_000_000, 3_000_000)  # float32: 36 TB
+
+
+@pytest.fixture(scope="module")
+def tiny_networks():
+    import torch
+
+    from models.configs import build_networks, get_config
+
+    torch.manual_seed(0)
+    config = get_config("stylegan2-F").replace(channel_max=16)
+    G, D = build_networks(config, 8)
+    G_ema, _ = build_networks(config, 8)
+    return G, D, G_ema
+
+
+def _tf_pickle(nets, path, edit):
+    import pickle
+
+    import legacy_fixtures as fx
+
+    G, D, G_ema = nets
+    with fx.fake_modules() as ns:
+        mapping, synthesis = fx.tf_sg2_generator_vars(G_ema)
+        disc = fx.tf_sg2_discriminator_vars(D)
+        edit(mapping, synthesis, disc)
+
+        def generator(name):
+            comps = {"mapping": fx.tf_network(ns, "G_mapping", mapping),
+                     "synthesis": fx.tf_network(ns, "G_synthesis", synthesis)}
+            return fx.tf_network(ns, name, {"dlatent_avg": fx.np32(G_ema.mapping.w_avg)},
+                                 comps)
+        nets = (generator("G"), fx.tf_network(ns, "D", disc), generator("Gs"))
+        path.write_bytes(pickle.dumps(nets, protocol=4))
+
+
+def _ada_pickle(nets, path, edit):
+    import pickle
+
+    import legacy_fixtures as fx
+
+    G, D, G_ema = nets
+    with fx.fake_modules() as ns:
+        data = {"G": fx.persistent_tree(ns, G, "Generator"),
+                "D": fx.persistent_tree(ns, D, "Discriminator"),
+                "G_ema": fx.persistent_tree(ns, G_ema, "Generator")}
+        edit({k: v._meta for k, v in data.items()})
+        path.write_bytes(pickle.dumps(data, protocol=4))
+
+
+def _child(meta, *names):
+    for name in names:
+        meta = meta["state"]["_modules"][name]._meta
+    return meta
+
+
+def _huge_torch_storage(nets, path, edit):
+    """A rosinality-style .pt whose one storage declares 10^13 floats and holds 16 bytes."""
+    import collections
+    import io
+    import pickle
+    import zipfile
+
+    import torch
+
+    class Storage:
+        pass
+
+    class Tensor:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2,
+                    (Storage(), 0, (4,), (1,), False, collections.OrderedDict()))
+
+    class Writer(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                return ("storage", torch.FloatStorage, "0", "cpu", 10 ** 13)
+            return None
+
+    buffer = io.BytesIO()
+    torch.save({"g_ema": {"style.1.weight": torch.zeros(4)}}, buffer)
+    payload = io.BytesIO()
+    Writer(payload, protocol=2).dump({"g_ema": {"style.1.weight": Tensor()}})
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, \
+            zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = payload.getvalue() if info.filename.endswith("/data.pkl") \
+                else src.read(info)
+            dst.writestr(info, data)
+
+
+def _set(table, key, value):
+    table[key] = value
+
+
+MALFORMED_CHECKPOINTS = {
+    # TF StyleGAN2 (G, D, Gs) pickles
+    "tf_missing_mapping_weight": (_tf_pickle, lambda m, s, d: m.pop("Dense0/weight")),
+    "tf_string_variable": (_tf_pickle, lambda m, s, d: _set(m, "Dense0/weight", "abc")),
+    "tf_1d_variable": (_tf_pickle, lambda m, s, d: _set(m, "Dense0/weight",
+                                                        __import__("numpy").zeros(3))),
+    "tf_missing_discriminator_output": (_tf_pickle, lambda m, s, d: d.pop("Output/weight")),
+    "tf_36tib_array_state": (_tf_pickle, lambda m, s, d: _set(m, "Dense0/weight",
+                                                              _ArrayState(TIB36))),
+    "tf_36tib_array_placeholder": (_tf_pickle, lambda m, s, d: _set(
+        m, "Dense0/weight", _ArrayState(TIB36, placeholder=TIB36))),
+    "tf_array_with_text_data": (_tf_pickle, lambda m, s, d: _set(
+        m, "Dense0/weight", _ArrayState((2,), data="abcdefgh"))),
+    # stylegan2-ada-pytorch pickles
+    "ada_state_without_modules": (_ada_pickle, lambda o: o["G_ema"]["state"].pop("_modules")),
+    "ada_parameters_a_list": (_ada_pickle, lambda o: _set(
+        _child(o["G_ema"], "mapping")["state"], "_parameters", [1, 2])),
+    "ada_modules_a_string": (_ada_pickle, lambda o: _set(o["G_ema"]["state"], "_modules",
+                                                         "abc")),
+    "ada_state_a_list": (_ada_pickle, lambda o: _set(o["G_ema"], "state", [1, 2])),
+    "ada_mbstd_group_text": (_ada_pickle, lambda o: _set(
+        _child(o["D"], "b4", "mbstd")["state"], "group_size", "abc")),
+    "ada_mbstd_group_list": (_ada_pickle, lambda o: _set(
+        _child(o["D"], "b4", "mbstd")["state"], "group_size", [4])),
+    "ada_weight_wrong_shape": (_ada_pickle, lambda o: _set(
+        _child(o["G_ema"], "mapping", "fc0")["state"]["_parameters"], "weight",
+        __import__("torch").zeros(3))),
+    # torch zip files
+    "torch_storage_declaring_40tb": (_huge_torch_storage, None),
+}
+
+
+# Refused by the size checks before anything is allocated (not by a later step).
+REFUSED_UNALLOCATED = {
+    "tf_36tib_array_placeholder": "array placeholder declares 9000000000000 bytes",
+    "torch_storage_declaring_40tb": "declares 10000000000000 elements, more than the file's",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_CHECKPOINTS))
+def test_import_checkpoint_refuses_a_malformed_file_in_one_line(case, tiny_networks, tmp_path,
+                                                                capsys):
+    import resource
+
+    write, edit = MALFORMED_CHECKPOINTS[case]
+    src, dst = tmp_path / f"{case}.pkl", tmp_path / "out" / "ours.pt"
+    write(tiny_networks, src, edit)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = main(["import-checkpoint", str(src), str(dst)])
+    err = capsys.readouterr().err
+    assert_clean_error(code, err, str(src))
+    assert REFUSED_UNALLOCATED.get(case, "") in err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
+    assert not dst.parent.exists() or list(dst.parent.iterdir()) == []
