@@ -435,3 +435,116 @@ def test_import_checkpoint_refuses_a_malformed_file_in_one_line(case, tiny_netwo
     assert REFUSED_UNALLOCATED.get(case, "") in err
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
     assert not dst.parent.exists() or list(dst.parent.iterdir()) == []
+
+
+# ---------------------------------------------------------------- align: kill -9 with workers
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is `pid`, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_kill_9_of_align_with_workers_leaves_no_worker_running(tmp_path, astronaut):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    from ffhq_tools.align.landmarks import make_detector, select_faces
+
+    landmarks = select_faces(make_detector("dlib").detect(astronaut), min_score=0.5)[0].landmarks
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        Image.fromarray(astronaut).save(src / f"p{i:02d}.png")
+    given = tmp_path / "landmarks.json"
+    given.write_text(json.dumps({f"p{i:02d}.png": landmarks.tolist() for i in range(40)}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ffhq_tools", "align", str(src), str(out), "--workers", "2",
+         "--landmarks", "given", "--landmarks-file", str(given), "-q"], cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(out.glob("*.png")):
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        workers = {pid for pid in _children(proc.pid)
+                   if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()}
+        assert len(workers) == 2, workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(2.0)
+        survivors = {pid for pid in workers if _alive(pid)}
+    finally:
+        for pid in workers if "workers" in locals() else ():
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert survivors == set()
+    written = len(list(out.glob("*.png")))
+    time.sleep(1.0)
+    assert len(list(out.glob("*.png"))) == written  # nothing goes on writing
+
+
+WATCHDOG_ONLY = """
+import os, sys, time
+from ffhq_tools import parent_death
+parent_death._request_parent_death_signal = lambda: None  # as on a system without prctl
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    parent_death.die_with_parent(parent)
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_parent_watchdog_ends_an_orphan_without_prctl(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", WATCHDOG_ONLY], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        assert _alive(child)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
