@@ -5,25 +5,36 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path beside `final`; on success it replaces `final`, on error it is removed."""
+    """Yield a temp path beside `final`; on success it replaces `final`, on error it is removed.
+    The file gets the permissions of any new file (0666 less the umask: 0644 usually), not
+    mkstemp's 0600."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.part", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(final, suffix)
     try:
         yield tmp_path
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _create_temp(final: Path, suffix: str) -> Path:
+    """A new empty `.NAME.<16 hex>SUFFIX.part` beside `final`, created exclusively."""
+    while True:
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(8)}{suffix}.part"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def write_bytes_atomic(final: str | Path, data: bytes) -> None:

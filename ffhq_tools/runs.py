@@ -67,7 +67,10 @@ def read_options(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "options.json"
     if not path.is_file():
         raise FfhqToolsError(f"{run_dir}: not a run directory (no options.json)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FfhqToolsError(f"{path}: not a JSON options file ({exc})") from None
 
 
 class _Tee:

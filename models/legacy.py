@@ -13,12 +13,18 @@ source ...) is refused before it can run. It reads:
     state-dict names;
   - rosinality `.pt` zip files (via torch.load with this unpickler).
 Converting those to our networks is `models.legacy_import`.
+
+Sizes are checked before anything is allocated: an array placeholder (numpy's `_reconstruct`)
+must declare no data (numpy's own `__setstate__` then checks shape x itemsize against the
+bytes it is given), and a torch storage may not declare more bytes than the file holds.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -120,15 +126,33 @@ def _checked_array(value, name="array"):
 def _reconstruct_persistent(meta):
     if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
         raise UnsafePickleError("persistent object without class metadata")
+    if not isinstance(meta["state"] or {}, dict):
+        raise UnsafePickleError(f"persistent object {meta.get('class_name')!r}: its state is "
+                                f"a {type(meta['state']).__name__}, not a dict")
     src = meta.get("module_src")
     return PersistentObject(str(meta.get("class_name", "")), meta["state"] or {},
                             src if isinstance(src, str) else "")
 
 
 def _np_reconstruct(subtype, shape, dtype):
+    """numpy's array placeholder: always empty in numpy's pickles (the data and the real
+    shape follow in __setstate__), so a placeholder declaring data is refused unallocated."""
     if subtype is not np.ndarray:
         raise UnsafePickleError(f"array subtype {subtype!r} is not accepted")
+    declared = _declared_bytes(shape, _np_dtype(dtype))
+    if declared:
+        raise UnsafePickleError(f"array placeholder declares {declared} bytes of shape "
+                                f"{shape!r} (numpy pickles declare none)")
     return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _declared_bytes(shape, dtype: np.dtype) -> int:
+    """shape x itemsize in Python integers (no overflow), for a shape of non-negative ints."""
+    dims = (shape,) if isinstance(shape, int) else shape
+    if not isinstance(dims, (tuple, list)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise UnsafePickleError(f"array shape {shape!r} is not a tuple of sizes")
+    return math.prod(dims) * dtype.itemsize
 
 
 def _np_dtype(spec, align=False, copy=False):
@@ -199,6 +223,35 @@ MODULE_PREFIXES = ("torch.nn.modules.",)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
+    # A torch storage may not declare more bytes than this (the size of the file holding it:
+    # torch stores storages uncompressed). None: no cap.
+    max_storage_bytes: int | None = None
+
+    @property
+    def persistent_load(self):
+        return pickle.Unpickler.persistent_load.__get__(self)
+
+    @persistent_load.setter
+    def persistent_load(self, load):
+        """torch.load installs its storage loader here; it is wrapped by the size cap."""
+        def capped(pid):
+            self._check_storage(pid)
+            return load(pid)
+
+        pickle.Unpickler.persistent_load.__set__(self, capped)
+
+    def _check_storage(self, pid) -> None:
+        """torch's storage ids are ('storage', type, key, location, numel, ...): at least one
+        byte per element must be in the file."""
+        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
+            return
+        numel = pid[4]
+        if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+            raise UnsafePickleError(f"storage {pid[2]!r}: size {numel!r} is not a count")
+        if self.max_storage_bytes is not None and numel > self.max_storage_bytes:
+            raise UnsafePickleError(f"storage {pid[2]!r} declares {numel} elements, more than "
+                                    f"the file's {self.max_storage_bytes} bytes")
+
     def find_class(self, module: str, name: str):
         if (module, name) in ALLOWED:
             return ALLOWED[(module, name)]
@@ -208,12 +261,28 @@ class RestrictedUnpickler(pickle.Unpickler):
                                 "allow-list of checkpoint classes")
 
 
-class _RestrictedPickleModule:
-    """What torch.load's `pickle_module` needs: Unpickler plus the module-level names."""
+def _restricted_pickle_module(max_storage_bytes: int | None):
+    """What torch.load's `pickle_module` needs: Unpickler plus the module-level names, with
+    storages capped at `max_storage_bytes`."""
+    unpickler = type("CappedRestrictedUnpickler", (RestrictedUnpickler,),
+                     {"max_storage_bytes": max_storage_bytes})
+    return type("RestrictedPickleModule", (), {
+        "Unpickler": unpickler, "__name__": "ffhq_tools_restricted_pickle",
+        "load": staticmethod(lambda f, **kw: unpickler(f, **kw).load())})
 
-    Unpickler = RestrictedUnpickler
-    load = staticmethod(lambda f, **kw: RestrictedUnpickler(f, **kw).load())
-    __name__ = "ffhq_tools_restricted_pickle"
+
+def _remaining_bytes(f: BinaryIO) -> int | None:
+    try:
+        return os.fstat(f.fileno()).st_size - f.tell()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    try:
+        here = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(here)
+        return end - here
+    except (AttributeError, OSError):
+        return None
 
 
 def safe_load_pickle(path_or_file: str | Path | BinaryIO):
@@ -227,22 +296,27 @@ def safe_load_pickle(path_or_file: str | Path | BinaryIO):
                 return safe_load_pickle(f)
         except UnsafePickleError as exc:
             raise UnsafePickleError(f"{path}: {exc}") from None
+        except MemoryError:
+            raise FfhqToolsError(f"{path}: not a readable checkpoint pickle (it declares an "
+                                 f"object larger than the memory)") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                ImportError, IndexError, KeyError, RuntimeError) as exc:
+                ImportError, IndexError, KeyError, RuntimeError, RecursionError,
+                OverflowError) as exc:
             raise FfhqToolsError(f"{path}: not a readable checkpoint pickle "
                                  f"({type(exc).__name__}: {exc})") from None
     f = path_or_file
     start = f.tell()
+    pickle_module = _restricted_pickle_module(_remaining_bytes(f))
     if zipfile.is_zipfile(f):
         f.seek(start)
         return torch.load(f, map_location="cpu", weights_only=False,
-                          pickle_module=_RestrictedPickleModule)
+                          pickle_module=pickle_module)
     f.seek(start)
     first = RestrictedUnpickler(f).load()
     if isinstance(first, int) and first == TORCH_LEGACY_MAGIC:  # torch.save before zip files
         f.seek(start)
         return torch.load(f, map_location="cpu", weights_only=False,
-                          pickle_module=_RestrictedPickleModule)
+                          pickle_module=pickle_module)
     return first
 
 

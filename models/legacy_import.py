@@ -296,15 +296,31 @@ def _ada_extras(obj: dict) -> dict:
     return extra
 
 
+# What a malformed but allowed checkpoint (a variable missing, a field of the wrong type or
+# shape) provokes inside an importer.
+MALFORMED_CHECKPOINT_ERRORS = (LookupError, AttributeError, TypeError, ValueError,
+                               ArithmeticError, RuntimeError)
+
+
+def _guarded(src: Path, step: str, run: Callable[[], object]):
+    """run(), with its errors turned into a CheckpointImportError naming `src` and `step`."""
+    try:
+        return run()
+    except CheckpointImportError as exc:
+        raise CheckpointImportError(f"{src}: {exc}") from None
+    except MALFORMED_CHECKPOINT_ERRORS as exc:
+        raise CheckpointImportError(f"{src}: malformed checkpoint: {step} failed "
+                                    f"({type(exc).__name__}: {exc})") from None
+
+
 def import_checkpoint(src: str | Path, dst: str | Path) -> Imported:
     """Read an official checkpoint with the restricted unpickler and write our format."""
     from models.checkpoint import save_checkpoint
 
     src, dst = Path(src), Path(dst)
-    try:
-        result = import_object(safe_load_pickle(src))
-    except CheckpointImportError as exc:
-        raise CheckpointImportError(f"{src}: {exc}") from None
+    obj = safe_load_pickle(src)
+    fmt = _guarded(src, "recognising the format", lambda: detect_format(obj))
+    result = _guarded(src, f"importing it as {fmt.name}", lambda: fmt.run(obj))
     nets = result.networks
     if "G" not in nets:
         nets["G"] = nets["G_ema"]

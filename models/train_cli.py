@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
@@ -32,12 +33,65 @@ def options_from_args(args):
         config=args.config or "", data=args.data, resolution=args.res, kimg=args.kimg,
         batch=args.batch, batch_gpu=args.batch_gpu, gamma=args.gamma, mirror=args.mirror,
         cond=args.cond,
-        snap=args.snap, tick_kimg=args.tick, seed=args.seed,
-        metrics=_metric_names(args.metrics), resume=args.resume, precision=args.precision,
+        metrics=_metric_names(args.metrics), resume=args.resume,
         channels_last=args.channels_last, device=args.device, outdir=args.outdir,
         workers=args.workers, channel_max=args.channel_max, max_images=args.max_images,
-        grid_size=args.grid, progress=not args.no_progress,
-        config_overrides=parse_config_overrides(args.cfg))
+        progress=not args.no_progress, config_overrides=parse_config_overrides(args.cfg),
+        **{field: getattr(args, dest) for dest, field in DEFAULTED_FLAGS.items()
+           if hasattr(args, dest)})
+
+
+# Flags whose defaults live in TrainOptions: argparse leaves them unset when not given, so a
+# resumed run can tell "not given" (keep the frozen value) from "given again" (override).
+DEFAULTED_FLAGS = {"snap": "snap", "tick": "tick_kimg", "seed": "seed",
+                   "precision": "precision", "grid": "grid_size"}
+
+
+def _given_fields(args) -> set[str]:
+    """TrainOptions fields set on the command line."""
+    given = {field for dest, field in DEFAULTED_FLAGS.items() if hasattr(args, dest)}
+    flags = {"kimg": "kimg", "batch": "batch", "batch_gpu": "batch_gpu", "gamma": "gamma",
+             "metrics": "metrics", "max_images": "max_images", "mirror": "mirror",
+             "cond": "cond", "channels_last": "channels_last"}
+    return given | {field for dest, field in flags.items()
+                    if getattr(args, dest) not in (None, False)}
+
+
+def _resumed_run_folder(options) -> Path | None:
+    """The run folder `--resume` continues in (a folder or 'auto'), else None."""
+    from models.train import latest_run, run_desc
+
+    if options.resume == "auto":
+        if not options.config:
+            return None  # resolve_run reports the missing --config
+        return latest_run(options.outdir, run_desc(options.data, options.config))
+    folder = Path(options.resume) if options.resume else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def continue_resumed_run(options, given: set[str], record: bool = True):
+    """Options of a resumed run folder: its frozen options.json values, except the ones given
+    again, each of which is reported on stderr and (with `record`) in the run's log.txt."""
+    from ffhq_tools.runs import read_options
+    from models.train_options import continue_frozen_options
+
+    folder = _resumed_run_folder(options)
+    if folder is None:
+        return options
+    frozen = read_options(folder).get("options")
+    if not isinstance(frozen, dict) or not {"config", "data"} <= set(frozen):
+        raise FfhqToolsError(f"{folder / 'options.json'}: no training options to resume "
+                             f"(expected an 'options' table with config and data)")
+    options, notes = continue_frozen_options(options, frozen, given)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for note in notes:
+            line = f"resume {folder}: {note}"
+            print(line, file=sys.stderr)
+            if not record:
+                continue
+            with open(folder / "log.txt", "a", encoding="utf-8") as log:
+                log.write(line + "\n")
+    return options
 
 
 def eval_metric_fn(names: tuple[str, ...], data: str, weights: list[str], seed: int,
@@ -74,7 +128,8 @@ def eval_metric_fn(names: tuple[str, ...], data: str, weights: list[str], seed: 
 def _train(args) -> int:
     from models.train import resolve_run, train
 
-    options = options_from_args(args)
+    options = continue_resumed_run(options_from_args(args), _given_fields(args),
+                                   record=not args.dry_run)
     if args.dry_run:
         print(json.dumps(resolve_run(options).describe(), indent=2, sort_keys=True))
         return 0
@@ -84,6 +139,12 @@ def _train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
     return 0
+
+
+def _default(field: str):
+    from models.train_options import TrainOptions
+
+    return TrainOptions.__dataclass_fields__[field].default
 
 
 def add_verbs(verbs) -> None:
@@ -105,21 +166,28 @@ def add_verbs(verbs) -> None:
     p.add_argument("--mirror", action="store_true", help="random x-flips of the reals")
     p.add_argument("--cond", action="store_true",
                    help="conditional training on the dataset's labels (c_dim from the file)")
-    p.add_argument("--snap", type=int, default=50, help="ticks between snapshots (0: end only)")
-    p.add_argument("--tick", type=float, default=4.0, help="kimg per tick")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snap", type=int, default=argparse.SUPPRESS,
+                   help=f"ticks between snapshots (0: end only; default: {_default('snap')})")
+    p.add_argument("--tick", type=float, default=argparse.SUPPRESS,
+                   help=f"kimg per tick (default: {_default('tick_kimg')})")
+    p.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                   help=f"default: {_default('seed')}")
     p.add_argument("--metrics", help="comma-separated metric names run at every snapshot")
     p.add_argument("--metric-num-gen", type=int, help="shrink the metrics' generated count")
     p.add_argument("--resume", help="snapshot file (new run folder), run folder (continue in "
-                                    "it) or 'auto' (newest run of this data + config, if any)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="autocast for the main losses (fp16 needs CUDA)")
+                                    "it with its frozen options.json; flags given again "
+                                    "override and are logged) or 'auto' (newest run of this "
+                                    "data + config, if any)")
+    p.add_argument("--precision", default=argparse.SUPPRESS, choices=("fp32", "bf16", "fp16"),
+                   help="autocast for the main losses (fp16 needs CUDA; default: "
+                        f"{_default('precision')})")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--outdir", default="runs")
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
     p.add_argument("--channel-max", type=int, help="cap network widths (small runs)")
     p.add_argument("--max-images", type=int, help="use only the first N dataset images")
-    p.add_argument("--grid", type=int, default=16, help="images in the fakes grids")
+    p.add_argument("--grid", type=int, default=argparse.SUPPRESS,
+                   help=f"images in the fakes grids (default: {_default('grid_size')})")
     p.add_argument("--cfg", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --cfg mixing_prob=0.5 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")

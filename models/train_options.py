@@ -163,3 +163,28 @@ def resolve_plan(config, options: TrainOptions, resolution: int) -> TrainingPlan
         lr_per_res={int(k): float(v) for k, v in (config.lr_per_res or {}).items()}
         if progressive else {},
     )
+
+
+# The choices that define a run: a resumed run keeps its frozen values (options.json) unless
+# the caller sets the option again. Machine-side settings (device, workers, outdir, progress)
+# and the model (taken from the snapshot) are not listed.
+FROZEN_ON_RESUME = ("kimg", "batch", "batch_gpu", "gamma", "mirror", "cond", "snap",
+                    "tick_kimg", "seed", "metrics", "precision", "channels_last", "max_images",
+                    "grid_size")
+
+
+def continue_frozen_options(options: TrainOptions, frozen: dict,
+                            explicit: set[str]) -> tuple[TrainOptions, list[str]]:
+    """`options` with every FROZEN_ON_RESUME field not in `explicit` taken from `frozen` (the
+    `options` of a run's options.json); also returns one note per explicit value that differs
+    from the frozen one."""
+    stored = TrainOptions.from_dict({k: v for k, v in frozen.items()
+                                     if k in TrainOptions.__dataclass_fields__})
+    changes, notes = {}, []
+    for name in FROZEN_ON_RESUME:
+        given, kept = getattr(options, name), getattr(stored, name)
+        if name not in explicit:
+            changes[name] = kept
+        elif given != kept:
+            notes.append(f"{name} {given!r} overrides the run's {kept!r}")
+    return dataclasses.replace(options, **changes), notes

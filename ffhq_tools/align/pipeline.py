@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import multiprocessing
+import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -196,9 +197,13 @@ def _reject(item: AlignItem, reason: str, detail: str = "", face: int | None = N
 _STATE: _Worker | None = None
 
 
-def _init_worker(config, out, overrides, device) -> None:
+def _init_worker(config, out, overrides, device, parent_pid: int) -> None:
     global _STATE
     import torch
+
+    from ffhq_tools.parent_death import die_with_parent
+
+    die_with_parent(parent_pid)  # a killed `align` must not leave workers writing
 
     torch.set_num_threads(1)  # one process per core; small tiles stall with more threads
     _STATE = _Worker(config, out, overrides, device)
@@ -290,7 +295,8 @@ def align_folder(src: str | Path, out: str | Path, config: AlignConfig = AlignCo
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(config, out, weights_overrides, device)) as pool:
+                                 initargs=(config, out, weights_overrides, device,
+                                           os.getpid())) as pool:
             _collect(pool.map(_process_in_worker, todo, chunksize=1), align_file, rejects_file,
                      summary, bar)
     bar.close()

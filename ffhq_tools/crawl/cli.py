@@ -40,7 +40,11 @@ def add_download_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-retry-after", type=_positive(float), default=600.0, metavar="SECONDS",
                    help="longest Retry-After pause honoured (default 600)")
     g.add_argument("--connect-timeout", type=_positive(float), default=10.0, metavar="SECONDS")
-    g.add_argument("--read-timeout", type=_positive(float), default=30.0, metavar="SECONDS")
+    g.add_argument("--read-timeout", type=_positive(float), default=30.0, metavar="SECONDS",
+                   help="longest silence between two reads (default 30)")
+    g.add_argument("--file-timeout", type=_positive(float), default=600.0, metavar="SECONDS",
+                   help="deadline for one whole file, however slowly its bytes trickle in; "
+                        "a file over it goes to failures.jsonl (default 600)")
     g.add_argument("--max-size", type=_positive(int), default=256 * 1024 * 1024, metavar="BYTES",
                    help="refuse files larger than this (default 256 MiB)")
     g.add_argument("--verify-existing", action="store_true",
@@ -56,7 +60,7 @@ def download_options(args, decode: bool = False):
         attempts=args.attempts, backoff_base=args.backoff, backoff_cap=args.backoff_cap,
         max_retry_after=args.max_retry_after,
         http=HttpSettings(connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
-                          max_bytes=args.max_size),
+                          file_timeout=args.file_timeout, max_bytes=args.max_size),
         verify_existing=args.verify_existing, decode=decode, progress=not args.no_progress)
 
 
@@ -95,7 +99,8 @@ def _flickr(args) -> int:
                         min_upload_date=low, max_upload_date=high, per_page=args.per_page)
     client = FlickrClient(api_key, args.api_base, requests_per_hour=args.requests_per_hour,
                           http=HttpSettings(connect_timeout=args.connect_timeout,
-                                            read_timeout=args.read_timeout),
+                                            read_timeout=args.read_timeout,
+                                            file_timeout=args.file_timeout),
                           attempts=args.attempts, backoff_base=args.backoff,
                           backoff_cap=args.backoff_cap, max_retry_after=args.max_retry_after)
     result = crawl_flickr(

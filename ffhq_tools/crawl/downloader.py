@@ -4,7 +4,7 @@ path, resume by skipping what is already there, and failures.jsonl for what neve
 
 from __future__ import annotations
 
-import os
+import errno
 import shutil
 import sys
 import threading
@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ffhq_tools.atomic import append_jsonl, atomic_path
+from ffhq_tools.crawl.deadline import StopSignal
 from ffhq_tools.crawl.drive import confirmed_url, read_drive_page
 from ffhq_tools.crawl.http import (
     ConnectionPool,
@@ -31,6 +32,7 @@ from ffhq_tools.crawl.manifest import (
     FileSpec,
     load_manifest,
     manifest_specs,
+    path_conflicts,
     resolve_inside,
     select_specs,
 )
@@ -43,6 +45,11 @@ from ffhq_tools.errors import FfhqToolsError
 
 class LocalWriteError(FfhqToolsError):
     """The output folder cannot be written (disk full, permissions): retrying will not help."""
+
+
+# Local errors that concern one file's path only (a name too long, a folder where the file
+# goes, a file where a folder goes): that file fails, the others go on.
+ONE_FILE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST})
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,9 @@ def check_disk_space(specs: list[FileSpec], finals: list[Path], out_dir: Path) -
 class _Worker:
     def __init__(self, out_dir: Path, options: DownloadOptions, failures_path: Path):
         self.out_dir, self.options, self.failures_path = out_dir, options, failures_path
-        self.gate = HostGate(options.per_host)
-        self.limiter = RateLimiter(options.requests_per_second)
+        self.stop = StopSignal()
+        self.gate = HostGate(options.per_host, self.stop.event)
+        self.limiter = RateLimiter(options.requests_per_second, self.stop.event)
         self.pool = ConnectionPool()
         self.bytes = 0
         self._lock = threading.Lock()
@@ -142,15 +150,16 @@ class _Worker:
             self.bytes += n
 
     def run(self, spec: FileSpec, final: Path) -> FileResult:
-        if final.exists():
+        self.stop.check()
+        if final.is_file():
             present = self._existing(spec, final)
             if present is not None:
                 return present
         reason, attempt = "", 0
         for attempt in range(1, self.options.attempts + 1):
             if attempt > 1:
-                time.sleep(backoff_delay(attempt - 2, self.options.backoff_base,
-                                         self.options.backoff_cap))
+                self.stop.sleep(backoff_delay(attempt - 2, self.options.backoff_base,
+                                              self.options.backoff_cap))
             try:
                 record = self._attempt(spec, final)
                 return FileResult(spec, final, "downloaded", attempt, record=record)
@@ -163,6 +172,9 @@ class _Worker:
             except VerifyError as exc:
                 reason = f"verification failed: {exc.reason}"
             except OSError as exc:  # network errors arrive as FetchError: this is local disk
+                if exc.errno in ONE_FILE_ERRNOS:
+                    reason = f"cannot write {spec.file_path}: {exc.strerror}"
+                    break
                 raise LocalWriteError(f"{final}: cannot write ({exc.strerror or exc}); "
                                       f"stopping, nothing partial is left behind") from exc
         return self._fail(spec, final, attempt, reason)
@@ -183,7 +195,6 @@ class _Worker:
             result = self._fetch(spec.url, tmp)
             record = verify_file(tmp, spec, size=result.size, md5=result.md5,
                                  decode=self.options.decode)
-            os.chmod(tmp, 0o644)
             resolve_inside(self.out_dir, spec.file_path)
         return record
 
@@ -203,7 +214,7 @@ class _Worker:
     def _get(self, url: str, tmp: Path) -> FetchResult:
         with open(tmp, "wb") as out, self.gate.slot(urllib.parse.urlsplit(url).netloc.lower()):
             self.limiter.acquire()
-            return fetch(url, out, self.options.http, self._count, self.pool)
+            return fetch(url, out, self.options.http, self._count, self.pool, self.stop)
 
     def _fail(self, spec: FileSpec, final: Path, attempts: int, reason: str) -> FileResult:
         append_jsonl(self.failures_path, {
@@ -227,12 +238,17 @@ def download_files(specs: list[FileSpec], out_dir: str | Path,
     worker = _Worker(out_dir, options, failures_path)
     start = time.monotonic()
     results: list[FileResult | None] = [None] * len(specs)
+    conflicts = path_conflicts(specs)
+    for position, reason in conflicts.items():
+        results[position] = worker._fail(specs[position], finals[position], 0, reason)
     bar = tqdm(total=len(specs), unit="file", desc="download", file=sys.stderr,
                disable=not options.progress, dynamic_ncols=True)
-    failed = 0
+    failed = len(conflicts)
     with bar, ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         futures = {pool.submit(worker.run, spec, final): i
-                   for i, (spec, final) in enumerate(zip(specs, finals, strict=True))}
+                   for i, (spec, final) in enumerate(zip(specs, finals, strict=True))
+                   if i not in conflicts}
+        bar.update(len(conflicts))
         try:
             for future in as_completed(futures):
                 result = future.result()
@@ -243,8 +259,9 @@ def download_files(specs: list[FileSpec], out_dir: str | Path,
                                     f"{human_bytes(worker.bytes / elapsed)}/s, {failed} failed",
                                     refresh=False)
                 bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # Ctrl-C: end the GETs in flight; their temp files are removed
+            worker.stop.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
     return DownloadReport([r for r in results if r is not None], failures_path, worker.bytes,
                           time.monotonic() - start)

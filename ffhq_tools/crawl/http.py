@@ -1,6 +1,8 @@
 """One HTTP(S) GET with separate connect/read timeouts, a size cap, http(s)-only redirects,
 keep-alive reuse, the environment's http_proxy / https_proxy / no_proxy (like urllib), and
-errors that say whether a retry can help and how long the server asked us to wait."""
+errors that say whether a retry can help and how long the server asked us to wait. A
+per-file deadline bounds the whole GET (a read timeout only bounds the gap between bytes), and
+a StopSignal ends every GET in flight at once."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from ffhq_tools import __version__
+from ffhq_tools.crawl.deadline import FetchCancelled, FetchWatch, StopSignal
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -35,6 +38,7 @@ def redact(url: str) -> str:
 class HttpSettings:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    file_timeout: float | None = 600.0  # the whole GET, redirects and body included
     max_bytes: int = 256 * 1024 * 1024
     max_redirects: int = 5
     user_agent: str = f"ffhq-tools/{__version__}"
@@ -129,7 +133,7 @@ def _proxy_headers(proxy: urllib.parse.SplitResult | None) -> dict:
 
 
 def _connect(parts: urllib.parse.SplitResult, settings: HttpSettings,
-             proxy: urllib.parse.SplitResult | None):
+             proxy: urllib.parse.SplitResult | None, watch: FetchWatch):
     https = parts.scheme.lower() == "https"
     cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
     if proxy is None:
@@ -138,7 +142,12 @@ def _connect(parts: urllib.parse.SplitResult, settings: HttpSettings,
         conn = cls(proxy.hostname, proxy.port or 8080, timeout=settings.connect_timeout)
         if https:  # CONNECT tunnel; TLS (and certificate checks) end to end
             conn.set_tunnel(parts.hostname, parts.port or 443, headers=_proxy_headers(proxy))
-    conn.connect()
+    try:
+        conn.connect()
+    except BaseException:
+        conn.close()
+        raise
+    watch.watch(conn)
     conn.sock.settimeout(settings.read_timeout)
     return conn
 
@@ -157,12 +166,13 @@ def _send(conn, parts: urllib.parse.SplitResult, settings: HttpSettings,
 
 
 def _request(parts: urllib.parse.SplitResult, settings: HttpSettings,
-             pool: ConnectionPool | None):
+             pool: ConnectionPool | None, watch: FetchWatch):
     """Send the GET on an idle pooled connection if there is one (a fresh one when the server
     has closed it meanwhile), else on a new connection; return (connection, response)."""
     proxy = proxy_for(parts)
     conn = pool.take(_pool_key(parts)) if pool is not None else None
     if conn is not None:
+        watch.watch(conn)
         try:
             return conn, _send(conn, parts, settings, proxy)
         except ConnectionError:  # includes RemoteDisconnected: the idle connection went stale
@@ -170,7 +180,7 @@ def _request(parts: urllib.parse.SplitResult, settings: HttpSettings,
         except BaseException:
             conn.close()
             raise
-    conn = _connect(parts, settings, proxy)
+    conn = _connect(parts, settings, proxy, watch)
     try:
         return conn, _send(conn, parts, settings, proxy)
     except BaseException:
@@ -178,11 +188,11 @@ def _request(parts: urllib.parse.SplitResult, settings: HttpSettings,
         raise
 
 
-def _open(url: str, settings: HttpSettings, pool: ConnectionPool | None):
+def _open(url: str, settings: HttpSettings, pool: ConnectionPool | None, watch: FetchWatch):
     """Follow up to max_redirects http(s) redirects; return (connection, response, final url)."""
     for _ in range(settings.max_redirects + 1):
         parts = check_scheme(url)
-        conn, response = _request(parts, settings, pool)
+        conn, response = _request(parts, settings, pool, watch)
         if response.status in REDIRECT_STATUS:
             location = response.getheader("Location") or ""
             conn.close()
@@ -204,35 +214,58 @@ def _open(url: str, settings: HttpSettings, pool: ConnectionPool | None):
 
 def fetch(url: str, out: BinaryIO, settings: HttpSettings,
           on_bytes: Callable[[int], None] | None = None,
-          pool: ConnectionPool | None = None) -> FetchResult:
-    """GET `url` into the open file `out`; raise FetchError on any failure. With a pool, the
-    connection is kept for the next request after a complete 200 answer."""
+          pool: ConnectionPool | None = None, stop: StopSignal | None = None) -> FetchResult:
+    """GET `url` into the open file `out`; raise FetchError on any failure (FetchCancelled
+    once `stop` is set). With a pool, the connection is kept for the next request after a
+    complete 200 answer."""
+    watch = FetchWatch(settings.file_timeout, stop)
     try:
-        conn, response, final_url = _open(url, settings, pool)
+        return _fetch_watched(url, out, settings, on_bytes, pool, watch)
+    finally:
+        watch.finish()
+
+
+def _fetch_watched(url: str, out: BinaryIO, settings: HttpSettings,
+                   on_bytes: Callable[[int], None] | None, pool: ConnectionPool | None,
+                   watch: FetchWatch) -> FetchResult:
+    try:
+        conn, response, final_url = _open(url, settings, pool, watch)
     except FetchError:
+        _raise_if_aborted(watch, settings, 0)
         raise
     except (OSError, http.client.HTTPException) as exc:
+        _raise_if_aborted(watch, settings, 0)
         raise FetchError(_describe(exc)) from exc
     result = None
     try:
-        result = _stream(conn, response, final_url, out, settings, on_bytes)
+        result = _stream(conn, response, final_url, out, settings, on_bytes, watch)
         return result
     finally:
-        if result is not None and pool is not None and not response.will_close:
+        if (result is not None and pool is not None and not response.will_close
+                and watch.finish()):
             pool.give(_pool_key(urllib.parse.urlsplit(final_url)), conn)
         else:
             conn.close()
 
 
+def _raise_if_aborted(watch: FetchWatch, settings: HttpSettings, received: int) -> None:
+    if watch.reason == "cancelled":
+        raise FetchCancelled("the crawl is stopping")
+    if watch.reason == "deadline":
+        raise FetchError(f"not finished within the per-file deadline of "
+                         f"{settings.file_timeout:g} s ({received} bytes received; a slower "
+                         f"server needs a larger --file-timeout)", retryable=False)
+
+
 def _stream(conn, response, url: str, out: BinaryIO, settings: HttpSettings,
-            on_bytes: Callable[[int], None] | None) -> FetchResult:
+            on_bytes: Callable[[int], None] | None, watch: FetchWatch) -> FetchResult:
     length = response.getheader("Content-Length")
     expected = int(length) if length and length.isdigit() else None
     if expected is not None and expected > settings.max_bytes:
         raise FetchError(f"Content-Length {expected} exceeds the maximum file size "
                          f"{settings.max_bytes}", retryable=False)
     digest, size = hashlib.md5(), 0
-    while chunk := _read_chunk(response):
+    while chunk := _read_chunk(response, watch, settings, size):
         size += len(chunk)
         if size > settings.max_bytes:
             raise FetchError(f"body exceeds the maximum file size {settings.max_bytes}",
@@ -241,16 +274,20 @@ def _stream(conn, response, url: str, out: BinaryIO, settings: HttpSettings,
         out.write(chunk)  # a local OSError (disk full) is not a network error: let it through
         if on_bytes is not None:
             on_bytes(len(chunk))
+    _raise_if_aborted(watch, settings, size)  # an aborted socket reads as a clean end
+    response.close()  # read1 leaves a fully read answer open; the connection needs it closed
     if expected is not None and size != expected:
         raise FetchError(f"truncated body: {size} of {expected} bytes")
     return FetchResult(url, size, digest.hexdigest(),
                        response.getheader("Content-Type") or "")
 
 
-def _read_chunk(response) -> bytes:
+def _read_chunk(response, watch: FetchWatch, settings: HttpSettings, received: int) -> bytes:
+    """What the socket has now, up to CHUNK (read1: read(CHUNK) would wait for all of it)."""
     try:
-        return response.read(CHUNK)
+        return response.read1(CHUNK)
     except (OSError, http.client.HTTPException) as exc:
+        _raise_if_aborted(watch, settings, received)
         raise FetchError(_describe(exc)) from exc
 
 

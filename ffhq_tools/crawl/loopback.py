@@ -6,7 +6,8 @@ ids), `flickr.photos.licenses.getInfo` and `flickr.places.getInfo`, and serves g
 photos. It can inject faults into the first request of a chosen fraction of URLs: HTTP 500 /
 503, 429 with Retry-After, a connection reset, a stall past the client's read timeout, a
 truncated body, wrong bytes (a different valid image), an HTML page instead of an image, and
-a redirect to a file:// URL; and Google Drive's "Download anyway" and "Quota exceeded" pages
+a redirect to a file:// URL; a body trickled one byte per `trickle_seconds` (`SLOW_FAULTS`:
+a read timeout never fires); and Google Drive's "Download anyway" and "Quota exceeded" pages
 (`DRIVE_FAULTS`).
 It records every request so tests can check what a crawler asked for.
 """
@@ -35,6 +36,7 @@ API_FAULTS = ("500", "503", "429", "reset")
 # Google Drive's pages in place of the file (FFHQ's file_url entries are Drive links): "Download
 # anyway" as a form or as an older link (both lead to ?confirm=t), and a quota page.
 DRIVE_FAULTS = ("drive_form", "drive_link", "drive_quota")
+SLOW_FAULTS = ("trickle",)
 LICENSES = [  # id, name, url: the table flickr.photos.licenses.getInfo returns
     (0, "All Rights Reserved", ""),
     (1, "Attribution-NonCommercial-ShareAlike License",
@@ -123,12 +125,14 @@ class LoopbackServer:
                  fault_rate: float = 0.0, faults: tuple[str, ...] = FAULTS,
                  api_fault_rate: float = 0.0, seed: int = 0, latency: float = 0.0,
                  stall_seconds: float = 1.0, retry_after: str = "1", result_cap: int = 4000,
-                 connect_latency: float = 0.0):
+                 connect_latency: float = 0.0, trickle_seconds: float = 0.5):
         self.photos = {p.id: p for p in photos}
         self.api_key, self.latency, self.connect_latency = api_key, latency, connect_latency
         self.connections = 0
         self.in_flight = self.peak_in_flight = 0
         self.stall_seconds, self.retry_after = stall_seconds, retry_after
+        self.trickle_seconds = trickle_seconds
+        self.trickling = 0  # bodies being trickled right now
         self.result_cap = result_cap
         rng = random.Random(seed)
         self.image_faults = {}
@@ -344,6 +348,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "stall":
                 time.sleep(self.state.stall_seconds)
             self.close_connection = True
+        elif fault == "trickle":
+            self._trickle(body)
         elif fault == "wrong_bytes":
             other = next(p for p in self.state.photos.values() if p.data != body)
             self._send(200, other.data, "image/png")
@@ -354,6 +360,24 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ValueError(f"unknown fault {fault!r}")
         return True
+
+    def _trickle(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self._leave_flight()
+        with self.state.lock:
+            self.state.trickling += 1
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(self.state.trickle_seconds)
+        finally:
+            with self.state.lock:
+                self.state.trickling -= 1
+        self.close_connection = True
 
     def handle_one_request(self):
         try:

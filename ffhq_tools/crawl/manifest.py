@@ -25,6 +25,10 @@ from ffhq_tools.errors import FfhqToolsError
 WHAT_SECTIONS = {"in_the_wild": "in_the_wild", "images": "image", "thumbs": "thumbnail"}
 ALLOWED_SCHEMES = ("http", "https")
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+MAX_NAME_BYTES = 255  # NAME_MAX of ext4, xfs, btrfs, NTFS, APFS
+TEMP_NAME_EXTRA = len(".") + len(".0123456789abcdef.part")  # ffhq_tools.atomic's temp names
+MAX_FILE_NAME_BYTES = MAX_NAME_BYTES - TEMP_NAME_EXTRA
+MAX_PATH_BYTES = 1024  # relative to the output folder; Linux's PATH_MAX is 4096 in all
 
 
 class ManifestError(FfhqToolsError):
@@ -56,11 +60,16 @@ def load_manifest(path: str | Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror or exc})") from exc
+        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: "
+                            f"{exc.object[exc.start:exc.start + 1]!r})") from None
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+        raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: JSON nested too deeply to be a manifest") from None
     if not isinstance(manifest, dict):
         raise ManifestError(f"{path}: expected a JSON object keyed by index, "
                             f"got {type(manifest).__name__}")
@@ -92,7 +101,22 @@ def check_relative_path(file_path: object, where: str) -> str:
     if pure.name in ("", ".") or pure.name.startswith("."):
         raise ManifestError(f"{where}: file_path {file_path!r} refused: needs a visible "
                             f"file name")
+    _check_name_lengths(pure, where)
     return file_path
+
+
+def _check_name_lengths(pure: PurePosixPath, where: str) -> None:
+    """Refuse names the file system cannot hold (ENAMETOOLONG), the temp file's included."""
+    for part in pure.parts[:-1]:
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise ManifestError(f"{where}: file_path folder {part[:40]!r}... refused: longer "
+                                f"than {MAX_NAME_BYTES} bytes")
+    if len(pure.name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
+        raise ManifestError(f"{where}: file name {pure.name[:40]!r}... refused: longer than "
+                            f"{MAX_FILE_NAME_BYTES} bytes (the file system's limit is "
+                            f"{MAX_NAME_BYTES}, less room for the download's temp name)")
+    if len(str(pure).encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise ManifestError(f"{where}: file_path refused: longer than {MAX_PATH_BYTES} bytes")
 
 
 def resolve_inside(root: str | Path, file_path: str) -> Path:
@@ -182,6 +206,30 @@ def manifest_specs(manifest: dict, what: str, source: str = "manifest") -> list[
                                 f"{spec.file_path!r}")
         seen[key] = spec.index
     return specs
+
+
+def path_conflicts(specs: list[FileSpec]) -> dict[int, str]:
+    """{position in specs: reason} for every spec whose file_path is a folder of an earlier
+    spec's file, or has an earlier spec's file as one of its folders (`sub` and `sub/x.png`):
+    only one of them can exist, and the later entry (in index order) is the one that fails."""
+    files: dict[str, str] = {}
+    folders: dict[str, str] = {}
+    conflicts = {}
+    for position, spec in enumerate(specs):
+        key = os.path.normcase(os.path.normpath(spec.file_path))
+        parents = [str(p) for p in PurePosixPath(key).parents if str(p) != "."]
+        clash = next((p for p in parents if p in files), None)
+        if clash is not None:
+            conflicts[position] = (f"file_path {spec.file_path!r} needs folder {clash!r}, "
+                                   f"which entry {files[clash]!r} writes as a file")
+        elif key in folders:
+            conflicts[position] = (f"file_path {spec.file_path!r} is a folder of entry "
+                                   f"{folders[key]!r}'s file")
+        else:
+            files[key] = spec.index
+            for parent in parents:
+                folders.setdefault(parent, spec.index)
+    return conflicts
 
 
 def parse_shard(text: str) -> tuple[int, int]:

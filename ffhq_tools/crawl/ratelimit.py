@@ -10,11 +10,13 @@ from typing import Iterator
 
 
 class RateLimiter:
-    """At most `rate` acquisitions per second across all threads (evenly spaced); None = off."""
+    """At most `rate` acquisitions per second across all threads (evenly spaced); None = off.
+    Waits end early once `stop` is set."""
 
-    def __init__(self, rate: float | None):
+    def __init__(self, rate: float | None, stop: threading.Event | None = None):
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive or None")
+        self._stop = stop or threading.Event()
         self.interval = None if rate is None else 1.0 / rate
         self._next = 0.0
         self._lock = threading.Lock()
@@ -27,16 +29,17 @@ class RateLimiter:
             slot = max(now, self._next)
             self._next = slot + self.interval
         if slot > now:
-            time.sleep(slot - now)
+            self._stop.wait(slot - now)
 
 
 class HostGate:
     """At most `per_host` requests in flight per host, and no request to a host before the end
-    of a pause it asked for (Retry-After)."""
+    of a pause it asked for (Retry-After). Pauses end early once `stop` is set."""
 
-    def __init__(self, per_host: int):
+    def __init__(self, per_host: int, stop: threading.Event | None = None):
         if per_host < 1:
             raise ValueError("per_host must be >= 1")
+        self._stop = stop or threading.Event()
         self.per_host = per_host
         self._semaphores: dict[str, threading.Semaphore] = {}
         self._not_before: dict[str, float] = {}
@@ -57,9 +60,8 @@ class HostGate:
         while True:
             with self._lock:
                 remaining = self._not_before.get(host, 0.0) - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._stop.wait(remaining):
                 return
-            time.sleep(remaining)
 
     @contextlib.contextmanager
     def slot(self, host: str) -> Iterator[None]:
