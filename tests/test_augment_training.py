@@ -309,3 +309,21 @@ def test_bad_augmentation_flags_name_the_flag(shapes16, tmp_path):
                            "--target can only")):
         with pytest.raises(FfhqToolsError, match=flag):
             resolve_run(_options(shapes16, tmp_path, **changes))
+
+
+def test_cli_flags_reach_the_resolved_run(shapes16, capsys):
+    from ffhq_tools.cli import main
+
+    assert main(["train", "--config", "auto", "--data", str(shapes16), "--aug", "ada",
+                 "--augpipe", "bgcfnc", "--target", "0.7", "--freezed", "3", "--threads", "1",
+                 "--dry-run"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["augment"] == {"mode": "ada", "pipeline": "bgcfnc", "p": 0.0,
+                                    "target": 0.7, "interval": 4, "ada_kimg": 500.0}
+    assert described["options"]["freezed"] == 3 and described["options"]["threads"] == 1
+    # auto at 16 px on one GPU: batch max(min(1 * 32, 64), 1) = 32, gamma 0.0002 * 256 / 32
+    assert described["plan"]["batch"] == 32
+    assert described["plan"]["r1_gamma"] == pytest.approx(0.0002 * 16**2 / 32)
+    assert main(["train", "--config", "tiny", "--data", str(shapes16), "--aug", "fixed",
+                 "--dry-run"]) == 2
+    assert "--aug fixed needs --p" in capsys.readouterr().err
