@@ -17,8 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.layers import upfirdn2d, upsample2d
-
 # Low-pass filters of the wavelet decompositions the pipeline uses (PyWavelets' dec_lo values,
 # the same constants stylegan2-ada lists).
 SYM2 = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025)
@@ -78,10 +76,41 @@ def _constant_matrix(rows, n: int, device) -> torch.Tensor:
 
 
 def wavelet_filter(taps) -> torch.Tensor:
-    """Separable 2-D filter from 1-D taps, normalised to sum 1."""
+    """1-D taps normalised to sum 1; the 2-D filter is their outer product (separable)."""
     f = torch.as_tensor(taps, dtype=torch.float64)
-    f = f / f.sum()
-    return (f[:, None] * f[None, :]).float()
+    return (f / f.sum()).float()
+
+
+def separable_upfirdn(x: torch.Tensor, taps: torch.Tensor, up: int = 1, down: int = 1,
+                      pad: tuple[int, int] = (0, 0), gain: float = 1.0,
+                      correlate: bool = False) -> torch.Tensor:
+    """upfirdn2d with the separable filter outer(taps, taps): zero-insert by `up`, pad both
+    axes by (before, after) (negative crops), filter each axis with the 1-D taps times `gain`
+    (convolution; `correlate` uses the taps unflipped), keep every `down`-th sample."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
+    p0, p1 = pad
+    x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
+    x = x[:, :, max(-p0, 0): x.shape[2] - max(-p1, 0), max(-p0, 0): x.shape[3] - max(-p1, 0)]
+    kernel = [float(v) * gain for v in (taps if correlate else taps.flip(0)).tolist()]
+    return _correlate_axis(_correlate_axis(x, kernel, 3, down), kernel, 2, down)
+
+
+def _correlate_axis(x: torch.Tensor, kernel: list[float], dim: int, stride: int):
+    """Valid correlation along one axis as a sum of shifted slices (CPU depthwise
+    convolutions with long 1-D kernels are far slower)."""
+    length = (x.shape[dim] - len(kernel)) // stride + 1
+    out = None
+    for k, weight in enumerate(kernel):
+        part = x.narrow(dim, k, (length - 1) * stride + 1)
+        if stride > 1:
+            index = [slice(None)] * x.ndim
+            index[dim] = slice(None, None, stride)
+            part = part[tuple(index)]
+        out = part * weight if out is None else out + part * weight
+    return out
 
 
 def filter_bank(taps=SYM2, bands: int = 4) -> np.ndarray:
@@ -161,7 +190,9 @@ def filtered_warp(images: torch.Tensor, G_inv: torch.Tensor, geom_filter: torch.
     images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
     ones = torch.ones(n, device=G_inv.device, dtype=G_inv.dtype)
     G_inv = translate2d(ones * (mx0 - mx1) / 2, ones * (my0 - my1) / 2) @ G_inv
-    images = upsample2d(images, geom_filter.to(images.dtype), up=2)
+    taps = geom_filter.shape[0]
+    images = separable_upfirdn(images, geom_filter, up=2, pad=((taps + 1) // 2, (taps - 2) // 2),
+                               gain=2.0)
     two, half = ones * 2, ones * 0.5
     G_inv = scale2d(two, two) @ G_inv @ scale2d(1 / two, 1 / two)
     G_inv = translate2d(-half, -half) @ G_inv @ translate2d(half, half)
@@ -173,10 +204,8 @@ def filtered_warp(images: torch.Tensor, G_inv: torch.Tensor, geom_filter: torch.
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
                            align_corners=False)
     # Correlate with the low-pass (the up-pass convolved with it), crop the padding, stride 2.
-    taps = geom_filter.shape[0]
     crop0, crop1 = -pad * 2 + (taps - 1) // 2, -pad * 2 + (taps - 2) // 2
-    return upfirdn2d(images, geom_filter.flip([0, 1]).to(images.dtype), down=2,
-                     pad=(crop0, crop1, crop0, crop1))
+    return separable_upfirdn(images, geom_filter, down=2, pad=(crop0, crop1), correlate=True)
 
 
 def warp(images: torch.Tensor, G_inv: torch.Tensor, geom_filter: torch.Tensor) -> torch.Tensor:

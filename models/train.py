@@ -182,7 +182,8 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
     dataset = open_training_set(options.data, options.resolution, options.max_images,
                                 labels=options.cond)
     resolution = int(dataset.resolution)
-    config = resolve_auto_config(config, resolution, int(os.environ.get("WORLD_SIZE", "1")))
+    if snapshot is None or transfer:  # a continued run keeps the config it resolved
+        config = resolve_auto_config(config, resolution, int(os.environ.get("WORLD_SIZE", "1")))
     first = dataset[0]
     img_channels = int((first[0] if options.cond else first).shape[0])
     c_dim = int(first[1].numel()) if options.cond else 0
