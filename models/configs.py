@@ -6,7 +6,8 @@ so `ffhq-tools configs show NAME` can print exactly what a table row changes.
 
 Sources: StyleGAN (arXiv 1812.04948) Tables 1, 2, 4 and its reference training code constants;
 StyleGAN2 (arXiv 1912.04958) Table 1 with the reference code's config-a..f; stylegan2-ada-pytorch
-`cifar` and `paper256` presets.
+train.py `cfg_specs`: `paper256`, `paper512`, `paper1024`, `cifar` and `auto` (resolved from
+the resolution and the number of GPUs by `resolve_auto_config`).
 """
 
 from __future__ import annotations
@@ -205,15 +206,50 @@ def _define_stylegan2() -> None:
             "the published FFHQ model", channel_base=32768, r1_gamma=10.0)
 
 
-def _define_small() -> None:
+ADA_CONV_CLAMP = 256.0  # stylegan2-ada clamps every config's activations (fp16-ready)
+AUTO_CONFIG = "auto"
+
+
+def _define_ada() -> None:
+    """stylegan2-ada-pytorch train.py cfg_specs (their batch is the total over 8 or 2 GPUs)."""
     f = CONFIGS["stylegan2-F"]
+    ada = dict(conv_clamp=ADA_CONV_CLAMP, total_kimg=25000)
     _derive(f, "paper256", "stylegan2-ada paper256: 256px, half width, mbstd 8, gamma 1, "
             "EMA 20 kimg", channel_base=16384, batch=64, mbstd_group=8, lr=0.0025,
-            r1_gamma=1.0, ema_kimg=20.0)
+            r1_gamma=1.0, ema_kimg=20.0, **ada)
+    _derive(f, "paper512", "stylegan2-ada paper512: 512px, full width, mbstd 8, gamma 0.5, "
+            "EMA 20 kimg", channel_base=32768, batch=64, mbstd_group=8, lr=0.0025,
+            r1_gamma=0.5, ema_kimg=20.0, **ada)
+    _derive(f, "paper1024", "stylegan2-ada paper1024: 1024px, full width, mbstd 4, gamma 2, "
+            "EMA 10 kimg", channel_base=32768, batch=32, mbstd_group=4, lr=0.002,
+            r1_gamma=2.0, ema_kimg=10.0, **ada)
     _derive(f, "cifar", "stylegan2-ada cifar: 32px, mapping 2, mbstd 32, gamma 0.01, EMA 500 "
             "kimg, no path length, no mixing, orig D", mapping_layers=2, batch=64,
             mbstd_group=32, lr=0.0025, r1_gamma=0.01, ema_kimg=500.0, ema_rampup=0.05,
-            pl_weight=0.0, mixing_prob=0.0, d_architecture="orig", channel_base=32768)
+            pl_weight=0.0, mixing_prob=0.0, d_architecture="orig", channel_base=32768,
+            conv_clamp=ADA_CONV_CLAMP, total_kimg=100000)
+    _derive(f, AUTO_CONFIG, "stylegan2-ada auto: batch, mbstd, width, lr, gamma and EMA from "
+            "the resolution and the GPU count (resolved when training starts); mapping 2, "
+            "EMA ramp-up 0.05", mapping_layers=2, ema_rampup=0.05, **ada)
+
+
+def resolve_auto_config(config: ModelConfig, resolution: int, gpus: int) -> ModelConfig:
+    """stylegan2-ada's `auto` heuristics; any other config is returned unchanged."""
+    if config.name != AUTO_CONFIG:
+        return config
+    if gpus < 1:
+        raise FfhqToolsError(f"auto config: {gpus} GPUs")
+    batch = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
+    return config.replace(
+        batch=batch, mbstd_group=min(batch // gpus, 4),
+        channel_base=32768 if resolution >= 512 else 16384,
+        lr=0.002 if resolution >= 1024 else 0.0025,
+        r1_gamma=0.0002 * resolution**2 / batch, ema_kimg=batch * 10 / 32,
+        description=f"{config.description} [resolved for {resolution}px, {gpus} GPU(s)]")
+
+
+def _define_small() -> None:
+    f = CONFIGS["stylegan2-F"]
     _derive(f, "tiny", "tiny StyleGAN2 for tests and CPU smoke runs (32-d latents, "
                    "channel_max 32)", z_dim=32, w_dim=32, mapping_layers=2, channel_base=1024,
                    channel_max=32, batch=8, mbstd_group=4, r1_gamma=1.0, ema_kimg=0.5,
@@ -229,6 +265,7 @@ def _define_small() -> None:
 
 _define_stylegan_v1()
 _define_stylegan2()
+_define_ada()
 _define_small()
 
 

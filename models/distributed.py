@@ -125,3 +125,11 @@ def mean_over_ranks(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
         dist.all_reduce(value)
         value /= env.world_size
     return value
+
+
+def sum_over_ranks(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum of a tensor over ranks (a detached copy; the input is unchanged)."""
+    value = value.detach().clone()
+    if env.distributed:
+        dist.all_reduce(value)
+    return value

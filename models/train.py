@@ -7,10 +7,18 @@ Under torchrun every rank calls `train` with the same options; rank 0 writes the
 Resume: `resume` is a snapshot file (a new run folder continues from it), a run folder
 (training continues in it from its newest snapshot) or "auto" (the newest run folder of the
 same data and config in `outdir`, or a fresh run when there is none).
+
+Transfer learning: `resume` a checkpoint without training state (an official checkpoint
+converted by `ffhq-tools import-checkpoint`) and a new run starts from its networks at kimg 0
+on `data` (same resolution), with fresh optimisers, p and counters (stylegan2-ada's
+`--resume`); `--config` may then pick the hyperparameters (the networks must match), and
+`--freezed N` keeps D's first N layers fixed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,11 +42,15 @@ class ResolvedRun:
     c_dim: int
     resume_snapshot: Path | None
     continue_dir: Path | None
+    augment: object = None  # AugmentSettings
+    transfer: bool = False  # resume_snapshot only provides the networks' weights
 
     def describe(self) -> dict:
         return {"options": self.options.to_dict(), "plan": self.plan.to_dict(),
                 "model": self.config.to_dict(), "dataset_size": len(self.dataset),
                 "img_channels": self.img_channels, "c_dim": self.c_dim,
+                "augment": dataclasses.asdict(self.augment) if self.augment else None,
+                "transfer": self.transfer,
                 "resume_snapshot": str(self.resume_snapshot) if self.resume_snapshot else None}
 
 
@@ -83,8 +95,9 @@ def _auto_resume(options: TrainOptions) -> TrainOptions:
     return _with(options, resume=str(found) if found else None)
 
 
-def _snapshot_config(path: Path) -> dict:
-    """The JSON config stored in a snapshot (cheap: no networks are built)."""
+def _snapshot_config(path: Path) -> tuple[dict, dict]:
+    """(the JSON config, the training state) stored in a snapshot; no networks are built.
+    The training state is empty for imported official checkpoints."""
     import json
 
     import torch
@@ -93,40 +106,75 @@ def _snapshot_config(path: Path) -> dict:
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        return json.loads(payload["config_json"])
+        return json.loads(payload["config_json"]), dict(payload.get("training_state") or {})
     except Exception as exc:
         raise CheckpointError(f"--resume {path}: not an ffhq-tools snapshot ({exc})") from None
 
 
+def _continued_config(options: TrainOptions, stored: dict, snapshot: Path, state: dict):
+    """(options, config) of a run that continues a snapshot's training exactly."""
+    from models.configs import ModelConfig
+
+    config = ModelConfig.from_dict(stored["model"])
+    if options.config and options.config != config.name:
+        raise FfhqToolsError(f"--config {options.config}: the snapshot {snapshot} was "
+                             f"trained with {config.name}")
+    if options.config_overrides:
+        raise FfhqToolsError("--cfg cannot change the config of a resumed run (the "
+                             "snapshot's config is used as stored)")
+    stored_aug = (state.get("augment") or {}).get("settings", {}).get("mode", "noaug")
+    if stored_aug != options.aug:
+        raise FfhqToolsError(f"--aug {options.aug}: the snapshot {snapshot} was trained with "
+                             f"--aug {stored_aug} (pass the same augmentation to continue)")
+    options = _with(options, config=config.name, resolution=int(stored["resolution"]),
+                    channel_max=stored.get("channel_max"),
+                    cond=int(stored.get("c_dim", 0)) > 0)
+    return options, config
+
+
+def _transfer_config(options: TrainOptions, stored: dict):
+    """(options, config) of a new run starting from a checkpoint's weights."""
+    from models.configs import ModelConfig, get_config
+
+    if options.config:
+        config = apply_overrides(get_config(options.config), options.config_overrides)
+    else:
+        config = apply_overrides(ModelConfig.from_dict(stored["model"]),
+                                 options.config_overrides)
+    channel_max = options.channel_max if options.channel_max is not None \
+        else stored.get("channel_max")
+    return _with(options, resolution=int(stored["resolution"]), channel_max=channel_max), config
+
+
 def resolve_run(options: TrainOptions) -> ResolvedRun:
     """Everything `--dry-run` prints: options, config, plan, dataset size."""
-    from models.configs import ModelConfig, get_config
+    from models.configs import get_config, resolve_auto_config
     from models.train_data import open_training_set
+    from models.train_options import augment_settings
 
     options = _auto_resume(options)
     snapshot, continue_dir = find_snapshot(options.resume) if options.resume else (None, None)
+    transfer = False
     if snapshot is not None:
-        stored = _snapshot_config(snapshot)
-        config = ModelConfig.from_dict(stored["model"])
-        if options.config and options.config != config.name:
-            raise FfhqToolsError(f"--config {options.config}: the snapshot {snapshot} was "
-                                 f"trained with {config.name}")
-        if options.config_overrides:
-            raise FfhqToolsError("--cfg cannot change the config of a resumed run (the "
-                                 "snapshot's config is used as stored)")
+        stored, state = _snapshot_config(snapshot)
         if options.resolution and options.resolution != stored["resolution"]:
             raise FfhqToolsError(f"--res {options.resolution}: the snapshot is at "
                                  f"{stored['resolution']}px")
-        options = _with(options, config=config.name, resolution=int(stored["resolution"]),
-                        channel_max=stored.get("channel_max"),
-                        cond=int(stored.get("c_dim", 0)) > 0)
+        transfer = not state
+        if transfer and continue_dir is not None:
+            raise FfhqToolsError(f"--resume {continue_dir}: its newest snapshot {snapshot.name} "
+                                 "holds no training state")
+        if transfer:
+            options, config = _transfer_config(options, stored)
+        else:
+            options, config = _continued_config(options, stored, snapshot, state)
     elif not options.config:
         raise FfhqToolsError("--config is required (or --resume a snapshot)")
     else:
         config = apply_overrides(get_config(options.config), options.config_overrides)
-        if options.precision == "fp16" and config.conv_clamp is None:
-            # fp16 activations overflow without clamping; 256 is the stylegan2-ada value.
-            config = config.replace(conv_clamp=FP16_CONV_CLAMP)
+    if options.precision == "fp16" and config.conv_clamp is None and (transfer or not snapshot):
+        # fp16 activations overflow without clamping; 256 is the stylegan2-ada value.
+        config = config.replace(conv_clamp=FP16_CONV_CLAMP)
     if options.kimg is None:
         options = _with(options, kimg=float(config.total_kimg))
     if options.kimg <= 0:
@@ -134,19 +182,24 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
     dataset = open_training_set(options.data, options.resolution, options.max_images,
                                 labels=options.cond)
     resolution = int(dataset.resolution)
+    if snapshot is None or transfer:  # a continued run keeps the config it resolved
+        config = resolve_auto_config(config, resolution, int(os.environ.get("WORLD_SIZE", "1")))
     first = dataset[0]
     img_channels = int((first[0] if options.cond else first).shape[0])
     c_dim = int(first[1].numel()) if options.cond else 0
     if options.cond and c_dim == 0:
         raise FfhqToolsError(f"--cond: the labels of {options.data} are empty")
     plan = resolve_plan(config, options, resolution)
+    if transfer:
+        plan = dataclasses.replace(plan, ema_rampup=None)  # as stylegan2-ada on --resume
+    if options.freezed < 0:
+        raise FfhqToolsError(f"--freezed {options.freezed}: must be non-negative")
+    augment = augment_settings(options, transfer)
     return ResolvedRun(options, config, plan, dataset, img_channels, c_dim, snapshot,
-                       continue_dir)
+                       continue_dir, augment, transfer)
 
 
 def _with(options: TrainOptions, **changes) -> TrainOptions:
-    import dataclasses
-
     return dataclasses.replace(options, **changes)
 
 
@@ -188,14 +241,38 @@ def train(options: TrainOptions,
           metric_fn: Callable[[list, Path, object], dict] | None = None) -> Path:
     """Run training; returns the run folder. `metric_fn(names, snapshot_path, G_ema)` returns
     {metric name: JSON row} and is called at every snapshot when `options.metrics` is set."""
+    import torch
+
     from ffhq_tools.runtime import select_device
     from models.distributed import init_distributed, shutdown
 
     env = init_distributed(select_device(options.device))
+    saved_threads = torch.get_num_threads()
     try:
+        set_threads(options.threads)
         return _train(options, env, metric_fn)
     finally:
+        torch.set_num_threads(saved_threads)
         shutdown(env)
+
+
+def default_threads() -> int:
+    """The cores this process may use (its CPU affinity), shared by the ranks torchrun
+    started on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(int(cores or 1) // max(local_ranks, 1), 1)
+
+
+def set_threads(threads: int | None) -> int:
+    """torch's intra-op thread count for training (`--threads`); returns it."""
+    import torch
+
+    if threads is not None and threads < 1:
+        raise FfhqToolsError(f"--threads {threads}: must be at least 1")
+    count = threads or default_threads()
+    torch.set_num_threads(count)
+    return count
 
 
 def _train(options: TrainOptions, env, metric_fn) -> Path:
@@ -217,7 +294,7 @@ def _train(options: TrainOptions, env, metric_fn) -> Path:
         total_kimg=opts.kimg, tick_kimg=opts.tick_kimg, snap=opts.snap, seed=opts.seed,
         mirror=opts.mirror, precision=opts.precision, channels_last=opts.channels_last,
         workers=opts.workers, metrics=tuple(opts.metrics), grid_size=opts.grid_size,
-        progress=opts.progress and env.is_main,
+        progress=opts.progress and env.is_main, augment=run.augment, freeze_d=opts.freezed,
         checkpoint_config={"model": run.config.to_dict(), "resolution": plan.resolution,
                            "c_dim": run.c_dim, "img_channels": run.img_channels,
                            "channel_max": opts.channel_max,
@@ -227,14 +304,19 @@ def _train(options: TrainOptions, env, metric_fn) -> Path:
     _check_mbstd_groups(trainer, int(run.config.mbstd_group or 0))
     folder = _run_folder(run, env)
     trainer.run_dir = folder if env.is_main else None
+    copied = None
     if run.resume_snapshot is not None:
         ckpt = load_checkpoint(run.resume_snapshot, device=env.device)
-        trainer.load_state(ckpt.G, ckpt.D, ckpt.G_ema, ckpt.optimizer_states,
-                           ckpt.training_state)
+        if run.transfer:
+            copied = trainer.load_weights(ckpt.G, ckpt.D, ckpt.G_ema)
+        else:
+            trainer.load_state(ckpt.G, ckpt.D, ckpt.G_ema, ckpt.optimizer_states,
+                               ckpt.training_state)
     log = capture_log(folder) if env.is_main else contextlib.nullcontext()
     with log:
-        if env.is_main and run.resume_snapshot is not None:
-            print(f"resuming from {run.resume_snapshot} at kimg "
-                  f"{trainer.state.cur_nimg / 1000:.3f}")
+        if env.is_main:
+            from models.train_banner import banner
+
+            print(banner(run, trainer, folder, copied), flush=True)
         trainer.run()
     return folder

@@ -37,6 +37,8 @@ def options_from_args(args):
         channels_last=args.channels_last, device=args.device, outdir=args.outdir,
         workers=args.workers, channel_max=args.channel_max, max_images=args.max_images,
         progress=not args.no_progress, config_overrides=parse_config_overrides(args.cfg),
+        aug=args.aug, augpipe=args.augpipe, p=args.p, target=args.target,
+        ada_kimg=args.ada_kimg, freezed=args.freezed, threads=args.threads,
         **{field: getattr(args, dest) for dest, field in DEFAULTED_FLAGS.items()
            if hasattr(args, dest)})
 
@@ -190,6 +192,20 @@ def add_verbs(verbs) -> None:
                    help=f"images in the fakes grids (default: {_default('grid_size')})")
     p.add_argument("--cfg", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --cfg mixing_prob=0.5 (repeatable)")
+    p.add_argument("--aug", default="noaug", choices=("ada", "fixed", "noaug"),
+                   help="discriminator augmentation: adaptive p, fixed p, or none")
+    p.add_argument("--augpipe", default="bgc",
+                   choices=("blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc",
+                            "bgcf", "bgcfn", "bgcfnc"), help="augmentation pipeline (ADA's)")
+    p.add_argument("--p", type=float, help="augmentation probability (--aug fixed), or the "
+                                           "starting p (--aug ada; default 0)")
+    p.add_argument("--target", type=float, help="ADA target for E[sign(D(real))] (0.6)")
+    p.add_argument("--ada-kimg", type=float,
+                   help="ADA speed: kimg for p to move by 1 (500; 100 for transfer learning)")
+    p.add_argument("--freezed", type=int, default=0,
+                   help="Freeze-D: keep D's first N layers fixed (transfer learning)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads per rank (default: the cores this process may use)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")
     p.add_argument("--dry-run", action="store_true", help="print resolved options and exit")
     add_device_flag(p)

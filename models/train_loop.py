@@ -21,6 +21,7 @@ from torch import nn
 from ffhq_tools.errors import FfhqToolsError
 from models import distributed as distrib
 from models import schedule, train_phases
+from models.augment_control import AdaController, AugmentSettings
 from models.ema import update_ema
 from models.train_data import ItemStream, StepBatchSampler, make_loader, prepare_reals, step_layout
 from models.train_options import TrainingPlan
@@ -47,6 +48,8 @@ class LoopSettings:
     grid_size: int = 16
     progress: bool = False
     checkpoint_config: dict = field(default_factory=dict)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    freeze_d: int = 0  # Freeze-D: D's first N layers keep their weights
 
 
 class Trainer:
@@ -66,8 +69,13 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.g_lazy = plan.pl_weight > 0 and plan.pl_interval > 1
         self.d_lazy = plan.r1_interval > 1
+        self.frozen_d = frozen_layers(self.D, settings.freeze_d)
         self.opt_G = self._adam(self.G, self.g_lazy, plan.pl_interval)
-        self.opt_D = self._adam(self.D, self.d_lazy, plan.r1_interval)
+        self.opt_D = self._adam(self.D, self.d_lazy, plan.r1_interval, self.frozen_d)
+        self.ada = AdaController(settings.augment, env)
+        self.augment_pipe = self._augment_pipe(settings.augment, env.device)
+        self.augmentation = train_phases.Augmentation(
+            self._augment if self.augment_pipe is not None else None, self.ada.observe)
         self.scalers = self._grad_scalers(settings.precision, env.device)
         self.pl_mean = torch.zeros([], device=env.device)
         self.state = LoopState()
@@ -80,9 +88,24 @@ class Trainer:
         self.last_snapshot: Path | None = None
 
     # ----- schedule -------------------------------------------------------------------------
-    def _adam(self, module: nn.Module, lazy: bool, interval: int) -> torch.optim.Adam:
+    def _adam(self, module: nn.Module, lazy: bool, interval: int,
+              frozen: list[nn.Parameter] = ()) -> torch.optim.Adam:
         lr, betas = schedule.lazy_adam(self.plan.lr, self.plan.betas, interval if lazy else 0)
-        return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, eps=self.plan.eps)
+        skip = {id(p) for p in frozen}
+        params = [p for p in module.parameters() if id(p) not in skip]
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=self.plan.eps)
+
+    @staticmethod
+    def _augment_pipe(settings: AugmentSettings, device: torch.device):
+        if not settings.enabled:
+            return None
+        from models.augment import AugmentPipe, pipeline_spec
+
+        return AugmentPipe(pipeline_spec(settings.pipeline), settings.p).to(device)
+
+    def _augment(self, images: torch.Tensor, rand) -> torch.Tensor:
+        self.augment_pipe.p = self.ada.p
+        return self.augment_pipe(images, rand)
 
     @staticmethod
     def _grad_scalers(precision: str, device: torch.device) -> dict:
@@ -151,8 +174,8 @@ class Trainer:
         total = torch.zeros([], device=self.env.device)
         stats: dict[str, torch.Tensor] = {}
         if phase in ("Gmain", "Gboth"):
-            terms, st = train_phases.generator_main(self.G, self.D, s,
-                                                    rand("Gmain"), n, precision)
+            terms, st = train_phases.generator_main(self.G, self.D, s, rand("Gmain"), n,
+                                                    precision, self.augmentation)
             total, stats = total + terms.mean(), {**stats, **st}
         if phase in ("Greg", "Gboth"):
             terms, self.pl_mean, st = train_phases.generator_path_length(
@@ -160,11 +183,11 @@ class Trainer:
             total, stats = total + terms.mean() * gain, {**stats, **st}
         if phase in ("Dmain", "Dboth"):
             terms, st = train_phases.discriminator_main(
-                self.G, self.D, s, rand("Dmain"), reals, real_c, precision)
+                self.G, self.D, s, rand("Dmain"), reals, real_c, precision, self.augmentation)
             total, stats = total + terms.mean(), {**stats, **st}
         if phase in ("Dreg", "Dboth"):
-            terms, st = train_phases.discriminator_reg(self.G, self.D, s,
-                                                       rand("Dreg"), reals, real_c)
+            terms, st = train_phases.discriminator_reg(self.G, self.D, s, rand("Dreg"), reals,
+                                                       real_c, self.augmentation)
             total, stats = total + terms.mean() * gain, {**stats, **st}
         for key, value in stats.items():
             self.tick_stats.setdefault(key, []).append(value.detach().float())
@@ -174,6 +197,8 @@ class Trainer:
         module, opt = (self.G, self.opt_G) if phase.startswith("G") else (self.D, self.opt_D)
         self.G.requires_grad_(module is self.G)
         self.D.requires_grad_(module is self.D)
+        for p in self.frozen_d:
+            p.requires_grad_(False)
         opt.zero_grad(set_to_none=True)
         scaler = self.scalers.get(phase[0])
         for round_idx, batch in enumerate(rounds):
@@ -219,6 +244,7 @@ class Trainer:
         update_ema(self.G_ema, self.G, beta)
         self.state.cur_nimg += layout.batch
         self.state.step += 1
+        self.ada.after_step(self.state.step, layout.batch)
 
     # ----- the loop -------------------------------------------------------------------------
     def data_iterator(self):
@@ -267,6 +293,8 @@ class Trainer:
     def _end_tick(self, tick_seconds: float, done: bool, outputs) -> None:
         self.state.elapsed_s += tick_seconds
         stats = self._reduce_tick_stats()
+        if self.settings.augment.enabled:
+            stats["Progress/augment"] = self.ada.p
         finite = all(math.isfinite(v) for v in stats.values()) and all_finite(self.G, self.D)
         if not finite:
             raise TrainingDiverged(
@@ -279,10 +307,11 @@ class Trainer:
         self.state.cur_tick += 1
         self.state.tick_start_nimg = self.state.cur_nimg
         rng_states = gather_rng(self.env) if snapshot_due else None
+        augment_state = self.ada.gathered_state() if snapshot_due else None
         if outputs:
             outputs.tick(tick, stats, tick_seconds, tick_nimg)
             if snapshot_due:
-                self.last_snapshot = outputs.snapshot(rng_states)
+                self.last_snapshot = outputs.snapshot(rng_states, augment_state)
         distrib.barrier(self.env)
 
     def _reduce_tick_stats(self) -> dict[str, float]:
@@ -295,9 +324,12 @@ class Trainer:
         return {k: float(v) for k, v in zip(names, means.tolist(), strict=True)}
 
     # ----- snapshots ------------------------------------------------------------------------
-    def training_state(self, rng_states: list[dict]) -> dict:
+    def training_state(self, rng_states: list[dict], augment_state: dict | None = None) -> dict:
+        """`augment_state`: the ADA state with every rank's pending signs
+        (AdaController.gathered_state, collective); None: this process's own."""
         return {"loop": self.state.to_dict(), "kimg": self.state.cur_nimg / 1000,
                 "pl_mean": self.pl_mean.detach().cpu(),
+                "augment": augment_state or self.ada.state_dict(),
                 "rng": rng_states, "plan": self.plan.to_dict()}
 
     def optimizer_states(self) -> dict:
@@ -319,4 +351,35 @@ class Trainer:
                 scaler.load_state_dict(optimizer_states[f"scaler_{name}"])
         self.pl_mean = training_state["pl_mean"].to(self.env.device)
         self.state = LoopState.from_dict(training_state["loop"])
+        if "augment" in training_state:
+            self.ada.load_state_dict(training_state["augment"])
         restore_rank_rng(training_state["rng"], self.env)
+
+    def load_weights(self, G: nn.Module, D: nn.Module | None, G_ema: nn.Module | None) -> dict:
+        """Transfer learning: start from another run's (or an imported) networks with fresh
+        optimisers, counters and p. Returns {network: (tensors copied, tensors kept)}."""
+        from models.train_transfer import copy_matching
+
+        report = {"G": copy_matching(self.G, G, "G"),
+                  "G_ema": copy_matching(self.G_ema, G_ema or G, "G_ema")}
+        if D is not None:
+            report["D"] = copy_matching(self.D, D, "D")
+        distrib.broadcast_module(self.G, self.env)
+        distrib.broadcast_module(self.D, self.env)
+        distrib.broadcast_module(self.G_ema, self.env)
+        return report
+
+
+def frozen_layers(D: nn.Module, count: int) -> list[nn.Parameter]:
+    """Freeze-D (Mo et al. 2020): the parameters of D's first `count` layers, counted as
+    stylegan2-ada counts them (from the highest resolution: fromrgb, conv0, conv1, skip of
+    each block; the 4x4 epilogue is never frozen)."""
+    if count <= 0:
+        return []
+    from models.train_transfer import discriminator_layers
+
+    layers = discriminator_layers(D)
+    if count > len(layers):
+        raise FfhqToolsError(f"--freezed {count}: the discriminator has {len(layers)} "
+                             "freezable layers")
+    return [p for _, layer in layers[:count] for p in layer.parameters()]

@@ -43,6 +43,13 @@ class TrainOptions:
     grid_size: int = 16
     progress: bool = True
     config_overrides: dict = field(default_factory=dict)  # ModelConfig field -> value
+    aug: str = "noaug"  # ada | fixed | noaug (discriminator augmentation)
+    augpipe: str = "bgc"
+    p: float | None = None  # fixed: the p; ada: the starting p (default 0)
+    target: float | None = None  # ada: the target of E[sign(D(real))] (default 0.6)
+    ada_kimg: float | None = None  # ada: kimg for p to move by 1 (500; 100 on transfer)
+    freezed: int = 0  # Freeze-D: D's first N layers are not trained
+    threads: int | None = None  # CPU threads (default: the cores this process may use)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -94,6 +101,31 @@ class TrainingPlan:
         data["minibatch_per_res"] = {str(k): v for k, v in self.minibatch_per_res.items()}
         data["lr_per_res"] = {str(k): v for k, v in self.lr_per_res.items()}
         return data
+
+
+def augment_settings(options: TrainOptions, transfer: bool):
+    """The AugmentSettings `--aug/--augpipe/--p/--target/--ada-kimg` ask for (stylegan2-ada's
+    rules: fixed needs --p, --target only with ada, nothing with noaug)."""
+    from models.augment import PIPELINES
+    from models.augment_control import ADA_KIMG, ADA_KIMG_TRANSFER, ADA_TARGET, AugmentSettings
+
+    mode = options.aug
+    if mode == "fixed" and options.p is None:
+        raise FfhqToolsError("--aug fixed needs --p")
+    if options.target is not None and mode != "ada":
+        raise FfhqToolsError(f"--target can only be given with --aug ada (not {mode})")
+    if options.ada_kimg is not None and mode != "ada":
+        raise FfhqToolsError(f"--ada-kimg can only be given with --aug ada (not {mode})")
+    if mode == "noaug" and (options.p is not None or options.augpipe != "bgc"):
+        raise FfhqToolsError("--p and --augpipe need --aug ada or --aug fixed")
+    if options.augpipe not in PIPELINES:
+        raise FfhqToolsError(f"--augpipe {options.augpipe}: expected one of "
+                             f"{', '.join(PIPELINES)}")
+    ada_kimg = options.ada_kimg or (ADA_KIMG_TRANSFER if transfer else ADA_KIMG)
+    return AugmentSettings(mode=mode, pipeline=options.augpipe,
+                           p=float(options.p or 0.0),
+                           target=ADA_TARGET if options.target is None else options.target,
+                           ada_kimg=float(ada_kimg))
 
 
 def parse_config_overrides(items: list[str]) -> dict:

@@ -97,6 +97,8 @@ class Outputs:
         self._scalars("", {**stats, "Timing/sec_per_kimg": record["sec_per_kimg"]})
         losses = " ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in sorted(stats.items())
                           if k.startswith("Loss/"))
+        if "Progress/augment" in stats:
+            losses = f"augment {stats['Progress/augment']:.3f} {losses}"
         print(f"tick {tick:<5d} kimg {kimg:<9.3f} lod {level.lod:<5.2f} res {level.resolution:<5d}"
               f" time {_duration(t.state.elapsed_s):<10s} sec/tick {seconds:<7.2f} "
               f"sec/kimg {record['sec_per_kimg']:<8.2f} mem {memory / 2**30:<6.2f}GiB {losses}",
@@ -122,7 +124,7 @@ class Outputs:
             torch.cuda.reset_peak_memory_stats(device)
         return peak
 
-    def snapshot(self, rng_states: list[dict]) -> Path:
+    def snapshot(self, rng_states: list[dict], augment_state: dict | None = None) -> Path:
         from models.checkpoint import save_checkpoint
 
         t = self.t
@@ -130,7 +132,7 @@ class Outputs:
         path = self.run_dir / f"network-snapshot-{kimg:010.3f}.pt"
         save_checkpoint(path, config=t.settings.checkpoint_config, G=t.G, D=t.D, G_ema=t.G_ema,
                         optimizers=t.optimizer_states(),
-                        training_state=t.training_state(rng_states))
+                        training_state=t.training_state(rng_states, augment_state))
         save_grid(self.fakes(), self.run_dir / f"fakes{kimg:010.3f}.png")
         if t.settings.metrics and t.metric_fn is not None:
             rows = t.metric_fn(list(t.settings.metrics), path, t.G_ema)

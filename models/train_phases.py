@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from models import loss as losses
 from models.distributed import DistEnv, mean_over_ranks
 
 PHASE_CODES = {"Gmain": 1, "Greg": 2, "Dmain": 3, "Dreg": 4}
+# Independent streams for the augmentation of each kind of image D sees in a phase.
+AUG_STREAMS = {"fake": 1, "real": 2}
 
 
 class StepRandom:
@@ -41,15 +44,21 @@ class StepRandom:
     """
 
     def __init__(self, seed: int, step: int, phase: str, env: DistEnv, round_idx: int = 0,
-                 rounds: int = 1):
-        words = np.random.SeedSequence([int(seed), int(step), PHASE_CODES[phase]]
-                                       ).generate_state(2, dtype=np.uint32)
+                 rounds: int = 1, stream: int = 0):
+        self.seed, self.step, self.phase = seed, step, phase
+        entropy = [int(seed), int(step), PHASE_CODES[phase]] + ([int(stream)] if stream else [])
+        words = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
         # On the training device, so large draws (path-length noise at 1024px) stay cheap;
         # CPU and CUDA generators give different (each reproducible) numbers.
         self.device = env.device
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(words[0]) << 31 ^ int(words[1]))
         self.env, self.round_idx, self.rounds = env, round_idx, rounds
+
+    def child(self, stream: str) -> "StepRandom":
+        """An independent generator of the same (step, phase, round, rank) slicing."""
+        return StepRandom(self.seed, self.step, self.phase, self.env, self.round_idx,
+                          self.rounds, AUG_STREAMS[stream])
 
     def _slice(self, full: torch.Tensor, per_rank: int) -> torch.Tensor:
         start = (self.round_idx * self.env.world_size + self.env.rank) * per_rank
@@ -61,9 +70,9 @@ class StepRandom:
         full = torch.randn((total, *shape), generator=self.generator, device=self.device)
         return self._slice(full, per_rank)
 
-    def uniform(self, per_rank: int) -> torch.Tensor:
+    def uniform(self, per_rank: int, *shape: int) -> torch.Tensor:
         total = per_rank * self.env.world_size * self.rounds
-        full = torch.rand((total,), generator=self.generator, device=self.device)
+        full = torch.rand((total, *shape), generator=self.generator, device=self.device)
         return self._slice(full, per_rank)
 
     def scalar(self) -> float:
@@ -91,6 +100,30 @@ class LossSettings:
     pl_batch_shrink: int
     mixing_prob: float
     label_table: torch.Tensor | None = None  # conditional training: labels fakes are drawn from
+
+
+@dataclass
+class Augmentation:
+    """What stands between an image and D: the augmentation pipe (None: none) and a callback
+    receiving D's logits for reals (the ADA overfitting heuristic)."""
+
+    pipe: Callable[[torch.Tensor, StepRandom], torch.Tensor] | None = None
+    observe_real: Callable[[torch.Tensor], None] | None = None
+
+    def judge(self, D, images: torch.Tensor, c, rand: StepRandom, stream: str,
+              precision: str = "fp32") -> torch.Tensor:
+        """D's logits (float32) for the augmented images; augmentation runs in float32."""
+        if self.pipe is not None:
+            images = self.pipe(images, rand.child(stream))
+        with autocast_context(rand.env.device, precision):
+            return D(images, c).float()
+
+    def seen_real(self, logits: torch.Tensor) -> None:
+        if self.observe_real is not None:
+            self.observe_real(logits)
+
+
+NO_AUGMENTATION = Augmentation()
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -134,10 +167,10 @@ def generate(G: nn.Module, rand: StepRandom, per_rank: int, settings: LossSettin
 
 
 def generator_main(G, D, settings: LossSettings, rand: StepRandom, per_rank: int,
-                   precision: str) -> tuple[torch.Tensor, dict]:
+                   precision: str, aug: Augmentation = NO_AUGMENTATION
+                   ) -> tuple[torch.Tensor, dict]:
     fakes, _, c = generate(G, rand, per_rank, settings, True, precision)
-    with autocast_context(rand.env.device, precision):
-        logits = D(fakes, c).float()
+    logits = aug.judge(D, fakes, c, rand, "fake", precision)
     if settings.loss == "wgan-gp":
         terms = losses.generator_wgan(logits)
     else:
@@ -162,34 +195,41 @@ def generator_path_length(G, settings: LossSettings, rand: StepRandom, per_rank:
 
 
 def discriminator_main(G, D, settings: LossSettings, rand: StepRandom, reals: torch.Tensor,
-                       real_c: torch.Tensor | None, precision: str) -> tuple[torch.Tensor, dict]:
+                       real_c: torch.Tensor | None, precision: str,
+                       aug: Augmentation = NO_AUGMENTATION) -> tuple[torch.Tensor, dict]:
     per_rank = reals.shape[0]
     with torch.no_grad():
         fakes, _, fake_c = generate(G, rand, per_rank, settings, True, precision)
-    with autocast_context(rand.env.device, precision):
-        fake_logits = D(fakes, fake_c).float()
-        real_logits = D(reals, real_c).float()
+    fake_logits = aug.judge(D, fakes, fake_c, rand, "fake", precision)
+    real_logits = aug.judge(D, reals, real_c, rand, "real", precision)
+    aug.seen_real(real_logits)
     if settings.loss == "wgan-gp":
         terms = losses.discriminator_wgan(real_logits, fake_logits, settings.drift_epsilon)
     else:
         terms = losses.discriminator_logistic(real_logits, fake_logits)
     return terms, {"Loss/D/loss": terms.detach().mean(),
-                   "Loss/scores/real": real_logits.detach().mean()}
+                   "Loss/scores/real": real_logits.detach().mean(),
+                   "Loss/signs/real": real_logits.detach().sign().mean(),
+                   "Loss/signs/fake": fake_logits.detach().sign().mean()}
 
 
 def discriminator_reg(G, D, settings: LossSettings, rand: StepRandom, reals: torch.Tensor,
-                      real_c: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+                      real_c: torch.Tensor | None, aug: Augmentation = NO_AUGMENTATION
+                      ) -> tuple[torch.Tensor, dict]:
     """R1 * gamma / 2 for the logistic loss; lambda * gradient penalty for WGAN-GP (the
-    interpolated images are judged with the reals' labels)."""
+    interpolated images are judged with the reals' labels). Gradients are taken with respect
+    to the images before augmentation, through the pipe."""
     per_rank = reals.shape[0]
     if settings.loss == "wgan-gp":
         with torch.no_grad():
             fakes, _, _ = generate(G, rand, per_rank, settings, update_w_avg=False)
         mix = rand.uniform(per_rank)
-        penalty = losses.gradient_penalty(lambda x: D(x, real_c), reals, fakes, mix)
+        penalty = losses.gradient_penalty(
+            lambda x: aug.judge(D, x, real_c, rand, "real"), reals, fakes, mix)
         return penalty * settings.gp_lambda, {"Loss/D/gp": penalty.detach().mean()}
     reals = reals.detach().requires_grad_(True)
-    logits = D(reals, real_c)
+    logits = aug.judge(D, reals, real_c, rand, "real")
+    aug.seen_real(logits)
     penalty = losses.r1_penalty(reals, logits)
     terms = penalty * (settings.r1_gamma / 2) + logits.flatten() * 0
     return terms, {"Loss/r1_penalty": penalty.detach().mean()}
