@@ -123,11 +123,8 @@ def _import_checkpoint(args) -> int:
 def _print_verification(args) -> None:
     from models.import_verify import format_table, verify_checkpoint
 
-    try:
-        rows = verify_checkpoint(args.dst, seeds=args.verify_seeds,
-                                 truncation_psi=args.verify_psi, class_index=args.verify_class)
-    except ValueError as exc:
-        raise FfhqToolsError(str(exc)) from None
+    rows = verify_checkpoint(args.dst, seeds=args.verify_seeds, truncation_psi=args.verify_psi,
+                             class_index=args.verify_class)
     print(f"verification: z = np.random.RandomState(seed).randn(1, z_dim), psi "
           f"{args.verify_psi}, noise const (README 'Verifying an import' computes the same "
           "numbers with the official code)")

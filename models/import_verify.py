@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import load_checkpoint
+from models.generate import class_labels, to_uint8
 
 
 @dataclass(frozen=True)
@@ -39,36 +40,24 @@ def seed_latent(seed: int, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float()
 
 
-def class_vector(c_dim: int, class_index: int | None) -> torch.Tensor | None:
-    if not c_dim:
-        return None
-    index = 0 if class_index is None else class_index
-    if not 0 <= index < c_dim:
-        raise ValueError(f"--class {index} is outside 0..{c_dim - 1}")
-    c = torch.zeros(1, c_dim)
-    c[0, index] = 1
-    return c
-
-
-def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    return (image * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
 def verify_checkpoint(path: str | Path, seeds=(0, 1, 2, 3), truncation_psi: float = 1.0,
                       class_index: int | None = None) -> list[SeedStats]:
     ckpt = load_checkpoint(path)
     rows = []
     generators = [("G_ema", ckpt.G_ema), ("G", ckpt.G)] if ckpt.G_ema is not None \
         else [("G", ckpt.G)]
+    if ckpt.D is not None:
+        ckpt.D.eval()
     with torch.no_grad():
         for name, G in generators:
             G.eval()
-            c = class_vector(G.c_dim, class_index)
+            c = class_labels(G, 1, (0 if class_index is None else class_index) if G.c_dim
+                             else None)
             for seed in seeds:
                 image = G(seed_latent(seed, G.z_dim), c, truncation_psi=truncation_psi,
                           noise_mode="const")
-                pixels = to_uint8(image).permute(0, 2, 3, 1).contiguous().numpy()
-                logit = None if ckpt.D is None else float(ckpt.D.eval()(image, c).flatten()[0])
+                pixels = to_uint8(image)
+                logit = None if ckpt.D is None else float(ckpt.D(image, c).flatten()[0])
                 rows.append(SeedStats(name, seed, float(image.mean()), float(image.std()),
                                       float(image.min()), float(image.max()),
                                       float(pixels.mean()),

@@ -14,12 +14,7 @@ import torch
 from PIL import Image
 
 from ffhq_tools.atomic import append_jsonl, atomic_path
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float NCHW -> uint8 NHWC with the project's quantisation clamp(x*127.5+128)."""
-    quantised = (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return quantised.permute(0, 2, 3, 1).cpu().numpy()
+from models.generate import to_uint8
 
 
 def save_grid(images: torch.Tensor | np.ndarray, path: Path) -> None:
