@@ -304,6 +304,8 @@ def resolve(name: str, overrides: dict[str, Path] | None = None) -> ResolvedWeig
 
 
 def is_available(name: str, overrides: dict[str, Path] | None = None) -> bool:
+    if overrides and name in overrides:  # used as given: present is enough, no need to hash it
+        return name in REGISTRY and Path(overrides[name]).is_file()
     try:
         resolve(name, overrides)
     except WeightsError:
