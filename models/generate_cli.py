@@ -87,6 +87,8 @@ def _figure_seeds(args, seeds) -> None:
         if len(rows) > FIGURE_MAX_SEEDS:
             raise FfhqToolsError(f"--style-mixing {args.style_mixing}: at most "
                                  f"{FIGURE_MAX_SEEDS} row seeds")
+    if args.interpolate is not None and len(seeds) < 2:
+        raise FfhqToolsError(f"--interpolate needs at least two --seeds (got {seeds.spec()})")
     for flag, value in (("--style-mixing", args.style_mixing),
                         ("--truncation-sweep", args.truncation_sweep)):
         if value is not None and len(seeds) > FIGURE_MAX_SEEDS:
@@ -159,7 +161,11 @@ def _load_codes(args, G):
     if not args.projected_w:
         return []
     check_generator_has_w(G)
-    return [load_projected_w(path, G.num_ws, G.w_dim) for path in args.projected_w]
+    codes = [load_projected_w(path, G.num_ws, G.w_dim) for path in args.projected_w]
+    if args.interpolate is not None and sum(len(c.w) for c in codes) < 2:
+        raise FfhqToolsError("--interpolate needs at least two projected codes (one file of "
+                             "N >= 2 codes, or --projected-w given twice)")
+    return codes
 
 
 def _open_folder(args, settings, codes):
@@ -246,7 +252,7 @@ def _interpolate(args, G, folder, seeds, codes, batch: int):
         name = "interp-projected-w"
     else:
         s = folder.settings
-        ws = gen.seed_interpolation_ws(G, list(seeds), args.frames, args.interpolate,
+        ws = gen.seed_interpolation_ws(G, seeds, args.frames, args.interpolate,
                                        truncation_psi=s.truncation_psi,
                                        truncation_cutoff=s.truncation_cutoff,
                                        class_idx=s.class_idx)
@@ -279,7 +285,7 @@ def _write_samples(args, G, folder, seeds, codes, batch: int):
     with progress:
         counts = gf.write_samples(G, folder, items(), ws_for, batch, progress.update,
                                   rerender=args.overwrite)
-    for name in counts.repaired:
+    for name in counts.repaired if not args.quiet else ():
         print(f"warning: {folder.samples / name} was damaged and has been rendered again",
               file=sys.stderr)
     _say(args, f"{counts.total} images in {folder.samples} ({counts.new} new, {counts.kept} "

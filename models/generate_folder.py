@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,17 +32,12 @@ from ffhq_tools import __version__
 from ffhq_tools.atomic import write_json_atomic
 from ffhq_tools.errors import FfhqToolsError
 from models.generate import SeedRanges, batched, map_seeds, render
-from models.png_files import (
-    load_png,
-    png_is_intact,
-    read_png_provenance,
-    save_png,
-    write_png_strips,
-)
+from models.png_files import inspect_png, load_png, save_png, write_png_strips
 
 FORMAT = "ffhq-tools-generate"
 VERSION = 1
 GRID_MAX_IMAGES = 64
+PNG_WRITERS = min(4, os.cpu_count() or 1)
 LATENTS = "z = np.random.RandomState(seed).randn(z_dim) per seed"
 QUANTISATION = "uint8 = clamp(x * 127.5 + 128, 0, 255)"
 
@@ -203,9 +200,10 @@ class SampleFolder:
         if not path.exists():
             return "missing"
         res = self.settings.resolution
-        if not png_is_intact(path, (res, res), self.settings.img_channels):
+        intact, found = inspect_png(path, (res, res), self.settings.img_channels)
+        if not intact:
             return "damaged"
-        found = read_png_provenance(path) or {}
+        found = found or {}
         expected = self.provenance(item)
         keys = [k for k in expected if k != "tool_version"]
         if any(found.get(k) != expected[k] for k in keys):
@@ -230,34 +228,69 @@ def codes_to_ws(codes: torch.Tensor) -> Callable[[list[SampleItem]], torch.Tenso
     return lambda items: codes[[item.code_index for item in items]]
 
 
+class PngWriters:
+    """PNG encoding on a few threads (zlib releases the GIL) while the next batch renders;
+    at most `limit` images wait, so memory stays at about two batches."""
+
+    def __init__(self, limit: int, workers: int = PNG_WRITERS):
+        self.limit = max(1, limit)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="png")
+        self.pending: deque[Future] = deque()
+
+    def submit(self, path: Path, image: np.ndarray, provenance: dict) -> None:
+        self.pending.append(self.pool.submit(save_png, path, image, provenance))
+        while len(self.pending) > self.limit:
+            self.pending.popleft().result()
+
+    def __enter__(self) -> PngWriters:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            while self.pending:
+                future = self.pending.popleft()
+                if kind is None:
+                    future.result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 def write_samples(G, folder: SampleFolder, items: Iterable[SampleItem],
                   ws_for: Callable[[list[SampleItem]], torch.Tensor], batch_size: int,
                   on_batch: Callable[[int], None] | None = None, rerender: bool = False
                   ) -> SampleCounts:
     """Render every item that is not already on disk intact (every item with `rerender`),
-    `batch_size` per pass, and write each PNG as soon as its batch is done: memory holds one
-    batch, whatever the count."""
+    `batch_size` per pass, and write each PNG as soon as its batch is done: memory holds
+    about two batches, whatever the count."""
     counts = SampleCounts()
     folder.samples.mkdir(exist_ok=True)
-    for chunk in batched(items, batch_size):
-        todo = []
-        for item in chunk:
-            state = folder.status(item)
-            if state == "ok" and not rerender:
-                counts.kept += 1
-                continue
-            if state == "damaged":
-                counts.repaired.append(item.name)
-            todo.append(item)
-        if todo:
-            images = render(G, ws_for(todo), folder.settings.noise_mode,
-                            [item.noise_seed for item in todo])
-            for item, image in zip(todo, images, strict=True):
-                save_png(folder.samples / item.name, image, folder.provenance(item))
-            counts.new += len(todo)
-        if on_batch is not None:
-            on_batch(len(chunk))
+    with PngWriters(limit=batch_size) as writers:
+        for chunk in batched(items, batch_size):
+            todo = _to_render(folder, chunk, counts, rerender)
+            if todo:
+                images = render(G, ws_for(todo), folder.settings.noise_mode,
+                                [item.noise_seed for item in todo])
+                for item, image in zip(todo, images, strict=True):
+                    writers.submit(folder.samples / item.name, image.copy(),
+                                   folder.provenance(item))
+                counts.new += len(todo)
+            if on_batch is not None:
+                on_batch(len(chunk))
     return counts
+
+
+def _to_render(folder: SampleFolder, chunk: list[SampleItem], counts: SampleCounts,
+               rerender: bool) -> list[SampleItem]:
+    todo = []
+    for item in chunk:
+        state = folder.status(item)
+        if state == "ok" and not rerender:
+            counts.kept += 1
+            continue
+        if state == "damaged":
+            counts.repaired.append(item.name)
+        todo.append(item)
+    return todo
 
 
 def grid_shape(count: int, cols: int | None) -> tuple[int, int]:

@@ -81,13 +81,8 @@ def write_png_strips(path: str | Path, width: int, height: int, channels: int,
     return Path(path)
 
 
-def read_png_provenance(path: str | Path) -> dict | None:
-    """The provenance chunk of a PNG (None when absent or not JSON); reads no pixels."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        text = getattr(image, "text", {}).get(TEXT_KEY)
-    if text is None:
+def _parse_provenance(text) -> dict | None:
+    if not isinstance(text, str):
         return None
     try:
         value = json.loads(text)
@@ -96,20 +91,31 @@ def read_png_provenance(path: str | Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def png_is_intact(path: str | Path, size: tuple[int, int], channels: int) -> bool:
-    """True when every chunk's CRC checks, the file ends with IEND, and its size and mode are
-    the expected ones."""
+def read_png_provenance(path: str | Path) -> dict | None:
+    """The provenance chunk of a PNG (None when absent or not JSON); decodes no pixels (the
+    chunk precedes the image data)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return _parse_provenance(image.info.get(TEXT_KEY))
+
+
+def inspect_png(path: str | Path, size: tuple[int, int], channels: int
+                ) -> tuple[bool, dict | None]:
+    """(intact, provenance) in one pass over the file without decoding pixels. Intact: PNG of
+    the expected size and mode, every chunk's CRC checks and the file ends with IEND."""
     from PIL import Image
 
     modes = {1: "L", 3: "RGB", 4: "RGBA"}
     try:
         with Image.open(path) as image:
+            provenance = _parse_provenance(image.info.get(TEXT_KEY))
             if image.format != "PNG" or image.size != size or image.mode != modes[channels]:
-                return False
+                return False, provenance
             image.verify()
     except (OSError, SyntaxError, ValueError, struct.error):
-        return False
-    return True
+        return False, None
+    return True, provenance
 
 
 def load_png(path: str | Path) -> np.ndarray:

@@ -253,6 +253,7 @@ def _wait_for_samples(folder: Path, count: int, proc, deadline: float) -> None:
     raise AssertionError(f"fewer than {count} samples in {folder} before the deadline")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 def test_a_hundred_million_seeds_stream_with_flat_memory_and_resume(ckpts, tmp_path):
     """`--seeds 0-100000000` starts writing at once, its resident memory stays flat while
@@ -264,10 +265,10 @@ def test_a_hundred_million_seeds_stream_with_flat_memory_and_resume(ckpts, tmp_p
     proc = subprocess.Popen([sys.executable, "-c", HUGE_RUN, *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         _wait_for_samples(out / "samples", 50, proc, deadline)
         early = _rss_mb(proc.pid)
-        _wait_for_samples(out / "samples", 600, proc, deadline)
+        _wait_for_samples(out / "samples", 400, proc, deadline)
         late = _rss_mb(proc.pid)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)

@@ -115,6 +115,14 @@ def test_bad_projected_codes_are_refused_by_name(ckpt, tmp_path, capsys, case):
     assert not (tmp_path / "out").exists()
 
 
+def test_interpolating_one_projected_code_is_refused_before_rendering(ckpt, tmp_path, capsys):
+    np.savez(tmp_path / "one.npz", w=np.zeros((1, 6, 32), np.float32))
+    rc, _, err = run(capsys, ckpt, "--out", tmp_path / "out", "--projected-w",
+                     tmp_path / "one.npz", "--interpolate", "w")
+    assert rc == 2 and "at least two projected codes" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_projected_codes_refuse_a_traditional_generator(tmp_path, capsys):
     config = get_config("tiny-progan")
     G, D = build_networks(config, 16)
@@ -183,6 +191,7 @@ BAD_FLAGS = [
     (["--truncation-sweep", "nan"], "--truncation-sweep nan"),
     (["--seeds", "0-99", "--truncation-sweep", "1,0"], "at most 64 seeds"),
     (["--style-mixing", "a"], "--style-mixing a"),
+    (["--seeds", "3", "--interpolate", "w"], "--interpolate needs at least two --seeds"),
     (["--class", "1"], "--class"),
     (["--projected-w", "x.npz", "--seeds", "0"], "--seeds does not apply to --projected-w"),
     (["--projected-w", "x.npz", "--interpolate", "z"], "--interpolate z"),
