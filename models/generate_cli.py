@@ -7,7 +7,6 @@ imported inside the handler so the root parser stays instant.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import zipfile
@@ -304,8 +303,7 @@ def add_generate_verb(verbs) -> None:
         description="Render seeded samples (or saved W codes) into OUT/samples/, streamed in "
                     "batches; OUT/options.json and each PNG record the settings, a rerun "
                     "with the same settings resumes and one with other settings is refused. "
-                    "grid.png sits beside samples/, figures in OUT/figures/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "grid.png sits beside samples/, figures in OUT/figures/.")
     p.add_argument("ckpt", help="our checkpoint (.pt); convert official ones first")
     p.add_argument("--out", default=None,
                    help="output folder (default: a fresh generated/NNNNN-<checkpoint> folder)")
@@ -317,13 +315,15 @@ def add_generate_verb(verbs) -> None:
     p.add_argument("--trunc-cutoff", type=int, default=None,
                    help="truncate only the first N layers (default: all)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
-                   help="random: each image's noise is drawn from its own seed")
+                   help="default const; random: each image's noise is drawn from its own "
+                        "seed")
     p.add_argument("--class", dest="class_idx", type=int, default=None,
                    help="class index for conditional generators")
     p.add_argument("--batch", type=int, default=None,
                    help="images per forward pass (default: about 4 megapixels on CPU, 8 on "
                         "CUDA, at most 32)")
-    p.add_argument("--grid-cols", type=int, default=None)
+    p.add_argument("--grid-cols", type=int, default=None,
+                   help="grid columns (default: a square grid)")
     p.add_argument("--no-grid", action="store_true",
                    help="no grid.png (otherwise: the first 64 samples)")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -339,7 +339,9 @@ def add_generate_verb(verbs) -> None:
     p.add_argument("--interpolate", choices=("z", "w"), default=None,
                    help="frames between consecutive seeds or codes (slerp in z, lerp in w), "
                         "plus an MP4 (GIF without imageio-ffmpeg)")
-    p.add_argument("--frames", type=int, default=16, help="frames per interpolation segment")
-    p.add_argument("--fps", type=int, default=30, help="interpolation video frame rate")
+    p.add_argument("--frames", type=int, default=16,
+                   help="frames per interpolation segment (default 16)")
+    p.add_argument("--fps", type=int, default=30,
+                   help="interpolation video frame rate (default 30)")
     add_device_flag(p)
     p.set_defaults(func=_generate)
