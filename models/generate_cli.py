@@ -248,7 +248,6 @@ def _interpolate(args, G, folder, seeds, codes, batch: int):
     if codes:
         ws = gen.code_interpolation_ws(stack_codes(codes), args.frames)
         description = {"codes": [c.sha256 for c in codes]}
-        name = "interp-projected-w"
     else:
         s = folder.settings
         ws = gen.seed_interpolation_ws(G, seeds, args.frames, args.interpolate,
@@ -256,8 +255,7 @@ def _interpolate(args, G, folder, seeds, codes, batch: int):
                                        truncation_cutoff=s.truncation_cutoff,
                                        class_idx=s.class_idx)
         description = {"seeds": seeds.spec()}
-        name = f"interp-{args.interpolate}"
-    return figs.write_interpolation(G, folder, ws, name, batch, args.fps,
+    return figs.write_interpolation(G, folder, ws, f"interp-{args.interpolate}", batch, args.fps,
                                     {**description, "frames_per_segment": args.frames})
 
 

@@ -58,7 +58,7 @@ def test_projected_codes_render_exactly_and_interpolate_real_to_real(G, ckpt, tm
     rc, printed, _ = run(capsys, ckpt, "--out", out, "--projected-w", tmp_path / "a.npz",
                          "--projected-w", tmp_path / "b.npz", "--interpolate", "w",
                          "--frames", "4")
-    assert rc == 0 and "3 images" in printed
+    assert rc == 0 and "3 images" in printed and "interp-w.mp4" in printed
     samples = {p.name: np.asarray(Image.open(p)) for p in (out / "samples").iterdir()}
     assert sorted(samples) == ["proj00.png", "proj01.png", "proj02.png"]
     by_seed = dict(gen.generate_images(G, [3, 4]))
@@ -66,7 +66,7 @@ def test_projected_codes_render_exactly_and_interpolate_real_to_real(G, ckpt, tm
     np.testing.assert_array_equal(samples["proj01.png"], by_seed[4])
     np.testing.assert_array_equal(samples["proj02.png"],
                                   gen.render(G, torch.from_numpy(w_plus), "const")[0])
-    frames = frames_of(out / "figures" / "interp-projected-w")
+    frames = frames_of(out / "figures" / "interp-w")
     assert len(frames) == 2 * 4 + 1
     np.testing.assert_array_equal(frames[0], samples["proj00.png"])
     np.testing.assert_array_equal(frames[4], samples["proj01.png"])
