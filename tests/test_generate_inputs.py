@@ -239,3 +239,19 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys, name):
     assert len(err.strip().splitlines()) == 1
     if name == "dataset.h5":
         assert "import-checkpoint dataset.h5" not in err
+
+
+def test_an_out_that_is_a_file_is_refused(ckpt, tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    rc, _, err = run(capsys, ckpt, "--out", target, "--seeds", "0")
+    assert rc == 2 and f"--out {target}: exists and is not a folder" in err
+    assert target.read_text() == "mine"
+
+
+def test_default_batch_is_a_pixel_budget():
+    from models.generate_cli import default_batch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [default_batch(cpu, r) for r in (16, 256, 512, 1024)] == [32, 32, 16, 4]
+    assert [default_batch(cuda, r) for r in (256, 1024)] == [32, 8]
