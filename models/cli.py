@@ -1,18 +1,18 @@
-"""`ffhq-tools configs list|show NAME`, `import-checkpoint SRC DST`, `generate CKPT ...`.
+"""`ffhq-tools configs list|show NAME`, `import-checkpoint SRC DST`, and (from
+models.generate_cli) `generate CKPT ...`.
 
-Thin wrappers over models.configs, models.legacy_import and models.generate; torch is
-imported inside the handlers so the root parser stays instant.
+Thin wrappers over models.configs and models.legacy_import; torch is imported inside the
+handlers so the root parser stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
-from ffhq_tools.runtime import add_device_flag
+from models.generate_cli import add_generate_verb
 
 
 # ------------------------------------------------------------------------------------------
@@ -141,99 +141,6 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-# ------------------------------------------------------------------------------------------
-# generate
-# ------------------------------------------------------------------------------------------
-def _save_png(path: Path, array) -> None:
-    from PIL import Image
-
-    from ffhq_tools.atomic import atomic_path
-
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(tmp,
-                                                                                   format="PNG")
-
-
-def _load_png(path: Path):
-    import numpy as np
-    from PIL import Image
-
-    array = np.asarray(Image.open(path))
-    return array[..., None] if array.ndim == 2 else array
-
-
-def _generate(args) -> int:
-    from tqdm import tqdm
-
-    from ffhq_tools.runtime import select_device
-    from models import generate as gen
-    from models.checkpoint import load_generator
-    from models.contract import ImageGenerator
-
-    device = select_device(args.device)
-    G = load_generator(args.ckpt, device)
-    if not isinstance(G, ImageGenerator):
-        raise FfhqToolsError(f"{args.ckpt}: a {type(G).__name__} checkpoint samples through "
-                             "its own verb (DualStyleGAN: ffhq-tools stylize)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = gen.parse_seeds(args.seeds)
-    common = dict(truncation_cutoff=args.trunc_cutoff, class_idx=args.class_idx)
-    images = []
-    todo = [s for s in seeds if args.overwrite or not (out / f"seed{s:04d}.png").exists()]
-    done = {s: _load_png(out / f"seed{s:04d}.png") for s in seeds if s not in todo}
-    progress = tqdm(total=len(todo), desc="generate", unit="img", file=sys.stderr,
-                    disable=not todo)
-    for seed, img in gen.generate_images(G, todo, truncation_psi=args.trunc,
-                                         noise_mode=args.noise_mode, batch_size=args.batch,
-                                         **common):
-        _save_png(out / f"seed{seed:04d}.png", img)
-        done[seed] = img
-        progress.update(1)
-    progress.close()
-    images = [done[s] for s in seeds]
-    _save_png(out / "grid.png", gen.make_grid(images, args.grid_cols))
-    print(f"{len(seeds)} images in {out} ({len(todo)} new), grid: {out / 'grid.png'}")
-    _figures(args, G, seeds, out, common)
-    return 0
-
-
-def _figures(args, G, seeds, out: Path, common: dict) -> None:
-    from models import generate as gen
-
-    if args.style_mixing:
-        rows = gen.parse_seeds(args.style_mixing)
-        grids = gen.style_mixing_grids(G, seeds, rows, truncation_psi=args.trunc,
-                                       noise_mode=args.noise_mode, batch_size=args.batch,
-                                       **common)
-        for name, grid in grids.items():
-            _save_png(out / f"style-mixing-{name}.png", grid)
-            print(f"style mixing ({name} styles from rows): {out / f'style-mixing-{name}.png'}")
-    if args.noise_variation:
-        for seed in seeds:
-            imgs, std = gen.noise_variation(G, seed, args.noise_variation,
-                                            truncation_psi=args.trunc, **common)
-            _save_png(out / f"noise-seed{seed:04d}.png", gen.make_grid(imgs, len(imgs)))
-            _save_png(out / f"noise-seed{seed:04d}-std.png", std[..., None])
-        print(f"noise variation: {out}/noise-seed*.png (+ -std.png maps)")
-    if args.truncation_sweep:
-        psis = [float(p) for p in args.truncation_sweep.split(",")]
-        grid = gen.truncation_sweep(G, seeds, psis, noise_mode=args.noise_mode,
-                                    batch_size=args.batch, **common)
-        _save_png(out / "truncation-sweep.png", grid)
-        print(f"truncation sweep psi={psis}: {out / 'truncation-sweep.png'}")
-    if args.interpolate:
-        frames = gen.interpolation_frames(G, seeds, args.frames, args.interpolate,
-                                          truncation_psi=args.trunc,
-                                          noise_mode=args.noise_mode, batch_size=args.batch,
-                                          **common)
-        folder = out / f"interp-{args.interpolate}"
-        folder.mkdir(exist_ok=True)
-        for i, frame in enumerate(frames):
-            _save_png(folder / f"frame{i:05d}.png", frame)
-        print(f"{len(frames)} interpolation frames ({args.interpolate}): {folder}")
-
-
 def add_verbs(verbs) -> None:
     configs = verbs.add_parser("configs", help="list the named model configs or show one")
     sub = configs.add_subparsers(dest="configs_verb", metavar="list|show")
@@ -265,30 +172,4 @@ def add_verbs(verbs) -> None:
     p.add_argument("--verify-class", type=int, default=None, metavar="C",
                    help="class index for conditional networks (default 0)")
     p.set_defaults(func=_import_checkpoint)
-
-    p = verbs.add_parser("generate", help="images, grids and paper figures from a checkpoint",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("ckpt", help="our checkpoint (.pt); convert official ones first")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seeds", default="0-15", help="seeds, e.g. 0-63,100")
-    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi")
-    p.add_argument("--trunc-cutoff", type=int, default=None,
-                   help="truncate only the first N layers (default: all)")
-    p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
-    p.add_argument("--class", dest="class_idx", type=int, default=None,
-                   help="class index for conditional generators")
-    p.add_argument("--batch", type=int, default=16, help="images per forward pass")
-    p.add_argument("--grid-cols", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true", help="regenerate existing PNGs")
-    p.add_argument("--style-mixing", metavar="ROW_SEEDS", default=None,
-                   help="style-mixing figure: --seeds are the columns (source A), these seeds "
-                        "the rows (source B)")
-    p.add_argument("--noise-variation", type=int, metavar="N", default=0,
-                   help="N noise draws per seed plus the per-pixel std map")
-    p.add_argument("--truncation-sweep", metavar="PSIS", default=None,
-                   help="comma-separated psi values, e.g. 1,0.7,0.5,0,-0.5,-1")
-    p.add_argument("--interpolate", choices=("z", "w"), default=None,
-                   help="frames between consecutive seeds (slerp in z, lerp in w)")
-    p.add_argument("--frames", type=int, default=16, help="frames per interpolation segment")
-    add_device_flag(p)
-    p.set_defaults(func=_generate)
+    add_generate_verb(verbs)

@@ -10,9 +10,11 @@ per-pixel standard deviation), truncation sweep, and interpolation (slerp in Z, 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,21 +24,76 @@ from ffhq_tools.errors import FfhqToolsError
 STYLE_RANGES = {"coarse": (0, 4), "middle": (4, 8), "fine": (8, None)}
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """'0-3,10' -> [0, 1, 2, 3, 10]."""
-    seeds: list[int] = []
+SEED_LIMIT = 2 ** 32  # np.random.RandomState accepts seeds in [0, 2^32)
+
+
+class SeedRanges(Sequence):
+    """Seeds as inclusive ranges in the order given: `0-100000000` costs two integers, not a
+    list of 10^8. Indexing and iteration are lazy."""
+
+    def __init__(self, ranges: list[tuple[int, int]]):
+        self.ranges = [(int(lo), int(hi)) for lo, hi in ranges]
+        self._starts = list(itertools.accumulate((hi - lo + 1 for lo, hi in self.ranges),
+                                                 initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __iter__(self) -> Iterator[int]:
+        for lo, hi in self.ranges:
+            yield from range(lo, hi + 1)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        part = bisect.bisect_right(self._starts, index) - 1
+        return self.ranges[part][0] + index - self._starts[part]
+
+    def __repr__(self) -> str:
+        return f"SeedRanges({self.spec()!r})"
+
+    def spec(self) -> str:
+        return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.ranges)
+
+    def union(self, other: SeedRanges) -> SeedRanges:
+        """Sorted, merged ranges covering both sets."""
+        merged: list[list[int]] = []
+        for lo, hi in sorted(self.ranges + other.ranges):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        return SeedRanges([(lo, hi) for lo, hi in merged])
+
+
+def parse_seeds(spec: str, flag: str = "--seeds") -> SeedRanges:
+    """'0-3,10' -> seeds 0, 1, 2, 3, 10 (lazily); every seed in [0, 2^32)."""
+    ranges: list[tuple[int, int]] = []
     for part in str(spec).split(","):
         part = part.strip()
         if m := re.fullmatch(r"(\d+)-(\d+)", part):
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi < lo:
-                raise FfhqToolsError(f"--seeds {spec}: range {part} is descending")
-            seeds.extend(range(lo, hi + 1))
+                raise FfhqToolsError(f"{flag} {spec}: range {part} is descending")
         elif part.isdigit():
-            seeds.append(int(part))
+            lo = hi = int(part)
         else:
-            raise FfhqToolsError(f"--seeds {spec}: expected numbers and ranges like 0-63,70")
-    return seeds
+            raise FfhqToolsError(f"{flag} {spec}: expected numbers and ranges like 0-63,70")
+        if hi >= SEED_LIMIT:
+            raise FfhqToolsError(f"{flag} {spec}: seeds must be below 2^32 = {SEED_LIMIT} "
+                                 "(the range np.random.RandomState accepts)")
+        ranges.append((lo, hi))
+    return SeedRanges(ranges)
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
@@ -62,14 +119,27 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def synthesize(G, ws: torch.Tensor, noise_mode: str, batch_size: int) -> np.ndarray:
+def render(G, ws: torch.Tensor, noise_mode: str, noise_seeds: list[int] | None = None
+           ) -> np.ndarray:
+    """One forward pass of the synthesis network. With random noise and `noise_seeds`, each
+    image draws its noise from its own seed (one image per pass), so it does not depend on
+    the batch it was rendered in."""
     device = next(G.parameters()).device
-    out = []
+    ws = ws.to(device)
     with torch.no_grad():
-        for i in range(0, len(ws), batch_size):
-            out.append(to_uint8(G.synthesis(ws[i: i + batch_size].to(device),
-                                            noise_mode=noise_mode)))
-    return np.concatenate(out)
+        if noise_mode != "random" or noise_seeds is None:
+            return to_uint8(G.synthesis(ws, noise_mode=noise_mode))
+        images = []
+        for w, seed in zip(ws, noise_seeds, strict=True):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                images.append(G.synthesis(w[None], noise_mode="random"))
+        return to_uint8(torch.cat(images))
+
+
+def synthesize(G, ws: torch.Tensor, noise_mode: str, batch_size: int) -> np.ndarray:
+    return np.concatenate([render(G, ws[i: i + batch_size], noise_mode)
+                           for i in range(0, len(ws), batch_size)])
 
 
 def map_seeds(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None):
@@ -81,15 +151,15 @@ def map_seeds(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=No
                          truncation_cutoff=truncation_cutoff)
 
 
-def generate_images(G, seeds: list[int], *, truncation_psi: float = 1.0,
+def generate_images(G, seeds: Iterable[int], *, truncation_psi: float = 1.0,
                     truncation_cutoff: int | None = None, noise_mode: str = "const",
                     batch_size: int = 16, class_idx: int | None = None
                     ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (seed, HWC uint8 image) for each seed, in batches."""
-    for i in range(0, len(seeds), batch_size):
-        chunk = seeds[i: i + batch_size]
+    """Yield (seed, HWC uint8 image) for each seed, `batch_size` at a time (lazily: at most
+    one batch is in memory). Random noise is drawn from each image's seed."""
+    for chunk in batched(seeds, batch_size):
         ws = map_seeds(G, chunk, truncation_psi, truncation_cutoff, class_idx)
-        yield from zip(chunk, synthesize(G, ws, noise_mode, batch_size), strict=True)
+        yield from zip(chunk, render(G, ws, noise_mode, chunk), strict=True)
 
 
 def make_grid(images: np.ndarray | list, cols: int | None = None) -> np.ndarray:
@@ -187,29 +257,72 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
+def _check_interpolation(points: int, steps: int) -> None:
+    if points < 2 or steps < 2:
+        raise FfhqToolsError("--interpolate needs at least two seeds (or projected codes) and "
+                             "--frames >= 2")
+
+
+def seed_interpolation_ws(G, seeds: list[int], steps: int, space: str = "w", *,
+                          truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                          class_idx: int | None = None) -> Iterator[torch.Tensor]:
+    """Per segment, the ws [steps, num_ws, w_dim] from one seed towards the next (slerp in Z,
+    lerp in W), then the last seed's ws [1, num_ws, w_dim]."""
+    if space not in ("z", "w"):
+        raise FfhqToolsError(f"--interpolate {space}: expected z or w")
+    _check_interpolation(len(seeds), steps)
+    c = class_labels(G, steps, class_idx)
+    return _seed_walk(G, seeds, steps, space, c, truncation_psi, truncation_cutoff, class_idx)
+
+
+def _seed_walk(G, seeds, steps, space, c, truncation_psi, truncation_cutoff, class_idx):
+    device = next(G.parameters()).device
+    ts = [i / steps for i in range(steps)]
+    for a, b in itertools.pairwise(seeds):
+        if space == "z":
+            za, zb = seed_latents([a, b], G.z_dim).to(device)
+            zs = torch.stack([slerp(za, zb, t) for t in ts])
+            with torch.no_grad():
+                ws = G.mapping(zs, None if c is None else c.to(device), truncation_psi,
+                               truncation_cutoff)
+            yield ws
+        else:
+            wa, wb = map_seeds(G, [a, b], truncation_psi, truncation_cutoff, class_idx)
+            yield torch.stack([torch.lerp(wa, wb, t) for t in ts])
+    yield map_seeds(G, seeds[-1:], truncation_psi, truncation_cutoff, class_idx)
+
+
+def code_interpolation_ws(codes: torch.Tensor, steps: int) -> Iterator[torch.Tensor]:
+    """The same walk between given codes [K, num_ws, w_dim] (projected images): lerp per
+    layer, so W+ codes interpolate too."""
+    _check_interpolation(len(codes), steps)
+    return _code_walk(codes, steps)
+
+
+def _code_walk(codes: torch.Tensor, steps: int) -> Iterator[torch.Tensor]:
+    ts = [i / steps for i in range(steps)]
+    for wa, wb in itertools.pairwise(codes):
+        yield torch.stack([torch.lerp(wa, wb, t) for t in ts])
+    yield codes[-1:]
+
+
+def render_stream(G, ws_chunks: Iterable[torch.Tensor], noise_mode: str, batch_size: int
+                  ) -> Iterator[np.ndarray]:
+    """Frames one by one from chunks of ws, `batch_size` per pass (random noise seeded by the
+    frame index)."""
+    index = 0
+    for ws in ws_chunks:
+        for i in range(0, len(ws), batch_size):
+            part = ws[i: i + batch_size]
+            yield from render(G, part, noise_mode, list(range(index, index + len(part))))
+            index += len(part)
+
+
 def interpolation_frames(G, seeds: list[int], steps: int, space: str = "w", *,
                          truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                          noise_mode: str = "const", batch_size: int = 16,
-                         class_idx: int | None = None) -> np.ndarray:
-    """Frames from seed to seed (closing at the last seed): slerp in Z, lerp in W."""
-    if space not in ("z", "w"):
-        raise FfhqToolsError(f"--interpolate {space}: expected z or w")
-    if len(seeds) < 2 or steps < 2:
-        raise FfhqToolsError("--interpolate needs at least two seeds and --frames >= 2")
-    device = next(G.parameters()).device
-    z = seed_latents(seeds, G.z_dim).to(device)
-    c = class_labels(G, 1, class_idx)
-    ts = [i / steps for i in range(steps)]
-    ws = []
-    with torch.no_grad():
-        for a in range(len(seeds) - 1):
-            if space == "z":
-                zs = torch.stack([slerp(z[a], z[a + 1], t) for t in ts])
-                cc = None if c is None else c.repeat(len(ts), 1).to(device)
-                ws.append(G.mapping(zs, cc, truncation_psi, truncation_cutoff))
-            else:
-                wa, wb = map_seeds(G, seeds[a: a + 2], truncation_psi, truncation_cutoff,
-                                   class_idx)
-                ws.append(torch.stack([torch.lerp(wa, wb, t) for t in ts]))
-        ws.append(map_seeds(G, seeds[-1:], truncation_psi, truncation_cutoff, class_idx))
-    return synthesize(G, torch.cat(ws), noise_mode, batch_size)
+                         class_idx: int | None = None) -> Iterator[np.ndarray]:
+    """Frames from seed to seed (closing at the last seed), yielded one at a time."""
+    ws = seed_interpolation_ws(G, seeds, steps, space, truncation_psi=truncation_psi,
+                               truncation_cutoff=truncation_cutoff, class_idx=class_idx)
+    return render_stream(G, ws, noise_mode, batch_size)

@@ -3,6 +3,8 @@ verbs end to end."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -36,10 +38,33 @@ def G(tiny_ckpt):
 
 
 def test_parse_seeds():
-    assert gen.parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
-    for bad in ("3-1", "a", "1-"):
+    assert list(gen.parse_seeds("0-3,10")) == [0, 1, 2, 3, 10]
+    for bad in ("3-1", "a", "1-", "4294967296", "0-4294967296"):
         with pytest.raises(FfhqToolsError, match="--seeds"):
             gen.parse_seeds(bad)
+    assert list(gen.parse_seeds("4294967295")) == [2 ** 32 - 1]
+
+
+def test_seed_ranges_are_lazy_and_index_like_a_list():
+    seeds = gen.parse_seeds("5-9,100,0-100000000")
+    assert len(seeds) == 5 + 1 + 100000001
+    assert seeds[0] == 5 and seeds[4] == 9 and seeds[5] == 100 and seeds[6] == 0
+    assert seeds[-1] == 100000000 and seeds[:7] == [5, 6, 7, 8, 9, 100, 0]
+    with pytest.raises(IndexError):
+        seeds[len(seeds)]
+    expected = [5, 6, 7, 8, 9, 100, 0, 1, 2]
+    assert list(itertools.islice(seeds, 9)) == expected
+    merged = gen.parse_seeds("10-20,3").union(gen.parse_seeds("0-2,21,30"))
+    assert merged.spec() == "0-3,10-21,30"
+
+
+def test_random_noise_depends_only_on_the_seed(G):
+    by_batch_1 = dict(gen.generate_images(G, [5, 6, 7], noise_mode="random", batch_size=1))
+    by_batch_3 = dict(gen.generate_images(G, [7, 6, 5], noise_mode="random", batch_size=3))
+    consts = dict(gen.generate_images(G, [5], noise_mode="const"))
+    for seed in (5, 6, 7):
+        np.testing.assert_array_equal(by_batch_1[seed], by_batch_3[seed])
+    assert not np.array_equal(by_batch_1[5], consts[5])  # noise strength 0.3: noise shows
 
 
 def test_images_depend_only_on_seed_and_quantise_like_the_metrics(G):
@@ -74,7 +99,7 @@ def test_truncation_sweep_psi_zero_is_the_average_image(G):
 
 @pytest.mark.parametrize("space", ["z", "w"])
 def test_interpolation_ends_at_the_seeds(G, space):
-    frames = gen.interpolation_frames(G, [1, 2], 4, space)
+    frames = list(gen.interpolation_frames(G, [1, 2], 4, space))
     assert len(frames) == 5
     ends = dict(gen.generate_images(G, [1, 2]))
     np.testing.assert_array_equal(frames[0], ends[1])
@@ -101,17 +126,20 @@ def test_generate_verb_writes_images_figures_and_resumes(tiny_ckpt, tmp_path, ca
             "--noise-variation", "3", "--truncation-sweep", "1,0.5,0", "--interpolate", "w",
             "--frames", "2"]
     assert main(argv) == 0
-    names = {p.name for p in out.iterdir()}
-    assert {"seed0000.png", "seed0003.png", "grid.png", "style-mixing-coarse.png",
-            "noise-seed0001.png", "noise-seed0001-std.png", "truncation-sweep.png",
-            "interp-w"} <= names
-    assert len(list((out / "interp-w").iterdir())) == 7
-    first = np.asarray(Image.open(out / "seed0002.png"))
+    assert {p.name for p in out.iterdir()} == {"options.json", "samples", "grid.png",
+                                              "figures"}
+    assert {p.name for p in (out / "samples").iterdir()} == {f"seed000{i}.png" for i in range(4)}
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"style-mixing-coarse.png", "noise-seed0001.png", "noise-seed0001-std.png",
+            "truncation-sweep.png", "interp-w"} <= figures
+    assert len(list((out / "figures" / "interp-w").iterdir())) == 7
+    first = np.asarray(Image.open(out / "samples" / "seed0002.png"))
     assert first.shape == (16, 16, 3)
     assert main(["generate", str(tiny_ckpt), "--out", str(out), "--seeds", "0-4",
                  "--trunc", "0.7", "--device", "cpu"]) == 0
-    assert "(1 new)" in capsys.readouterr().out
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "seed0002.png")), first)
+    assert "(1 new, 4 kept)" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "samples" / "seed0002.png")),
+                                  first)
 
 
 def test_configs_and_import_verbs(tmp_path, capsys):
