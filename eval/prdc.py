@@ -83,6 +83,6 @@ def prdc(real, fake, nearest_k: int = 5, *, block: int = DEFAULT_BLOCK,
     return {
         "precision": float((tally.balls_holding_fake > 0).double().mean()),
         "recall": float(tally.real_in_fake_ball.double().mean()),
-        "density": float(tally.balls_holding_fake.double().mean() / nearest_k),
+        "density": (1.0 / nearest_k) * float(tally.balls_holding_fake.double().mean()),
         "coverage": float(tally.real_ball_holds_fake.double().mean()),
     }
