@@ -41,3 +41,27 @@ KID_DEGREE = 3
 KID_COEF0 = 1.0
 IS_NUM_GEN = 50_000
 IS_NUM_SPLITS = 10
+
+# DINOv2 / CLIP feature networks and their metrics (dgm-eval, clean-fid; REFERENCE.md).
+DINOV2_VIT_S = "dinov2-vit-s-14"
+DINOV2_VIT_B = "dinov2-vit-b-14"
+DINOV2_VIT_L = "dinov2-vit-l-14"
+DINOV2_VIT_G = "dinov2-vit-g-14"
+CLIP_VIT_B_32 = "clip-vit-b-32"
+EMBEDDING_NETWORKS = (DINOV2_VIT_S, DINOV2_VIT_B, DINOV2_VIT_L, DINOV2_VIT_G, CLIP_VIT_B_32)
+FD_DINOV2_NUM_GEN = 50_000
+KD_NUM_GEN = 50_000
+PRDC_NUM = 10_000                 # dgm-eval's --reduced_n
+PRDC_NEAREST_K = 5                # dgm-eval's --nearest_k (Naeem et al. 2020)
+FD_INF_NUM_GEN = 50_000
+FD_INF_NUM_POINTS = 15            # dgm-eval's compute_FD_infinity
+FD_INF_MIN_GEN = 5_000
+AUTHPCT_NUM_GEN = 50_000          # dgm-eval's --nsample
+AUTHPCT_MAX_REAL = 50_000
+FLD_NUM = 10_000                  # dgm-eval's --reduced_n for FLS
+FLD_STEPS = 100                   # dgm-eval's optimize_sigmas: Adam, lr 0.5, x0.1 at step 50
+FLD_LR = 0.5
+FLD_LR_MILESTONE = 50
+FLD_LR_GAMMA = 0.1
+FLD_LOG_SIGMA_INIT = 0.0
+FLD_LOG_SIGMA_CLAMP = (-100.0, 20.0)

@@ -25,6 +25,9 @@ Conventions shared by all metrics:
 - `--mode tf` (default) resizes for Inception with TF1's bilinear resize, as the papers' code;
   `pytorch-fid` and `clean` are the other named conventions; the mode is part of every cache
   key and row.
+- DINOv2 / CLIP metrics resize by their own named mode (`dgm-eval` for DINOv2, `clean-fid`
+  for CLIP, `torch-fidelity` for either; `MetricContext.embedding_mode`), recorded in each
+  row as `preprocessing` beside the network's name and SHA-256.
 - Long passes resume after a kill from partials under the statistics cache; see the README.
 """
 

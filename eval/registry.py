@@ -21,7 +21,7 @@ from typing import Any, Callable
 from eval import defaults
 from ffhq_tools.errors import FfhqToolsError
 
-NEEDS = ("generator", "data")
+NEEDS = ("generator", "data", "test_data")
 
 
 class UnknownMetricError(FfhqToolsError):
@@ -52,6 +52,8 @@ class MetricContext:
     world_size: int = 1
     covariance: str = defaults.DEFAULT_COVARIANCE
     feature_network: str = defaults.DEFAULT_FEATURE_NETWORK
+    embedding_mode: str | None = None          # DINOv2 / CLIP preprocessing (None: default)
+    test_data: Path | None = None              # held-out reals (memorisation metrics)
     # Filled while a metric runs (reset by compute_metric):
     protocol: dict = field(default_factory=dict)
     used: dict = field(default_factory=dict)
@@ -81,7 +83,7 @@ class MetricContext:
     def require(self, needs: tuple[str, ...], metric: str) -> None:
         missing = [n for n in needs if getattr(self, n) is None]
         if missing:
-            flags = {"generator": "--network", "data": "--data"}
+            flags = {"generator": "--network", "data": "--data", "test_data": "--test-data"}
             raise MetricInputError(f"metric '{metric}' needs "
                                    + " and ".join(f"{flags[m]} ({m})" for m in missing))
 
@@ -140,6 +142,7 @@ METRIC_MODULES = (
     "eval.separability",
     "eval.precision_recall",
     "eval.face_space",
+    "eval.embedding_metrics",
 )
 
 

@@ -45,6 +45,9 @@ FAN_DOWNLOADS = "https://www.adrianbulat.com/downloads/python-fan"
 # custom weights go through `--weights NAME=PATH`, recorded with their own hash.
 INCEPTION_TS_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 VGG16_TS_SHA256 = "b437eb095feaeb0b83eb3fa11200ebca4548ee39a07fb944a417ddc516cc07c3"
+DINOV2_DOWNLOADS = "https://dl.fbaipublicfiles.com/dinov2"
+OPEN_CLIP_VIT_B_32_OPENAI = ("https://huggingface.co/timm/vit_base_patch32_clip_224.openai/"
+                             "resolve/main/open_clip_pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,20 @@ def _classifier_entries() -> list[WeightsEntry]:
             description=f"StyleGAN CelebA-HQ attribute classifier '{attribute}' (TF pickle)",
         ))
     return entries
+
+
+def _dinov2_entries() -> list[WeightsEntry]:
+    """facebookresearch/dinov2 LVD-142M backbones (no published SHA-256: recorded on import)."""
+    sizes = (("s", "ViT-S/14, 384-d"), ("b", "ViT-B/14, 768-d"), ("l", "ViT-L/14, 1024-d"),
+             ("g", "ViT-g/14, 1536-d"))
+    return [WeightsEntry(
+        name=f"dinov2-vit-{size}-14",
+        filename=f"dinov2_vit{size}14_pretrain.pth",
+        urls=(f"{DINOV2_DOWNLOADS}/dinov2_vit{size}14/dinov2_vit{size}14_pretrain.pth",),
+        sha256=None,
+        loader="state-dict",
+        description=f"DINOv2 {label} image encoder (facebookresearch/dinov2 state dict)",
+    ) for size, label in sizes]
 
 
 REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
@@ -103,6 +120,12 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
         "its tensors are read as data, its code never runs",
     ),
     *_classifier_entries(),
+    *_dinov2_entries(),
+    WeightsEntry(
+        "clip-vit-b-32", "clip-vit-b-32-openai.bin", (OPEN_CLIP_VIT_B_32_OPENAI,),
+        None, "state-dict",
+        "OpenAI CLIP ViT-B/32 (open_clip's state dict of OpenAI's weights; image encoder)",
+    ),
     WeightsEntry(
         "dlib-landmarks-68", "shape_predictor_68_face_landmarks.dat", (),
         "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", "dlib",

@@ -1,0 +1,88 @@
+"""Precision, recall, density and coverage (Naeem et al. 2020) from k-NN radii, blocked.
+
+Definitions as the `prdc` package (and dgm-eval) computes them, with strict comparisons and
+the radius of a sample = distance to its k-th nearest neighbour in its own set (itself
+excluded):
+- precision: share of fake samples inside some real sample's ball;
+- recall: share of real samples inside some fake sample's ball;
+- density: (1 / k) x the mean, over fake samples, of the number of real balls holding them;
+- coverage: share of real samples whose ball holds at least one fake sample.
+
+Where `prdc` builds three full N x N distance matrices with scikit-learn, this computes
+squared distances block by block with one matrix product each (memory: one block), the
+radii with `eval.knn`'s symmetric blocked k-NN, and all four numbers from one pass over the
+real x fake blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from eval import knn
+
+DEFAULT_BLOCK = 2048
+DEFAULT_COL_BLOCK = 10_000
+
+
+def _as_matrix(features, name: str, dtype: torch.dtype, device) -> torch.Tensor:
+    x = torch.as_tensor(features)
+    if x.ndim != 2:
+        raise ValueError(f"{name} features must be (N, dim), got {tuple(x.shape)}")
+    return x.to(device=device, dtype=dtype)
+
+
+def _blocks(n: int, size: int):
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
+                      b_sq: torch.Tensor) -> torch.Tensor:
+    """|a_i - b_j|^2 for rows of a and b (a_sq, b_sq: their squared norms), clamped at 0."""
+    d = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0)
+    return d.add_(a_sq.unsqueeze(1)).clamp_(min=0.0)
+
+
+class _CrossTally:
+    """What the real x fake pass accumulates."""
+
+    def __init__(self, n_real: int, n_fake: int, device):
+        self.balls_holding_fake = torch.zeros(n_fake, dtype=torch.int64, device=device)
+        self.real_in_fake_ball = torch.zeros(n_real, dtype=torch.bool, device=device)
+        self.real_ball_holds_fake = torch.zeros(n_real, dtype=torch.bool, device=device)
+
+    def add(self, d: torch.Tensor, fake: tuple[int, int], real: tuple[int, int],
+            real_radii: torch.Tensor, fake_radii: torch.Tensor) -> None:
+        (f0, f1), (r0, r1) = fake, real
+        inside_real = d < real_radii[r0:r1].unsqueeze(0)  # (fake block, real block)
+        self.balls_holding_fake[f0:f1] += inside_real.sum(dim=1)
+        self.real_ball_holds_fake[r0:r1] |= inside_real.any(dim=0)
+        self.real_in_fake_ball[r0:r1] |= (d < fake_radii[f0:f1].unsqueeze(1)).any(dim=0)
+
+
+def prdc(real, fake, nearest_k: int = 5, *, block: int = DEFAULT_BLOCK,
+         col_block: int = DEFAULT_COL_BLOCK, dtype: torch.dtype = torch.float32,
+         device="cpu") -> dict[str, float]:
+    """{"precision", "recall", "density", "coverage"} of fake vs real features (N x D each)."""
+    real = _as_matrix(real, "real", dtype, device)
+    fake = _as_matrix(fake, "fake", dtype, device)
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"real features have {real.shape[1]} dimensions, fake "
+                         f"{fake.shape[1]}: features of different networks?")
+    real_radii = knn.kth_neighbour_sq_radii(real, nearest_k, row_batch=block, dtype=dtype,
+                                            device=device)
+    fake_radii = knn.kth_neighbour_sq_radii(fake, nearest_k, row_batch=block, dtype=dtype,
+                                            device=device)
+    center = torch.cat([real, fake]).mean(dim=0)
+    real_c, fake_c = real - center, fake - center
+    real_sq, fake_sq = real_c.square().sum(dim=1), fake_c.square().sum(dim=1)
+    tally = _CrossTally(real.shape[0], fake.shape[0], device)
+    for f0, f1 in _blocks(fake.shape[0], block):
+        for r0, r1 in _blocks(real.shape[0], col_block):
+            d = squared_distances(fake_c[f0:f1], real_c[r0:r1], fake_sq[f0:f1], real_sq[r0:r1])
+            tally.add(d, (f0, f1), (r0, r1), real_radii, fake_radii)
+    return {
+        "precision": float((tally.balls_holding_fake > 0).double().mean()),
+        "recall": float(tally.real_in_fake_ball.double().mean()),
+        "density": (1.0 / nearest_k) * float(tally.balls_holding_fake.double().mean()),
+        "coverage": float(tally.real_ball_holds_fake.double().mean()),
+    }

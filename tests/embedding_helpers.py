@@ -1,0 +1,46 @@
+"""Helpers for the DINOv2 / CLIP tests: seeded weight files registered in the weights registry
+(with their SHA-256, so the real loader verifies them) and small photo batches."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ffhq_tools import weights
+from ffhq_tools.hashing import sha256_file
+
+
+def register_file(monkeypatch, name: str, path: Path) -> str:
+    """Give registry entry `name` the SHA-256 of `path` and import the file into the cache
+    (as `ffhq-tools weights import` does); returns the hash."""
+    digest = sha256_file(path)
+    entry = dataclasses.replace(weights.REGISTRY[name], sha256=digest)
+    monkeypatch.setitem(weights.REGISTRY, name, entry)
+    weights.import_file(name, path)
+    return digest
+
+
+def write_dinov2_file(folder: Path, name: str, seed: int, config=None) -> Path:
+    from eval.features.dinov2 import CONFIGS, seeded_state_dict
+
+    state = seeded_state_dict(config or CONFIGS[name], seed)
+    path = folder / weights.REGISTRY[name].filename
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def write_clip_file(folder: Path, seed: int) -> tuple[Path, dict]:
+    """A whole-CLIP state dict: seeded image encoder under `visual.` plus a stand-in text
+    tensor (which the image encoder's loader must ignore)."""
+    from eval.features.clip import VIT_B_32, seeded_visual_state
+
+    visual = seeded_visual_state(VIT_B_32, seed)
+    state = {f"visual.{key}": value for key, value in visual.items()}
+    state["token_embedding.weight"] = torch.zeros(4, 8)
+    path = folder / weights.REGISTRY["clip-vit-b-32"].filename
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path, visual
