@@ -12,6 +12,7 @@ from project_helpers import FeatureDistance, render_uint8, tiny_generator
 
 from models.project import ProjectionError, ProjectionProtocol, Projector, schedule
 from models.project.outputs import load_projected_w, save_projected_w
+from models.projected_w import ProjectedWError
 
 
 @pytest.fixture(autouse=True)
@@ -182,10 +183,10 @@ def test_projected_w_npz_round_trip(G, tmp_path):
         np.testing.assert_array_equal(data["w"], w)
     np.testing.assert_array_equal(load_projected_w(path, G), w)
     np.savez(tmp_path / "short.npz", w=w[:, :2])
-    with pytest.raises(ProjectionError, match="short.npz.*needs"):
+    with pytest.raises(ProjectedWError, match="short.npz.*needs"):
         load_projected_w(tmp_path / "short.npz", G)
     np.savez(tmp_path / "other.npz", z=w)
-    with pytest.raises(ProjectionError, match="no array 'w'"):
+    with pytest.raises(ProjectedWError, match="no key 'w'"):
         load_projected_w(tmp_path / "other.npz")
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ffhq_tools.atomic import atomic_path, write_json_atomic
 from models.project.projector import Projection, ProjectionError, Projector
+from models.projected_w import load_projected_w as read_codes
 
 VIDEO_FPS = 10
 
@@ -35,23 +36,13 @@ def save_projected_w(path: str | Path, w: np.ndarray) -> None:
 
 
 def load_projected_w(path: str | Path, G=None) -> np.ndarray:
-    """float32 [1, num_ws, w_dim] from a projected_w.npz (never unpickles); with G, the shape
-    is checked against G.num_ws and G.w_dim."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "w" not in data.files:
-                raise ProjectionError(f"{path}: no array 'w' (has {', '.join(data.files)})")
-            w = data["w"]
-    except (OSError, ValueError) as exc:
-        raise ProjectionError(f"{path}: not a readable .npz file ({exc})") from None
-    if w.ndim != 3 or w.shape[0] != 1 or not np.issubdtype(w.dtype, np.floating):
-        raise ProjectionError(f"{path}: 'w' must be float [1, num_ws, w_dim], got {w.dtype} "
-                              f"{list(w.shape)}")
-    if G is not None and tuple(w.shape[1:]) != (G.num_ws, G.w_dim):
-        raise ProjectionError(f"{path}: 'w' has shape {list(w.shape)} but the generator needs "
-                              f"[1, {G.num_ws}, {G.w_dim}]")
-    return w.astype(np.float32)
+    """float32 [1, num_ws, w_dim] from one projection's projected_w.npz; with G, the shape is
+    checked against G.num_ws and G.w_dim."""
+    codes = read_codes(path, getattr(G, "num_ws", None), getattr(G, "w_dim", None), flag="")
+    if codes.w.shape[0] != 1:
+        raise ProjectionError(f"{path}: 'w' holds {codes.w.shape[0]} codes; a projection "
+                              "writes one")
+    return codes.w
 
 
 def save_png(path: Path, pixels: np.ndarray) -> None:
