@@ -234,3 +234,20 @@ def test_videos_hold_every_frame(tmp_path, kind):
     reader.close()
     assert len(decoded) == 12 and decoded[0].shape == (16, 32, 3)
     assert abs(float(decoded[11].mean()) - 88) < 3
+
+
+def test_project_output_round_trips_through_generate(tmp_path, tiny_ckpt, vgg_file, astronaut,
+                                                    capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(crops(astronaut)[0]).save(folder / "face0.png")
+    assert main(["project", str(folder), "--network", str(tiny_ckpt), "--out",
+                 str(tmp_path / "proj"), "--distance", "lpips-vgg", "--weights",
+                 f"vgg16={vgg_file}", "--steps", "2", "--no-noise-opt", "-q",
+                 "--device", "cpu"]) == 0
+    projected = tmp_path / "proj" / "face0"
+    assert main(["generate", str(tiny_ckpt), "--out", str(tmp_path / "gen"), "--projected-w",
+                 str(projected / "projected_w.npz"), "--device", "cpu", "-q"]) == 0
+    capsys.readouterr()
+    rendered = np.asarray(Image.open(tmp_path / "gen" / "samples" / "proj00.png"))
+    np.testing.assert_array_equal(rendered, np.asarray(Image.open(projected / "proj.png")))
