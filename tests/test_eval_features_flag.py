@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 from embedding_helpers import register_file, write_dinov2_file
 from eval_helpers import photos, random_crops, write_folder
