@@ -33,3 +33,14 @@ def test_score_list_prints_every_metric_and_needs_no_checkpoint(capsys):
     assert "missing dinov2-vit-l-14" in listed["prdc_dinov2_10k"]
     assert cli.main(["score"]) == 2
     assert "give at least one CKPT" in capsys.readouterr().err
+
+
+def test_demo_style_scoring_skips_fld_without_held_out_images(tmp_path):
+    from leaderboards.score import ScoreSettings, score_generator
+
+    settings = ScoreSettings(board=tmp_path / "board.csv", dataset="d", device="cpu",
+                             skip_missing_weights=True, progress=False)
+    info = {"path": "G.pt", "sha256": "0" * 64, "config": "tiny", "kimg": 0.0}
+    outcome = score_generator(object(), info, tmp_path, ["fld"], settings)
+    assert [(s.metric, s.weights) for s in outcome.skipped] == [("fld", "held-out real images")]
+    assert "--test-data" in outcome.skipped[0].fix and not outcome.rows
