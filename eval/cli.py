@@ -44,9 +44,12 @@ def context_from_args(args, **fields):
     from ffhq_tools.weights import parse_overrides
 
     rank, world_size = _init_distributed(args.device)
+    inception_mode = args.mode is None or args.mode in defaults.MODES
     return MetricContext(device=select_device(args.device), seed=args.seed,
-                         batch_size=args.batch_size, mode=args.mode,
-                         covariance=args.covariance, feature_network=args.feature_network,
+                         batch_size=args.batch_size,
+                         mode=args.mode if args.mode and inception_mode else defaults.DEFAULT_MODE,
+                         embedding_mode=None if inception_mode else args.mode,
+                         covariance=args.covariance, features=args.features,
                          weights_overrides=parse_overrides(args.weights),
                          stats_cache=Path(args.stats_cache) if args.stats_cache else None,
                          progress=not args.no_progress, rank=rank, world_size=world_size,
@@ -75,7 +78,7 @@ def _metrics(args) -> int:
         return 0
     names = _names(args.metrics)
     for name in names:
-        get_metric(name)  # unknown names fail before any work
+        get_metric(name).check_features(args.features)  # fail before any work
     if args.network is None and args.data is None:
         raise FfhqToolsError("give --network CKPT and/or --data DATA (see --help)")
     return _run_metrics(args, names)
@@ -97,8 +100,11 @@ def _run_metrics(args, names: list[str]) -> int:
     data = Path(args.data) if args.data else None
     if data is not None and not data.exists():
         raise FfhqToolsError(f"--data {data}: no such file or folder")
+    test_data = Path(args.test_data) if args.test_data else None
+    if test_data is not None and not test_data.exists():
+        raise FfhqToolsError(f"--test-data {test_data}: no such file or folder")
     ctx = context_from_args(args, generator=generator, generator_info=info, data=data,
-                            num_gen=args.num_gen, max_real=args.max_real)
+                            test_data=test_data, num_gen=args.num_gen, max_real=args.max_real)
     run_dir = None
     if ctx.rank == 0 and not args.no_run_dir:
         run_dir = create_run_dir(args.run_root, "metrics-" + "-".join(names))
@@ -115,33 +121,37 @@ def _run_metrics(args, names: list[str]) -> int:
 
 
 def _fid(args) -> int:
-    from eval.fid import fid_between
-    from eval.runner import source_features
+    from eval.fid import fid_between, source_stats
 
     ctx = context_from_args(args)
     if args.save_stats:
         source, target = args.paths
-        stats = source_features(ctx, source, args.num, label=Path(source).name)
-        stats.save(target, ctx.covariance, {"source": str(source), "mode": ctx.mode,
-                                            "network": ctx.weights_used.get(ctx.feature_network),
-                                            "feature_network": ctx.feature_network})
-        _print_row({"saved": str(target), "num": stats.num, "mode": ctx.mode,
-                    "weights": ctx.weights_used}, ctx.rank)
+        stats = source_stats(ctx, source, args.num)
+        network = ctx.features or ctx.feature_network
+        mode = ctx.used.get("preprocessing", ctx.mode)
+        stats.save(target, ctx.covariance, {"source": str(source), "mode": mode,
+                                            "network": ctx.weights_used.get(network),
+                                            "feature_network": network})
+        _print_row({"saved": str(target), "num": stats.num, "mode": mode,
+                    "features": network, "weights": ctx.weights_used}, ctx.rank)
         return 0
     _print_row(fid_between(args.paths[0], args.paths[1], ctx, args.num), ctx.rank)
     return 0
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", default=defaults.DEFAULT_MODE, choices=defaults.MODES,
-                   help="Inception preprocessing convention (recorded with every result; "
-                        f"default {defaults.DEFAULT_MODE}: the papers' TF1 resize)")
+    p.add_argument("--mode", choices=defaults.MODES + defaults.EMBEDDING_MODES,
+                   help="preprocessing convention of the feature network, recorded with every "
+                        f"result (default: the network's own; Inception: {defaults.DEFAULT_MODE}, "
+                        "the papers' TF1 resize; DINOv2: dgm-eval; CLIP: clean-fid)")
     p.add_argument("--covariance", default=defaults.DEFAULT_COVARIANCE,
                    choices=defaults.COVARIANCES,
                    help="unbiased = N-1 (pytorch-fid, TF StyleGAN); biased = N (stylegan2-ada)")
-    p.add_argument("--feature-network", default=defaults.DEFAULT_FEATURE_NETWORK,
-                   choices=defaults.FEATURE_NETWORKS,
-                   help="registered Inception file: pytorch-fid state dict or NVIDIA TorchScript")
+    p.add_argument("--features", "--feature-network", dest="features", metavar="NAME",
+                   choices=defaults.ALL_FEATURE_NETWORKS,
+                   help="feature network of fid/kid/pr/prdc and the other feature-space "
+                        "metrics, in place of each protocol's own (recorded with its SHA-256): "
+                        f"{', '.join(defaults.ALL_FEATURE_NETWORKS)}")
     p.add_argument("--batch-size", type=int, default=defaults.DEFAULT_BATCH_SIZE)
     p.add_argument("--seed", type=int, default=defaults.DEFAULT_SEED)
     p.add_argument("--stats-cache", metavar="DIR",
@@ -163,6 +173,8 @@ def add_verbs(verbs) -> None:
                    help="real data: dataset .h5, image folder, or statistics .npz")
     p.add_argument("--num-gen", type=int, help="override the protocol's generated count")
     p.add_argument("--max-real", type=int, help="override the protocol's real count")
+    p.add_argument("--test-data", metavar="DATA",
+                   help="held-out real images (folder or .h5) for the memorisation metric fld")
     p.add_argument("--run-root", default=defaults.DEFAULT_RUN_ROOT,
                    help="where run dirs NNNNN-metrics-*/ are created (default: %(default)s)")
     p.add_argument("--no-run-dir", action="store_true", help="print rows only")

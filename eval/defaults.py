@@ -49,6 +49,22 @@ DINOV2_VIT_L = "dinov2-vit-l-14"
 DINOV2_VIT_G = "dinov2-vit-g-14"
 CLIP_VIT_B_32 = "clip-vit-b-32"
 EMBEDDING_NETWORKS = (DINOV2_VIT_S, DINOV2_VIT_B, DINOV2_VIT_L, DINOV2_VIT_G, CLIP_VIT_B_32)
+VGG16_TORCHVISION = "vgg16"       # torchvision VGG16 fc2 (precision / recall features)
+VGG16_TORCHSCRIPT = "vgg16-ts"    # NVIDIA TorchScript VGG16
+# Every network `--features NAME` takes (eval.features.networks holds their specs).
+ALL_FEATURE_NETWORKS = (*FEATURE_NETWORKS, VGG16_TORCHVISION, VGG16_TORCHSCRIPT,
+                        *EMBEDDING_NETWORKS)
+# Networks of one space compute the same features (the two files of one network), so rows of
+# either are one leaderboard column; `leaderboard compare` refuses a row of another space.
+FEATURE_SPACES = {INCEPTION_STATE_DICT: "inception-2015-12-05",
+                  INCEPTION_TORCHSCRIPT: "inception-2015-12-05",
+                  VGG16_TORCHVISION: "vgg16", VGG16_TORCHSCRIPT: "vgg16",
+                  **{name: name for name in EMBEDDING_NETWORKS}}
+# DINOv2 / CLIP preprocessing conventions (eval.features.vit_preprocess).
+MODE_DGM_EVAL = "dgm-eval"               # PIL bicubic to 224 x 224, ImageNet mean / std
+MODE_TORCH_FIDELITY = "torch-fidelity"   # TF1 bilinear to 224 x 224 of the [0, 255] image
+MODE_CLEAN_FID = "clean-fid"             # PIL bicubic shorter side 224, centre crop, CLIP
+EMBEDDING_MODES = (MODE_DGM_EVAL, MODE_TORCH_FIDELITY, MODE_CLEAN_FID)
 FD_DINOV2_NUM_GEN = 50_000
 KD_NUM_GEN = 50_000
 PRDC_NUM = 10_000                 # dgm-eval's --reduced_n

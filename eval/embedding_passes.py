@@ -1,6 +1,7 @@
-"""The DINOv2 / CLIP feature passes: an `eval.passes.Extraction` per feature network, so these
-networks share the Inception metrics' resumable loops, statistics cache (keyed by the
-network's SHA-256 and preprocessing mode) and torch.distributed reduction."""
+"""Feature passes of any registered network (`eval.features.networks`): an
+`eval.passes.Extraction` per network, so every feature space shares the Inception metrics'
+resumable loops, statistics cache (keyed by the network's name, SHA-256 and preprocessing
+mode) and torch.distributed reduction."""
 
 from __future__ import annotations
 
@@ -8,23 +9,45 @@ from pathlib import Path
 
 import torch
 
-from eval.features.embedders import Embedder, get_spec, load_embedder
+from eval import defaults
+from eval.features.networks import INCEPTION, VGG16, FeatureExtractor, get_network, load_extractor
 from eval.passes import Extraction, Kept, cached_pass, generated_pass
 from eval.registry import MetricContext
 from eval.stats import FeatureStats
+from ffhq_tools.errors import FfhqToolsError
 
-_LOADED: dict[tuple, Embedder] = {}
+_LOADED: dict[tuple, FeatureExtractor] = {}
 
 
-def embedder(ctx: MetricContext, name: str) -> Embedder:
+def chosen_network(ctx: MetricContext, default: str) -> str:
+    """The network a metric uses: `--features` when given, else the protocol's `default`."""
+    return ctx.features or default
+
+
+def mode_for(ctx: MetricContext, name: str) -> str:
+    """The preprocessing mode of network `name` in this context (checked against it)."""
+    network = get_network(name)
+    if network.family == INCEPTION:
+        if ctx.embedding_mode is not None:
+            raise FfhqToolsError(f"--mode {ctx.embedding_mode}: feature network {name} takes "
+                                 f"{', '.join(network.modes)}")
+        return network.check_mode(ctx.mode)
+    if ctx.mode != defaults.DEFAULT_MODE:
+        raise FfhqToolsError(f"--mode {ctx.mode}: feature network {name} takes "
+                             f"{', '.join(network.modes)}")
+    if network.family == VGG16:
+        return network.check_mode(None)
+    return network.check_mode(ctx.embedding_mode)
+
+
+def extractor(ctx: MetricContext, name: str) -> FeatureExtractor:
     """Feature network `name`, loaded once per (file, device, mode); SHA-256 recorded in ctx."""
-    spec = get_spec(name)
-    mode = ctx.embedding_mode or spec.default_mode
+    mode = mode_for(ctx, name)
     resolved = ctx.resolve_weights(name)
     key = (name, resolved.sha256, str(ctx.device), mode)
     if key not in _LOADED:
         _LOADED.clear()
-        _LOADED[key] = load_embedder(name, lambda _: resolved, ctx.device, mode)
+        _LOADED[key] = load_extractor(name, lambda _: resolved, ctx.device, mode)
     ctx.use("feature_network", name)
     ctx.use("preprocessing", mode)
     return _LOADED[key]
@@ -32,14 +55,14 @@ def embedder(ctx: MetricContext, name: str) -> Embedder:
 
 def embedding_extraction(ctx: MetricContext, name: str, capture: bool) -> Extraction:
     """Moments of network `name`'s features, and the rows themselves when `capture`."""
-    network = embedder(ctx, name)
+    network = extractor(ctx, name)
 
     def features(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (network(batch)[name],)
 
     key = {"what": "embedding-stats/v1", "feature_network": name, "network": network.sha256,
            "mode": network.mode, "capture": capture}
-    return Extraction(features, key, (Kept(name, network.spec.dim, capture),))
+    return Extraction(features, key, (Kept(name, network.dim, capture),))
 
 
 def source_embeddings(ctx: MetricContext, name: str, source: str | Path, num: int | None,

@@ -75,13 +75,21 @@ def kid_from_features(gen: np.ndarray, real: np.ndarray,
               "num_subsets": defaults.KID_NUM_SUBSETS,
               "max_subset_size": defaults.KID_MAX_SUBSET_SIZE, "degree": defaults.KID_DEGREE,
               "xflip": False},
+    takes_features=True,
     needs=("generator", "data"), weights=(defaults.INCEPTION_STATE_DICT,),
     description="KID: 50,000 generated vs up to 1,000,000 reals, 100 subsets of <= 1,000")
 def kid50k_full(ctx: MetricContext) -> dict:
-    num_gen = ctx.count("num_gen", ctx.num_gen)
-    max_real = ctx.count("max_real", ctx.max_real)
-    real = runner.real_features(ctx, max_real, capture=True).features()
-    gen = runner.generated_features(ctx, num_gen, capture=True)[0].features()
+    from eval.fid import uses_inception
+
+    if uses_inception(ctx):
+        num_gen = ctx.count("num_gen", ctx.num_gen)
+        max_real = ctx.count("max_real", ctx.max_real)
+        real = runner.real_features(ctx, max_real, capture=True).features()
+        gen = runner.generated_features(ctx, num_gen, capture=True)[0].features()
+    else:
+        from eval.feature_pairs import captured_pair
+
+        gen, real = captured_pair(ctx, ctx.features, ctx.count("max_real", ctx.max_real))
     result = kid_from_features(gen, real, ctx.protocol["num_subsets"],
                                ctx.protocol["max_subset_size"], seed=ctx.seed)
     ctx.use("subset_size", result.pop("subset_size"))

@@ -26,8 +26,12 @@ Conventions shared by all metrics:
   `pytorch-fid` and `clean` are the other named conventions; the mode is part of every cache
   key and row.
 - DINOv2 / CLIP metrics resize by their own named mode (`dgm-eval` for DINOv2, `clean-fid`
-  for CLIP, `torch-fidelity` for either; `MetricContext.embedding_mode`), recorded in each
-  row as `preprocessing` beside the network's name and SHA-256.
+  for CLIP, `torch-fidelity` for either; `--mode`, `MetricContext.embedding_mode`), recorded
+  in each row as `preprocessing` beside the network's name and SHA-256.
+- `--features NAME` (`MetricContext.features`) computes a metric marked "takes --features"
+  in the space of any network of the table below instead of its protocol's own; the row
+  records the network and its SHA-256, the statistics cache keys on both and on the mode, and
+  `leaderboard compare` refuses a row whose feature space is not its protocol's.
 - Long passes resume after a kill from partials under the statistics cache; see the README.
 """
 
@@ -36,11 +40,29 @@ def _value(value) -> str:
     return f"`{json.dumps(value, sort_keys=True)}`"
 
 
+def feature_networks_section() -> str:
+    """The feature-network registry as a table: name, family, width, modes, file, SHA-256."""
+    from eval.features.networks import FEATURE_NETWORKS
+    from ffhq_tools.weights import REGISTRY
+
+    lines = ["## Feature networks", "",
+             "| `--features` | family | dim | modes (default first) | weights file "
+             "| SHA-256 (or its published prefix) |",
+             "|---|---|---|---|---|---|"]
+    for net in FEATURE_NETWORKS.values():
+        entry = REGISTRY[net.name]
+        sha = f"`{entry.sha256}`" if entry.sha256 else "recorded on import"
+        lines.append(f"| `{net.name}` | {net.family} | {net.dim} | "
+                     f"{', '.join(net.modes)} | `{entry.filename}` | {sha} |")
+    return "\n".join(lines) + "\n"
+
+
 def metric_section(name: str) -> str:
     spec = get_metric(name)
     lines = [f"## `{name}`", "", spec.description, "",
              f"- needs: {' and '.join(spec.needs) or 'nothing'}",
-             f"- weights: {', '.join(f'`{w}`' for w in spec.weights) or 'none'}", ""]
+             f"- weights: {', '.join(f'`{w}`' for w in spec.weights) or 'none'}",
+             f"- takes --features: {'yes' if spec.takes_features else 'no'}", ""]
     if spec.protocol:
         lines += ["| protocol constant | value |", "|---|---|"]
         lines += [f"| `{key}` | {_value(value)} |" for key, value in sorted(spec.protocol.items())]
@@ -51,4 +73,5 @@ def metric_section(name: str) -> str:
 def metrics_markdown() -> str:
     """The built-in metrics (not ones a caller registered) as METRICS.md."""
     built_in = [name for name in list_metrics() if get_metric(name).fn.__module__ in METRIC_MODULES]
-    return PREAMBLE + "\n" + "\n".join(metric_section(name) for name in built_in)
+    return (PREAMBLE + "\n" + feature_networks_section() + "\n"
+            + "\n".join(metric_section(name) for name in built_in))

@@ -42,10 +42,22 @@ def vgg16_extraction(ctx: MetricContext, network, source: str, sha256: str) -> E
                       (Kept("vgg16", vgg16.FEATURE_DIM, capture=True, moments=False),))
 
 
+def _pr_in(ctx: MetricContext, network: str, default_real: int) -> dict:
+    """Precision/recall in the space of `--features` network (not VGG16)."""
+    from eval.feature_pairs import captured_pair
+
+    gen, real = captured_pair(ctx, network, default_real)
+    ctx.use("distance", DISTANCE)
+    return precision_recall_features(real, gen, ctx.protocol["nhood_size"], device=ctx.device,
+                                     progress=ctx.progress and ctx.rank == 0)
+
+
 def _pr(ctx: MetricContext, default_real: int) -> dict:
+    if ctx.features is not None and ctx.features not in vgg16.SOURCES:
+        return _pr_in(ctx, ctx.features, default_real)
     num_gen = ctx.count("num_gen", ctx.num_gen)
     max_real = ctx.max_real if ctx.max_real is not None else default_real
-    source = vgg16.preferred_source(ctx.weights_overrides)
+    source = ctx.features or vgg16.preferred_source(ctx.weights_overrides)
     network = vgg16.load_feature_network(ctx.resolve_weights, source, ctx.device)
     extraction = vgg16_extraction(ctx, network, source, ctx.weights_used[source])
     real = cached_pass(ctx, ctx.data, max_real, extraction, label="real (VGG16)").features()
@@ -66,6 +78,7 @@ _PROTOCOL = {"num_gen": NUM_GEN, "nhood_size": NEIGHBOURHOOD,
 
 @register_metric(
     "pr50k3", protocol={**_PROTOCOL, "max_real": PR50K3_NUM_REAL},
+    takes_features=True,
     needs=("generator", "data"), weights=(vgg16.TORCHVISION, vgg16.TORCHSCRIPT),
     weight_options=((vgg16.TORCHSCRIPT,), (vgg16.TORCHVISION,)),
     description="Precision/recall: 50,000 generated vs 50,000 real VGG16 features, k = 3")
@@ -75,6 +88,7 @@ def pr50k3(ctx: MetricContext) -> dict:
 
 @register_metric(
     "pr50k3_full", protocol={**_PROTOCOL, "max_real": PR50K3_FULL_MAX_REAL},
+    takes_features=True,
     needs=("generator", "data"), weights=(vgg16.TORCHVISION, vgg16.TORCHSCRIPT),
     weight_options=((vgg16.TORCHSCRIPT,), (vgg16.TORCHVISION,)),
     description="Precision/recall: 50,000 generated vs up to 200,000 real VGG16 features, k = 3")

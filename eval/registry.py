@@ -52,6 +52,8 @@ class MetricContext:
     world_size: int = 1
     covariance: str = defaults.DEFAULT_COVARIANCE
     feature_network: str = defaults.DEFAULT_FEATURE_NETWORK
+    features: str | None = None                # --features: network for every metric (None:
+    #                                            each protocol's own)
     embedding_mode: str | None = None          # DINOv2 / CLIP preprocessing (None: default)
     test_data: Path | None = None              # held-out reals (memorisation metrics)
     # Filled while a metric runs (reset by compute_metric):
@@ -59,6 +61,10 @@ class MetricContext:
     used: dict = field(default_factory=dict)
     weights_used: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.features in defaults.FEATURE_NETWORKS:  # an Inception: its own passes use it
+            self.feature_network = self.features
 
     def count(self, key: str, override: int | None) -> int:
         """The protocol's `key` unless `override` is given; recorded as the count used."""
@@ -99,6 +105,15 @@ class MetricSpec:
     # Sets of weights entries of which any one, fully available, lets the metric run
     # (PPL: NVIDIA's vgg16.pt, or torchvision VGG16 + lpips' layers); default: all `weights`.
     weight_options: tuple[tuple[str, ...], ...] = ()
+    takes_features: bool = False  # computes in the space of any `--features` network
+
+    def check_features(self, features: str | None) -> None:
+        """An Inception-only metric (IS, PPL, ...) refuses another `--features` network."""
+        if features is None or self.takes_features or features in defaults.FEATURE_NETWORKS:
+            return
+        raise FfhqToolsError(f"metric '{self.name}' does not take --features {features}: it "
+                             "is defined on its own network; the metrics that do: "
+                             f"{', '.join(n for n, s in METRICS.items() if s.takes_features)}")
 
     def missing_weights(self, overrides: dict | None = None) -> list[str]:
         """Entries to provide before this metric can run (empty when it can)."""
@@ -116,7 +131,8 @@ METRICS: dict[str, MetricSpec] = {}
 
 def register_metric(name: str, *, protocol: dict, needs: tuple[str, ...],
                     weights: tuple[str, ...], description: str,
-                    weight_options: tuple[tuple[str, ...], ...] = ()):
+                    weight_options: tuple[tuple[str, ...], ...] = (),
+                    takes_features: bool = False):
     """Decorator registering `fn(ctx) -> dict of numbers` under `name`."""
     unknown = [n for n in needs if n not in NEEDS]
     if unknown:
@@ -126,7 +142,8 @@ def register_metric(name: str, *, protocol: dict, needs: tuple[str, ...],
         if name in METRICS and METRICS[name].fn is not fn:
             raise ValueError(f"metric '{name}' registered twice")
         METRICS[name] = MetricSpec(name, fn, dict(protocol), tuple(needs), tuple(weights),
-                                   description, tuple(tuple(o) for o in weight_options))
+                                   description, tuple(tuple(o) for o in weight_options),
+                                   takes_features)
         return fn
 
     return decorate
@@ -187,6 +204,7 @@ def compute_metric(name: str, ctx: MetricContext) -> dict:
     """Run metric `name` on `ctx`; returns one JSON-able result row."""
     spec = get_metric(name)
     ctx.require(spec.needs, name)
+    spec.check_features(ctx.features)
     ctx.protocol, ctx.used, ctx.weights_used, ctx.notes = dict(spec.protocol), {}, {}, {}
     start = time.perf_counter()
     results = spec.fn(ctx)
@@ -197,7 +215,7 @@ def compute_metric(name: str, ctx: MetricContext) -> dict:
                     for k, v in results.items()},
         "protocol": {**spec.protocol, **ctx.used},
         "weights": dict(ctx.weights_used),
-        "mode": ctx.mode,
+        "mode": ctx.used.get("preprocessing", ctx.mode),
         "seed": ctx.seed,
         "device": str(ctx.device),
         "world_size": ctx.world_size,

@@ -21,9 +21,24 @@ def _write_or_print(text: str, out: str | None) -> None:
         sys.stdout.write(text)
 
 
+def _list_weights_status(overrides: dict) -> int:
+    from leaderboards.score import metric_weights_status
+
+    for entry in metric_weights_status(overrides):
+        print(f"{entry['metric']:22s} {entry['status']:40s} {entry['weights']}")
+    return 0
+
+
 def _score(args) -> int:
     from ffhq_tools.weights import parse_overrides
     from leaderboards.score import ScoreSettings, score_checkpoints
+
+    if args.list:
+        return _list_weights_status(parse_overrides(args.weights))
+    if not args.checkpoints:
+        raise FfhqToolsError("score: give at least one CKPT (or --list)")
+    if args.test_data and not Path(args.test_data).exists():
+        raise FfhqToolsError(f"--test-data {args.test_data}: no such file or folder")
 
     dataset = args.dataset or (Path(args.data).stem if args.data else "")
     settings = ScoreSettings(
@@ -31,7 +46,8 @@ def _score(args) -> int:
         num_gen=args.num_gen, max_real=args.max_real, batch_size=args.batch, mode=args.mode,
         weights_overrides=parse_overrides(args.weights),
         stats_cache=Path(args.stats_cache) if args.stats_cache else None,
-        progress=not args.no_progress, note=args.note)
+        progress=not args.no_progress, note=args.note, features=args.features,
+        test_data=Path(args.test_data) if args.test_data else None)
     metrics = [m for m in (args.metrics or "").split(",") if m]
     outcome = score_checkpoints(args.checkpoints, args.data, settings, table=args.table,
                                 metrics=metrics or None, config_name=args.config)
@@ -183,12 +199,16 @@ def _add_table_flags(p: argparse.ArgumentParser, formats: tuple[str, ...]) -> No
 
 
 def _add_score(verbs) -> None:
+    from eval import defaults
     from ffhq_tools.runtime import add_device_flag
     from ffhq_tools.weights_cli import add_weights_flag
 
     p = verbs.add_parser("score", help="score checkpoints with a paper table's metrics and "
                                        "append the rows to a leaderboard")
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT")
+    p.add_argument("--list", action="store_true",
+                   help="list every metric with its weights and whether they are on this "
+                        "machine (offline), then exit")
     p.add_argument("--data", help="real data: .h5, image folder or .npz statistics")
     p.add_argument("--table", help="run exactly the metrics this paper table needs "
                                    "(see `ffhq-tools leaderboard baselines`)")
@@ -200,7 +220,13 @@ def _add_score(verbs) -> None:
     p.add_argument("--max-real", type=int, help="shrink the protocols' real count")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mode", help="FID preprocessing mode (tf, pytorch-fid, clean)")
+    p.add_argument("--mode", choices=defaults.MODES + defaults.EMBEDDING_MODES,
+                   help="preprocessing mode of the feature network (default: its own)")
+    p.add_argument("--features", metavar="NAME", choices=defaults.ALL_FEATURE_NETWORKS,
+                   help="feature network of every metric that takes one (fid, kid, pr, prdc, "
+                        "...) in place of the protocol's own")
+    p.add_argument("--test-data", metavar="DATA",
+                   help="held-out real images (folder or .h5) for the memorisation metric fld")
     p.add_argument("--stats-cache", help="folder for cached real-data statistics")
     p.add_argument("--note", default="", help="free text stored with every row")
     p.add_argument("--no-progress", action="store_true")

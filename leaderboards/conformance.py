@@ -2,7 +2,8 @@
 
 A row deviates when its counts differ from its registered protocol's (a `fid50k` from 64
 generated images against 19 reals is not an `fid50k`), when a `_full` protocol saw fewer reals
-than the paper's dataset holds, when the generator's resolution is not the paper's, or when the
+than the paper's dataset holds, when the generator's resolution is not the paper's, when the
+row's feature network is not of the protocol's feature space (`--features`), or when the
 feature weights are not the registry's files. Every deviation is a short reason; `compare`
 refuses such cells and `table` marks them.
 """
@@ -31,12 +32,32 @@ def _protocol(row: Mapping) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _nominal_protocol(metric: str) -> dict | None:
+def _spec(metric: str):
     from eval.registry import METRICS, load_builtin_metrics
 
     load_builtin_metrics()
-    spec = METRICS.get(metric)
+    return METRICS.get(metric)
+
+
+def _nominal_protocol(metric: str) -> dict | None:
+    spec = _spec(metric)
     return None if spec is None else spec.protocol
+
+
+def feature_space_deviation(row: Mapping) -> str | None:
+    """'features X (protocol: Y)' when the row's feature network is not of its protocol's
+    feature space (e.g. `fid50k_full --features dinov2-vit-l-14`); None when it is."""
+    from eval.defaults import FEATURE_SPACES
+
+    spec = _spec(str(row.get("metric", "")))
+    if spec is None:
+        return None
+    expected = {FEATURE_SPACES[w] for w in spec.weights if w in FEATURE_SPACES}
+    used = [n for n in str(row.get("feature_network") or "").split("+") if n in FEATURE_SPACES]
+    foreign = [n for n in used if FEATURE_SPACES[n] not in expected]
+    if not foreign or not expected:
+        return None
+    return f"features {', '.join(foreign)} (protocol: {', '.join(sorted(expected))})"
 
 
 def _expected_reals(metric: str, nominal, paper: dict | None):
@@ -80,6 +101,9 @@ def row_deviations(row: Mapping, paper_dataset: str | None = None) -> list[str]:
             where = f"{paper_dataset} has {paper['images']:,}" if full else \
                 f"protocol {expected:,}"
             found.append(f"reals {got:,} ({where})")
+    space = feature_space_deviation(row)
+    if space:
+        found.append(space)
     resolution = _as_int(used.get("resolution"))
     if paper and resolution and resolution != paper["resolution"]:
         found.append(f"resolution {resolution} px ({paper_dataset}: {paper['resolution']} px)")

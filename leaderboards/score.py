@@ -40,6 +40,8 @@ class ScoreSettings:
     stats_cache: Path | None = None
     progress: bool = True
     skip_missing_weights: bool = False  # the demo lists them as skipped; `score` fails
+    features: str | None = None  # --features: network of every metric that takes one
+    test_data: Path | None = None  # held-out reals (fld)
     note: str = ""
     rank: int = 0        # under torchrun every rank computes its slice, rank 0 writes
     world_size: int = 1
@@ -161,15 +163,21 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
             max_real=settings.max_real, batch_size=settings.batch_size,
             weights_overrides=dict(settings.weights_overrides), stats_cache=settings.stats_cache,
             progress=settings.progress and settings.rank == 0, rank=settings.rank,
-            world_size=settings.world_size)
-        if settings.mode:
-            ctx.mode = settings.mode
+            world_size=settings.world_size, features=settings.features,
+            test_data=settings.test_data)
+        _set_mode(ctx, settings.mode)
         try:
             record = registry.compute_metric(metric, ctx)
         except WeightsError as exc:
             if not settings.skip_missing_weights:
                 raise
             outcome.skipped.append(skipped_for(metric, exc, settings.weights_overrides))
+            continue
+        except registry.MetricInputError as exc:
+            if not settings.skip_missing_weights or "--test-data" not in str(exc):
+                raise
+            outcome.skipped.append(Skipped(metric, "held-out real images",
+                                           "--test-data DATA (images G never saw)"))
             continue
         rows = rows_from_result(record, checkpoint=str(info["path"]),
                                 checkpoint_sha256=info["sha256"], config=info["config"],
@@ -181,6 +189,31 @@ def score_generator(G, info: dict, data: str | Path | None, metrics: list[str],
             outcome.records.append(record)
             outcome.rows += rows
     return outcome
+
+
+def _set_mode(ctx, mode: str | None) -> None:
+    """--mode names an Inception or a DINOv2 / CLIP convention; None: each network's own."""
+    from eval import defaults
+
+    if mode in defaults.EMBEDDING_MODES:
+        ctx.embedding_mode = mode
+    elif mode:
+        ctx.mode = mode
+
+
+def metric_weights_status(overrides: dict | None = None) -> list[dict]:
+    """Every registered metric with its weights entries and whether they are on this machine
+    (offline): "ready", or the entries still to fetch."""
+    from eval.registry import get_metric, list_metrics
+
+    load_metrics()
+    status = []
+    for name in list_metrics():
+        spec = get_metric(name)
+        missing = spec.missing_weights(overrides)
+        status.append({"metric": name, "weights": ", ".join(spec.weights) or "-",
+                       "status": "ready" if not missing else "missing " + ", ".join(missing)})
+    return status
 
 
 def checkpoint_info(path: str | Path, config_name: str | None = None) -> dict:

@@ -131,6 +131,6 @@ def test_bad_inputs_are_named(tmp_path, folders, small_vit_l):
     np.savez(tmp_path / "stats.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     with pytest.raises(FfhqToolsError, match="stats.npz: a statistics file"):
         compute_metric("fd_dinov2_50k", _ctx(tmp_path, tmp_path / "stats.npz", num_gen=8))
-    with pytest.raises(FfhqToolsError, match="preprocessing mode 'clean-fid'"):
+    with pytest.raises(FfhqToolsError, match="--mode clean-fid: feature network dinov2-vit-l"):
         compute_metric("fd_dinov2_50k", _ctx(tmp_path, real_folder, num_gen=8,
                                               embedding_mode="clean-fid"))

@@ -15,12 +15,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from eval import defaults
+
 FEATURE_DIM = 4096
 INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TORCHVISION = "vgg16"
-TORCHSCRIPT = "vgg16-ts"
+TORCHVISION = defaults.VGG16_TORCHVISION
+TORCHSCRIPT = defaults.VGG16_TORCHSCRIPT
 SOURCES = (TORCHVISION, TORCHSCRIPT)
 
 

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from eval import defaults
 from eval.features.preprocess import tf_resize_bilinear
 from ffhq_tools.errors import FfhqToolsError
 
-MODE_DGM_EVAL = "dgm-eval"
-MODE_TORCH_FIDELITY = "torch-fidelity"
-MODE_CLEAN_FID = "clean-fid"
-MODES = (MODE_DGM_EVAL, MODE_TORCH_FIDELITY, MODE_CLEAN_FID)
+MODE_DGM_EVAL = defaults.MODE_DGM_EVAL
+MODE_TORCH_FIDELITY = defaults.MODE_TORCH_FIDELITY
+MODE_CLEAN_FID = defaults.MODE_CLEAN_FID
+MODES = defaults.EMBEDDING_MODES
 INPUT_SIZE = 224
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
