@@ -8,8 +8,9 @@ D(G(z))), D main (fake + real), and in the `reg` variant also an R1 step on the 
 path-length step, each with Adam. Our networks run the trainer's memory format
 (channels_last when BENCH_TRAIN_ADA_CL=1, the default; ada's reference ops run contiguous).
 The two sides take turns in one process (ROUNDS interleaved blocks, fastest block kept), so
-a shared machine's load drifts cancel in the ratio. Memory per image = (peak RSS at batch 16 -
-at batch 8) / 8, each in its own child process.
+a shared machine's load drifts cancel in the ratio; times are CPU seconds of the process
+(one thread by default, so the other tenants' load does not count). Memory per image =
+(peak RSS at batch 16 - at batch 8) / 8, each in its own child process.
 
     .venv/bin/python -m bench bench_train_ada
 """
@@ -29,8 +30,10 @@ CASES = (  # (resolution, channel_max, batch)
     (64, 256, 8),
 )
 VARIANTS = ("main", "reg")
-WARMUP_STEPS, BLOCK_STEPS, ROUNDS = 1, 2, int(os.environ.get("BENCH_TRAIN_ADA_ROUNDS", "3"))
-THREADS = int(os.environ.get("BENCH_TRAIN_ADA_THREADS", "2"))
+WARMUP_STEPS, BLOCK_STEPS = 1, 1
+ROUNDS = int(os.environ.get("BENCH_TRAIN_ADA_ROUNDS", "4"))
+THREADS = int(os.environ.get("BENCH_TRAIN_ADA_THREADS", "1"))
+ONLY_RES = int(os.environ.get("BENCH_TRAIN_ADA_RES", "0"))  # run one resolution's row
 CHANNELS_LAST = os.environ.get("BENCH_TRAIN_ADA_CL", "1") == "1"
 
 
@@ -84,18 +87,26 @@ class Step:
         loss.backward()
         opt.step()
 
+    def _phase(self, module) -> None:
+        """Only the trained module's parameters need gradients (as both trainers do)."""
+        self.G.requires_grad_(module is self.G)
+        self.D.requires_grad_(module is self.D)
+
     def run(self, reg: bool) -> None:
         import torch
         import torch.nn.functional as F
 
         G, D = self.G, self.D
+        self._phase(G)
         self._update(self.opt_g, F.softplus(-D(G(self._z(), None), None)).mean())
         with torch.no_grad():
             fake = G(self._z(), None)
+        self._phase(D)
         loss_d = F.softplus(D(fake, None)).mean() + F.softplus(-D(self.reals, None)).mean()
         self._update(self.opt_d, loss_d)
         if reg:
             self._r1()
+            self._phase(G)
             self._path_length()
 
     def _r1(self) -> None:
@@ -118,11 +129,12 @@ class Step:
 
 
 def _block(step: Step, reg: bool, steps: int) -> float:
-    """sec/kimg of `steps` steps."""
-    start = time.perf_counter()
+    """CPU sec/kimg of `steps` steps (process time: with one thread it counts this process's
+    work, not the time other tenants held the cores)."""
+    start = time.process_time()
     for _ in range(steps):
         step.run(reg)
-    return (time.perf_counter() - start) / (steps * step.batch / 1000)
+    return (time.process_time() - start) / (steps * step.batch / 1000)
 
 
 def _build(side: str, resolution: int, channel_max: int, batch: int) -> Step:
@@ -178,6 +190,8 @@ def main() -> None:
     print(f"best of {ROUNDS} interleaved blocks of {BLOCK_STEPS} steps, {THREADS} thread(s), "
           f"ours channels_last={CHANNELS_LAST}, load average {os.getloadavg()}", flush=True)
     for res, cmax, batch in CASES:
+        if ONLY_RES and res != ONLY_RES:
+            continue
         speeds = _in_child(_speeds, res, cmax, batch)
         for variant in VARIANTS:
             o, a = speeds[("ours", variant)], speeds[("ada", variant)]
