@@ -4,7 +4,7 @@ channel_max 256), ours against stylegan2-ada-pytorch's `projector.project` on th
 
 `.venv/bin/python -m bench bench_project`. The peer needs a checkout of
 NVlabs/stylegan2-ada-pytorch outside the repository: FFHQ_BENCH_ADA=/path (default
-/work/scratch/ada); without one only our numbers are printed. Its Generator is built with the
+./stylegan2-ada-pytorch); without one only our numbers are printed. Its Generator is built with the
 same shapes and gets our weights (the parameter names are the same), so both optimise the same
 network; the distance is the same architecture-exact LPIPS VGG16 (random trunk, lpips' shipped
 linear layers) for both, handed to ada as its `vgg16.pt` call signature (`return_lpips=True`).
@@ -29,7 +29,7 @@ from eval.features.lpips import load_lin_weights, lpips_from_state_dicts
 from models.configs import build_networks, get_config
 from models.project import EmbeddingDistance, ProjectionProtocol, Projector
 
-ADA = Path(os.environ.get("FFHQ_BENCH_ADA", "/work/scratch/ada"))
+ADA = Path(os.environ.get("FFHQ_BENCH_ADA", "stylegan2-ada-pytorch"))
 STEPS = max(2, int(os.environ.get("BENCH_PROJECT_STEPS", "4")))
 W_SAMPLES = 100
 CASES = (("tiny", 64, dict()), ("stylegan2-F", 256, dict(channel_base=16384, channel_max=256)))

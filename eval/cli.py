@@ -14,7 +14,7 @@ from pathlib import Path
 
 from eval import defaults
 from ffhq_tools.errors import FfhqToolsError
-from ffhq_tools.runtime import add_device_flag
+from ffhq_tools.runtime import add_device_flag, add_threads_flag
 from ffhq_tools.weights_cli import add_weights_flag
 
 
@@ -81,10 +81,13 @@ def _metrics(args) -> int:
         get_metric(name).check_features(args.features)  # fail before any work
     if args.network is None and args.data is None:
         raise FfhqToolsError("give --network CKPT and/or --data DATA (see --help)")
-    return _run_metrics(args, names)
+    from ffhq_tools.runtime import using_threads
+
+    with using_threads(args.threads) as threads:
+        return _run_metrics(args, names, threads)
 
 
-def _run_metrics(args, names: list[str]) -> int:
+def _run_metrics(args, names: list[str], threads: int) -> int:
     from eval.runner import run_metrics
     from ffhq_tools.runs import capture_log, create_run_dir, write_options
 
@@ -105,6 +108,8 @@ def _run_metrics(args, names: list[str]) -> int:
         raise FfhqToolsError(f"--test-data {test_data}: no such file or folder")
     ctx = context_from_args(args, generator=generator, generator_info=info, data=data,
                             test_data=test_data, num_gen=args.num_gen, max_real=args.max_real)
+    if ctx.rank == 0:
+        print(f"metrics: device {ctx.device}, {threads} CPU thread(s)", file=sys.stderr)
     run_dir = None
     if ctx.rank == 0 and not args.no_run_dir:
         run_dir = create_run_dir(args.run_root, "metrics-" + "-".join(names))
@@ -182,6 +187,7 @@ def add_verbs(verbs) -> None:
     p.add_argument("--markdown", action="store_true",
                    help="with --list: every metric's protocol constants as Markdown "
                         "(the text of METRICS.md)")
+    add_threads_flag(p)
     _add_common(p)
     p.set_defaults(func=_metrics)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -46,3 +47,40 @@ def select_device(spec: str = "auto"):
 def add_device_flag(parser) -> None:
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:i]",
                         help="where to run (default: auto = CUDA when available)")
+
+
+def default_threads() -> int:
+    """The cores this process may use (its CPU affinity), shared by the ranks torchrun
+    started on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(int(cores or 1) // max(local_ranks, 1), 1)
+
+
+def set_threads(threads: int | None) -> int:
+    """torch's intra-op thread count (`--threads`, default `default_threads()`); returns it."""
+    import torch
+
+    if threads is not None and threads < 1:
+        raise FfhqToolsError(f"--threads {threads}: must be at least 1")
+    count = threads or default_threads()
+    torch.set_num_threads(count)
+    return count
+
+
+@contextlib.contextmanager
+def using_threads(threads: int | None):
+    """`set_threads(threads)` for the block (yields the count), then the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        yield set_threads(threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def add_threads_flag(parser) -> None:
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads per process (default: the cores this process may "
+                             "use)")

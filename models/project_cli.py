@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
-from ffhq_tools.runtime import add_device_flag
+from ffhq_tools.runtime import add_device_flag, add_threads_flag
 
 DISTANCES = ("vgg16-ts", "lpips-vgg")
 
@@ -65,20 +65,24 @@ def _options(args, info: dict, weights_used: dict, protocol) -> dict:
 
 
 def _project(args) -> int:
-    import torch
+    from ffhq_tools.runtime import using_threads
 
+    with using_threads(args.threads) as threads:
+        return _project_with(args, threads)
+
+
+def _project_with(args, threads: int) -> int:
     from ffhq_tools import weights
     from ffhq_tools.runtime import select_device
     from models.project import ProjectionProtocol, Projector, check_projectable
     from models.project.outputs import video_encoder
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.batch < 1:
         raise FfhqToolsError(f"--batch {args.batch}: must be >= 1")
     if not args.targets:
         raise FfhqToolsError("no TARGET given (images, folders, align.jsonl or .h5 files)")
     device = select_device(args.device)
+    print(f"project: device {device}, {threads} CPU thread(s)", file=sys.stderr)
     protocol = ProjectionProtocol(steps=args.steps, space=args.space,
                                   optimize_noise=args.noise_opt)
     G, info = _load_network(args.network, device)
@@ -162,7 +166,7 @@ def add_verbs(verbs) -> None:
     p.add_argument("--num", type=int, default=100, help="images per class for --attribution")
     p.add_argument("--threshold", type=float, default=None,
                    help="attribution threshold (default: the best split of the two sets)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_flag(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_device_flag(p)
     p.set_defaults(func=_project)

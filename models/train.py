@@ -241,38 +241,16 @@ def train(options: TrainOptions,
           metric_fn: Callable[[list, Path, object], dict] | None = None) -> Path:
     """Run training; returns the run folder. `metric_fn(names, snapshot_path, G_ema)` returns
     {metric name: JSON row} and is called at every snapshot when `options.metrics` is set."""
-    import torch
 
-    from ffhq_tools.runtime import select_device
+    from ffhq_tools.runtime import select_device, using_threads
     from models.distributed import init_distributed, shutdown
 
     env = init_distributed(select_device(options.device))
-    saved_threads = torch.get_num_threads()
     try:
-        set_threads(options.threads)
-        return _train(options, env, metric_fn)
+        with using_threads(options.threads):
+            return _train(options, env, metric_fn)
     finally:
-        torch.set_num_threads(saved_threads)
         shutdown(env)
-
-
-def default_threads() -> int:
-    """The cores this process may use (its CPU affinity), shared by the ranks torchrun
-    started on this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(int(cores or 1) // max(local_ranks, 1), 1)
-
-
-def set_threads(threads: int | None) -> int:
-    """torch's intra-op thread count for training (`--threads`); returns it."""
-    import torch
-
-    if threads is not None and threads < 1:
-        raise FfhqToolsError(f"--threads {threads}: must be at least 1")
-    count = threads or default_threads()
-    torch.set_num_threads(count)
-    return count
 
 
 def _train(options: TrainOptions, env, metric_fn) -> Path:

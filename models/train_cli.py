@@ -37,7 +37,7 @@ def options_from_args(args):
         channels_last=args.channels_last, device=args.device, outdir=args.outdir,
         workers=args.workers, channel_max=args.channel_max, max_images=args.max_images,
         progress=not args.no_progress, config_overrides=parse_config_overrides(args.cfg),
-        aug=args.aug, augpipe=args.augpipe, p=args.p, target=args.target,
+        p=args.p, target=args.target,
         ada_kimg=args.ada_kimg, freezed=args.freezed, threads=args.threads,
         **{field: getattr(args, dest) for dest, field in DEFAULTED_FLAGS.items()
            if hasattr(args, dest)})
@@ -46,7 +46,8 @@ def options_from_args(args):
 # Flags whose defaults live in TrainOptions: argparse leaves them unset when not given, so a
 # resumed run can tell "not given" (keep the frozen value) from "given again" (override).
 DEFAULTED_FLAGS = {"snap": "snap", "tick": "tick_kimg", "seed": "seed",
-                   "precision": "precision", "grid": "grid_size"}
+                   "precision": "precision", "grid": "grid_size", "aug": "aug",
+                   "augpipe": "augpipe"}
 
 
 def _given_fields(args) -> set[str]:
@@ -54,7 +55,8 @@ def _given_fields(args) -> set[str]:
     given = {field for dest, field in DEFAULTED_FLAGS.items() if hasattr(args, dest)}
     flags = {"kimg": "kimg", "batch": "batch", "batch_gpu": "batch_gpu", "gamma": "gamma",
              "metrics": "metrics", "max_images": "max_images", "mirror": "mirror",
-             "cond": "cond", "channels_last": "channels_last"}
+             "cond": "cond", "channels_last": "channels_last", "p": "p", "target": "target",
+             "ada_kimg": "ada_kimg"}
     return given | {field for dest, field in flags.items()
                     if getattr(args, dest) not in (None, False)}
 
@@ -192,11 +194,13 @@ def add_verbs(verbs) -> None:
                    help=f"images in the fakes grids (default: {_default('grid_size')})")
     p.add_argument("--cfg", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --cfg mixing_prob=0.5 (repeatable)")
-    p.add_argument("--aug", default="noaug", choices=("ada", "fixed", "noaug"),
-                   help="discriminator augmentation: adaptive p, fixed p, or none")
-    p.add_argument("--augpipe", default="bgc",
+    p.add_argument("--aug", default=argparse.SUPPRESS, choices=("ada", "fixed", "noaug"),
+                   help="discriminator augmentation: adaptive p, fixed p, or none (default: "
+                        f"{_default('aug')})")
+    p.add_argument("--augpipe", default=argparse.SUPPRESS,
                    choices=("blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc",
-                            "bgcf", "bgcfn", "bgcfnc"), help="augmentation pipeline (ADA's)")
+                            "bgcf", "bgcfn", "bgcfnc"),
+                   help=f"augmentation pipeline (ADA's; default: {_default('augpipe')})")
     p.add_argument("--p", type=float, help="augmentation probability (--aug fixed), or the "
                                            "starting p (--aug ada; default 0)")
     p.add_argument("--target", type=float, help="ADA target for E[sign(D(real))] (0.6)")

@@ -202,7 +202,10 @@ def resolve_plan(config, options: TrainOptions, resolution: int) -> TrainingPlan
 # and the model (taken from the snapshot) are not listed.
 FROZEN_ON_RESUME = ("kimg", "batch", "batch_gpu", "gamma", "mirror", "cond", "snap",
                     "tick_kimg", "seed", "metrics", "precision", "channels_last", "max_images",
-                    "grid_size")
+                    "grid_size", "aug", "augpipe", "p", "target", "ada_kimg")
+
+
+AUGMENT_OPTIONS = ("aug", "augpipe", "p", "target", "ada_kimg")
 
 
 def continue_frozen_options(options: TrainOptions, frozen: dict,
@@ -219,4 +222,9 @@ def continue_frozen_options(options: TrainOptions, frozen: dict,
             changes[name] = kept
         elif given != kept:
             notes.append(f"{name} {given!r} overrides the run's {kept!r}")
-    return dataclasses.replace(options, **changes), notes
+    resumed = dataclasses.replace(options, **changes)
+    carried = [f"--{name.replace('_', '-')} {getattr(resumed, name)}" for name in AUGMENT_OPTIONS
+               if name not in explicit and getattr(resumed, name) is not None]
+    if stored.aug != "noaug" and carried:
+        notes.append(f"augmentation continues with the run's {' '.join(carried)}")
+    return resumed, notes

@@ -186,3 +186,32 @@ def test_fid_verb_refuses_collapsed_features_and_labels_custom_weights(
     row = json.loads(captured.out)
     assert row["fid"] > 1 and "custom weights" in row["custom_weights"]["inception-fid"]
     assert "3 images for 2048-d features" in captured.err and len(row["warnings"]) == 2
+
+
+def test_metrics_verb_runs_on_threads_and_says_so(inception_file, real_folder, tmp_path,
+                                                  capsys, monkeypatch):
+    from eval import runner
+
+    seen = []
+    real_run = runner.run_metrics
+    monkeypatch.setattr(runner, "run_metrics", lambda *a: seen.append(torch.get_num_threads())
+                        or real_run(*a))
+    from models.checkpoint import save_checkpoint
+    from models.configs import build_networks, get_config
+
+    config = get_config("tiny")
+    G, D = build_networks(config, 16)
+    save_checkpoint(tmp_path / "tiny.pt", config={"model": config.to_dict(), "resolution": 16},
+                    G=G, D=D)
+    before = torch.get_num_threads()
+    argv = ["metrics", "--metrics", "fid50k_full", "--network", str(tmp_path / "tiny.pt"),
+            "--data", str(real_folder), "--num-gen", "3",
+            "--weights", f"inception-fid={inception_file}", "--no-progress", "--device", "cpu",
+            "--no-run-dir", "--stats-cache", str(tmp_path / "stats"), "--threads", "1"]
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    code = main(argv)
+    assert "metrics: device cpu, 1 CPU thread(s)" in capsys.readouterr().err
+    assert seen == [1] and torch.get_num_threads() == before and code == 0
+    assert main(argv[:-2]) == code
+    assert "metrics: device cpu, 3 CPU thread(s)" in capsys.readouterr().err
+    assert seen[-1] == 3 and torch.get_num_threads() == before

@@ -179,3 +179,16 @@ def test_stylegan_v1_fused_resampling_convs_match_their_unfused_definitions():
     down = F.conv2d(x, fused_down_weight(w), stride=2, padding=1)
     reference = F.avg_pool2d(F.conv2d(x, w, padding=1), 2)
     torch.testing.assert_close(down[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1])
+
+
+def test_1x1_downsampling_conv_equals_filter_then_strided_conv():
+    """The 1x1 fast path (sample first, then convolve) against the reference order: FIR on
+    every pixel, then a stride-2 convolution (float64, so only the order of sums differs)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 8, 8, generator=gen, dtype=torch.float64)
+    w = torch.randn(3, 5, 1, 1, generator=gen, dtype=torch.float64)
+    f = setup_filter([1, 3, 3, 1]).double()
+    reference = F.conv2d(upfirdn2d(x, f, pad=(1, 1, 1, 1)), w, stride=2)
+    ours = resample_conv2d(x, w, f, down=2)
+    assert ours.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)

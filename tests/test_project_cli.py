@@ -251,3 +251,26 @@ def test_project_output_round_trips_through_generate(tmp_path, tiny_ckpt, vgg_fi
     capsys.readouterr()
     rendered = np.asarray(Image.open(tmp_path / "gen" / "samples" / "proj00.png"))
     np.testing.assert_array_equal(rendered, np.asarray(Image.open(projected / "proj.png")))
+
+
+@pytest.mark.parametrize("flags, threads", [(["--threads", "1"], 1), ([], 3)])
+def test_project_threads_default_to_the_affinity_and_are_shown(tmp_path, tiny_ckpt, vgg_file,
+                                                               astronaut, capsys, monkeypatch,
+                                                               flags, threads):
+    seen = []
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr("models.project.run.project_targets",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or
+                        type("Summary", (), {"done": [], "skipped": 0, "rejects": []})())
+    folder = photo_folder(tmp_path / "photos", astronaut)
+    assert main(["project", str(folder), "--network", str(tiny_ckpt), "--out",
+                 str(tmp_path / "out"), "--distance", "lpips-vgg", "--weights",
+                 f"vgg16={vgg_file}", "--steps", "1", "-q", "--device", "cpu", *flags]) == 0
+    assert f"project: device cpu, {threads} CPU thread(s)" in capsys.readouterr().err
+    assert seen == [threads] and torch.get_num_threads() == 1
+
+
+def test_project_refuses_zero_threads(tmp_path, tiny_ckpt, capsys):
+    assert main(["project", str(tmp_path), "--network", str(tiny_ckpt), "--out",
+                 str(tmp_path / "out"), "--threads", "0"]) == 2
+    assert "--threads 0: must be at least 1" in capsys.readouterr().err
