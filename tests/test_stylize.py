@@ -112,6 +112,8 @@ def test_weight_parsing():
     (["--style-id", "0", "--weight", "1x9"], "--weight '1x9': 9 weights, but the model has 10"),
     (["--style-id", "0", "--truncation", "1.5"], "--truncation 1.5"),
     (["--style-image", "x.png"], "--style-image x.png: file not found"),
+    (["--style-id", "0", "--wplus"], "--wplus: --instyle .*instyle.npz holds z\\+ codes"),
+    (["--style-id", "0", "--steps", "0"], "--steps 0: must be >= 1"),
 ])
 def test_errors_are_one_line(files, capsys, extra, message):
     folder = files[0]
