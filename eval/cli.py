@@ -16,6 +16,7 @@ from eval import defaults
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.runtime import add_device_flag
 from ffhq_tools.weights_cli import add_weights_flag
+from models.dualstylegan_exemplar import add_exemplar_flags
 
 
 def _names(spec: str) -> list[str]:
@@ -92,8 +93,11 @@ def _run_metrics(args, names: list[str]) -> int:
 
         if not Path(args.network).is_file():
             raise FfhqToolsError(f"--network {args.network}: no such file")
+        from models.dualstylegan_exemplar import exemplar_choice, with_fixed_exemplar
+
         generator = load_generator(args.network, select_device(args.device))
-        info = checkpoint_info(args.network)
+        generator, info = with_fixed_exemplar(generator, checkpoint_info(args.network),
+                                              exemplar_choice(args), args.network)
     data = Path(args.data) if args.data else None
     if data is not None and not data.exists():
         raise FfhqToolsError(f"--data {data}: no such file or folder")
@@ -171,6 +175,7 @@ def add_verbs(verbs) -> None:
                    help="with --list: every metric's protocol constants as Markdown "
                         "(the text of METRICS.md)")
     _add_common(p)
+    add_exemplar_flags(p)
     p.set_defaults(func=_metrics)
 
     p = verbs.add_parser("fid", help="FID between two image sources (like pytorch-fid)",

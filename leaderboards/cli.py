@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
+from models.dualstylegan_exemplar import add_exemplar_flags
 
 DEFAULT_BOARD = "leaderboard.csv"
 
@@ -24,6 +25,7 @@ def _write_or_print(text: str, out: str | None) -> None:
 def _score(args) -> int:
     from ffhq_tools.weights import parse_overrides
     from leaderboards.score import ScoreSettings, score_checkpoints
+    from models.dualstylegan_exemplar import exemplar_choice
 
     dataset = args.dataset or (Path(args.data).stem if args.data else "")
     settings = ScoreSettings(
@@ -31,7 +33,7 @@ def _score(args) -> int:
         num_gen=args.num_gen, max_real=args.max_real, batch_size=args.batch, mode=args.mode,
         weights_overrides=parse_overrides(args.weights),
         stats_cache=Path(args.stats_cache) if args.stats_cache else None,
-        progress=not args.no_progress, note=args.note)
+        progress=not args.no_progress, note=args.note, exemplar=exemplar_choice(args))
     metrics = [m for m in (args.metrics or "").split(",") if m]
     outcome = score_checkpoints(args.checkpoints, args.data, settings, table=args.table,
                                 metrics=metrics or None, config_name=args.config)
@@ -206,6 +208,7 @@ def _add_score(verbs) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_device_flag(p)
     add_weights_flag(p)
+    add_exemplar_flags(p)
     p.set_defaults(func=_score)
 
 

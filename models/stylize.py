@@ -40,8 +40,8 @@ def default_weights(net: DualStyleGAN) -> list[float]:
         [DEFAULT_COLOUR_WEIGHT] * (net.num_ws - structure)
 
 
-def parse_weights(text: str, num_ws: int) -> list[float]:
-    """'0.75x7,1x11' or num_ws comma / space separated floats."""
+def parse_weights(text: str, num_ws: int, flag: str = "--weight") -> list[float]:
+    """'0.75x7,1x11' or num_ws comma / space separated floats; errors name `flag`."""
     weights = []
     for part in text.replace(" ", ",").split(","):
         if not part:
@@ -50,10 +50,10 @@ def parse_weights(text: str, num_ws: int) -> list[float]:
         try:
             weights += [float(value)] * (int(count) if count else 1)
         except ValueError:
-            raise StylizeError(f"--weight {text!r}: expected floats or VALUExCOUNT items "
+            raise StylizeError(f"{flag} {text!r}: expected floats or VALUExCOUNT items "
                                "such as 0.75x7,1x11") from None
     if len(weights) != num_ws:
-        raise StylizeError(f"--weight {text!r}: {len(weights)} weights, but the model has "
+        raise StylizeError(f"{flag} {text!r}: {len(weights)} weights, but the model has "
                            f"{num_ws} latent layers (one weight each)")
     return weights
 

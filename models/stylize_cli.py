@@ -19,8 +19,6 @@ from pathlib import Path
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.runtime import add_device_flag
 
-EXSTYLE_NAMES = ("refined_exstyle_code.npz", "exstyle_code.npz", "refined_exstyle_code.npy",
-                 "exstyle_code.npy")
 SWEEP_PANEL = 256
 TRANSFORM_FACTOR = 4  # FFHQ: transform at 4096, output 1024
 
@@ -50,14 +48,9 @@ def _unique_stems(contents: list[Path]) -> None:
 
 
 def _exstyle_path(args) -> Path:
-    if args.exstyle:
-        return Path(args.exstyle)
-    folder = Path(args.model).parent
-    for name in EXSTYLE_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    raise FfhqToolsError(f"no --exstyle given and none of {', '.join(EXSTYLE_NAMES)} beside "
-                         f"{args.model}")
+    from models.dualstylegan_exemplar import exstyle_beside
+
+    return Path(args.exstyle) if args.exstyle else exstyle_beside(Path(args.model))
 
 
 def _load_model(path: str, device):
