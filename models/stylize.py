@@ -76,10 +76,10 @@ class StylizeSettings:
                 "noise_mode": self.noise_mode, "sweep_weights": list(self.sweep)}
 
 
-def exemplar(codes: CodeSet, style_id: int) -> Code:
+def exemplar(codes: CodeSet, style_id: int, flag: str = "--style-id") -> Code:
     """Entry `style_id` of an exstyle file ([1, num_ws, dim], in the file's order)."""
     if not 0 <= style_id < len(codes.names):
-        raise StylizeError(f"--style-id {style_id}: {codes.source} holds {len(codes.names)} "
+        raise StylizeError(f"{flag} {style_id}: {codes.source} holds {len(codes.names)} "
                            f"exemplar codes (ids 0..{len(codes.names) - 1})")
     return codes.code(style_id)
 
