@@ -79,6 +79,8 @@ def _metrics(args) -> int:
         get_metric(name)  # unknown names fail before any work
     if args.network is None and args.data is None:
         raise FfhqToolsError("give --network CKPT and/or --data DATA (see --help)")
+    if args.network is None and args.style_id is not None:
+        raise FfhqToolsError("--style-id picks a DualStyleGAN exemplar: it needs --network CKPT")
     return _run_metrics(args, names)
 
 

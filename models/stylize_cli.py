@@ -27,6 +27,12 @@ def _intrinsic_source(args) -> str:
     """'instyle' or 'projection'; refuses, before loading anything, what cannot run."""
     if args.style_image and not Path(args.style_image).is_file():
         raise FfhqToolsError(f"--style-image {args.style_image}: file not found")
+    if args.style_image and args.exstyle:
+        raise FfhqToolsError("--exstyle does not apply with --style-image (its code is "
+                             "projected); give one of the two")
+    if args.wplus and not args.instyle:
+        raise FfhqToolsError("--wplus names the space of --instyle codes; projected codes are "
+                             "w+ already")
     if args.instyle:
         return "instyle"
     if args.encoder:

@@ -114,9 +114,11 @@ def test_weight_parsing():
     (["--style-image", "x.png"], "--style-image x.png: file not found"),
     (["--style-id", "0", "--wplus"], "--wplus: --instyle .*instyle.npz holds z\\+ codes"),
     (["--style-id", "0", "--steps", "0"], "--steps 0: must be >= 1"),
+    (["--style-image", "ASTRONAUT"], "--exstyle does not apply with --style-image"),
 ])
 def test_errors_are_one_line(files, capsys, extra, message):
     folder = files[0]
+    extra = [str(folder / "astronaut.png") if e == "ASTRONAUT" else e for e in extra]
     assert run(folder, "--aligned", "--out", str(folder / "err"), *extra) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1

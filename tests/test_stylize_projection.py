@@ -66,8 +66,9 @@ def files(tmp_path_factory):
 
 
 def run(folder, vgg, out, *extra):
+    exstyle = [] if "--style-image" in extra else ["--exstyle", str(folder / "exstyle_code.npy")]
     return main(["stylize", str(folder / "astronaut.png"), "--model", str(folder / "dsg.pt"),
-                 "--exstyle", str(folder / "exstyle_code.npy"), "--aligned", "--out", str(out),
+                 *exstyle, "--aligned", "--out", str(out),
                  "--steps", STEPS, "--distance", "lpips-vgg", "--weights", f"vgg16={vgg}",
                  "--sweep", "0,1", "--device", "cpu", "-q", *extra])
 
