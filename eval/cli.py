@@ -16,6 +16,7 @@ from eval import defaults
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.runtime import add_device_flag, add_threads_flag
 from ffhq_tools.weights_cli import add_weights_flag
+from models.dualstylegan_exemplar import add_exemplar_flags
 
 
 def _names(spec: str) -> list[str]:
@@ -81,6 +82,8 @@ def _metrics(args) -> int:
         get_metric(name).check_features(args.features)  # fail before any work
     if args.network is None and args.data is None:
         raise FfhqToolsError("give --network CKPT and/or --data DATA (see --help)")
+    if args.network is None and args.style_id is not None:
+        raise FfhqToolsError("--style-id picks a DualStyleGAN exemplar: it needs --network CKPT")
     from ffhq_tools.runtime import using_threads
 
     with using_threads(args.threads) as threads:
@@ -98,8 +101,11 @@ def _run_metrics(args, names: list[str], threads: int) -> int:
 
         if not Path(args.network).is_file():
             raise FfhqToolsError(f"--network {args.network}: no such file")
+        from models.dualstylegan_exemplar import exemplar_choice, with_fixed_exemplar
+
         generator = load_generator(args.network, select_device(args.device))
-        info = checkpoint_info(args.network)
+        generator, info = with_fixed_exemplar(generator, checkpoint_info(args.network),
+                                              exemplar_choice(args), args.network)
     data = Path(args.data) if args.data else None
     if data is not None and not data.exists():
         raise FfhqToolsError(f"--data {data}: no such file or folder")
@@ -189,6 +195,7 @@ def add_verbs(verbs) -> None:
                         "(the text of METRICS.md)")
     add_threads_flag(p)
     _add_common(p)
+    add_exemplar_flags(p)
     p.set_defaults(func=_metrics)
 
     p = verbs.add_parser("fid", help="FID between two image sources (like pytorch-fid)",

@@ -213,7 +213,8 @@ def compute_metric(name: str, ctx: MetricContext) -> dict:
         "metric": name,
         "results": {k: (float(v) if isinstance(v, (int, float)) else v)
                     for k, v in results.items()},
-        "protocol": {**spec.protocol, **ctx.used},
+        "protocol": {**spec.protocol, **(ctx.generator_info or {}).get("protocol", {}),
+                     **ctx.used},
         "weights": dict(ctx.weights_used),
         "mode": ctx.used.get("preprocessing", ctx.mode),
         "seed": ctx.seed,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
+from models.dualstylegan_exemplar import add_exemplar_flags
 
 DEFAULT_BOARD = "leaderboard.csv"
 
@@ -32,6 +33,7 @@ def _list_weights_status(overrides: dict) -> int:
 def _score(args) -> int:
     from ffhq_tools.weights import parse_overrides
     from leaderboards.score import ScoreSettings, score_checkpoints
+    from models.dualstylegan_exemplar import exemplar_choice
 
     if args.list:
         return _list_weights_status(parse_overrides(args.weights))
@@ -47,7 +49,8 @@ def _score(args) -> int:
         weights_overrides=parse_overrides(args.weights),
         stats_cache=Path(args.stats_cache) if args.stats_cache else None,
         progress=not args.no_progress, note=args.note, features=args.features,
-        test_data=Path(args.test_data) if args.test_data else None)
+        test_data=Path(args.test_data) if args.test_data else None,
+        exemplar=exemplar_choice(args))
     metrics = [m for m in (args.metrics or "").split(",") if m]
     outcome = score_checkpoints(args.checkpoints, args.data, settings, table=args.table,
                                 metrics=metrics or None, config_name=args.config)
@@ -232,6 +235,7 @@ def _add_score(verbs) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_device_flag(p)
     add_weights_flag(p)
+    add_exemplar_flags(p)
     p.set_defaults(func=_score)
 
 

@@ -45,6 +45,7 @@ class ScoreSettings:
     note: str = ""
     rank: int = 0        # under torchrun every rank computes its slice, rank 0 writes
     world_size: int = 1
+    exemplar: object = None  # models.dualstylegan_exemplar.ExemplarChoice for DualStyleGANs
 
 
 @dataclass
@@ -283,6 +284,7 @@ def check_weights_first(wanted: list[str], settings: ScoreSettings) -> None:
 def _score_each(checkpoints, data, settings, table, metrics, config_name,
                 device) -> ScoreOutcome:
     from models.checkpoint import load_generator
+    from models.dualstylegan_exemplar import ExemplarChoice, with_fixed_exemplar
 
     total = ScoreOutcome()
     plan = []
@@ -292,7 +294,8 @@ def _score_each(checkpoints, data, settings, table, metrics, config_name,
     if not settings.skip_missing_weights:
         check_weights_first([m for *_, wanted in plan for m in wanted], settings)
     for path, info, wanted in plan:
-        G = load_generator(path, device=device)
+        G, info = with_fixed_exemplar(load_generator(path, device=device), info,
+                                      settings.exemplar or ExemplarChoice(), path)
         outcome = score_generator(G, info, data, wanted, settings)
         total.rows += outcome.rows
         total.records += outcome.records

@@ -27,7 +27,7 @@ def _configs_list(args) -> int:
 
 
 def _configs_show(args) -> int:
-    from models.configs import CONFIGS, get_config
+    from models.configs import CONFIGS, NETWORK_FIELDS, TRAINING_FIELDS, get_config
 
     config = get_config(args.name)
     if args.res is not None:
@@ -46,10 +46,12 @@ def _configs_show(args) -> int:
         print(f"differences from {config.base}:")
         for key, (old, new) in diffs.items():
             print(f"  {key}: {old} -> {new}")
-    print("all fields:")
-    for key, value in config.to_dict().items():
-        if key not in ("name", "description"):
-            print(f"  {key}: {value}")
+    print(f"arch: {config.arch}")
+    for title, names in (("network", NETWORK_FIELDS), ("training", TRAINING_FIELDS)):
+        print(f"{title} fields:")
+        for key, value in config.section(names).items():
+            if key != "dualstylegan" or value is not None:
+                print(f"  {key}: {value}")
     if args.res is not None:
         _print_parameter_counts(config, args.res)
     return 0

@@ -1,8 +1,12 @@
 """Named model configurations: one per row of the papers' tables, plus small ones for tests.
 
-Every config is a frozen `ModelConfig` holding both the network switches and the training
+Every config is a frozen `ModelConfig` holding the network switches and the training
 hyper-parameters, derived from a base config by a handful of explicit changes (`base` names it),
-so `ffhq-tools configs show NAME` can print exactly what a table row changes.
+so `ffhq-tools configs show NAME` can print exactly what a table row changes. Each field
+belongs to one section (`IDENTITY_FIELDS`, `NETWORK_FIELDS`, `TRAINING_FIELDS`); a family with
+network fields of its own keeps them in its own nested section (`dualstylegan`:
+`DualStyleGANNetwork`, the extrinsic path), set exactly when the family is selected (filled
+with the official layout when an arch dualstylegan config names none).
 
 Sources: StyleGAN (arXiv 1812.04948) Tables 1, 2, 4 and its reference training code constants;
 StyleGAN2 (arXiv 1912.04958) Table 1 with the reference code's config-a..f; stylegan2-ada-pytorch
@@ -43,6 +47,33 @@ def reject_unknown_fields(cls, data: dict, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class DualStyleGANNetwork:
+    """DualStyleGAN's extrinsic path (official `DualStyleGAN(size, 512, n_mlp, 2, res_index)`):
+    ModRes blocks at latent layers 0..res_index, and a structure transform T_s of
+    `structure_layers` equalised linear layers (the official n_mlp - 6 = 2). The base
+    StyleGAN2's fields (mapping_layers included) stay the ModelConfig's own."""
+
+    res_index: int = 6
+    structure_layers: int = 2
+
+    def __post_init__(self):
+        if self.res_index < 0 or self.res_index % 2:
+            raise FfhqToolsError(f"dualstylegan.res_index {self.res_index}: an even layer index "
+                                 ">= 0 (the official models use 6)")
+        if self.structure_layers < 0:
+            raise FfhqToolsError(f"dualstylegan.structure_layers {self.structure_layers}: "
+                                 "must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data) -> "DualStyleGANNetwork":
+        if not isinstance(data, dict):
+            raise FfhqToolsError(f"model config field dualstylegan: expected an object, got "
+                                 f"{type(data).__name__}")
+        reject_unknown_fields(cls, data, "model config field dualstylegan has unknown field(s)")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     arch: str
@@ -70,6 +101,7 @@ class ModelConfig:
     truncation_psi: float = 0.7        # defaults for figures (FID tables use psi = 1)
     truncation_cutoff: int | None = None
     conv_clamp: float | None = None
+    dualstylegan: DualStyleGANNetwork | None = None  # arch dualstylegan only
     # --- training ---
     loss: str = "logistic-ns-r1"
     lr: float = 0.002
@@ -102,6 +134,11 @@ class ModelConfig:
         if self.loss not in LOSSES:
             raise FfhqToolsError(f"config {self.name}: loss must be one of {LOSSES}, "
                                  f"got {self.loss!r}")
+        if self.arch == "dualstylegan" and self.dualstylegan is None:
+            object.__setattr__(self, "dualstylegan", official_dualstylegan_fields(self))
+        if self.arch != "dualstylegan" and self.dualstylegan is not None:
+            raise FfhqToolsError(f"config {self.name}: dualstylegan network fields go with "
+                                 f"arch dualstylegan only (arch is {self.arch})")
 
     def replace(self, **changes) -> "ModelConfig":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -128,13 +165,41 @@ class ModelConfig:
         for key in ("minibatch_per_res", "lr_per_res"):
             if key in values:
                 values[key] = {int(k): v for k, v in values[key].items()}
+        if values.get("dualstylegan") is not None:
+            values["dualstylegan"] = DualStyleGANNetwork.from_dict(values["dualstylegan"])
         return cls(**values)
+
+    def section(self, names: tuple[str, ...]) -> dict:
+        data = self.to_dict()
+        return {name: data[name] for name in names}
 
     def differences(self, other: "ModelConfig") -> dict[str, tuple]:
         """Fields whose values differ from `other` (name, description and base excluded)."""
         skip = {"name", "description", "base"}
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (theirs[k], mine[k]) for k in mine if k not in skip and mine[k] != theirs[k]}
+
+
+IDENTITY_FIELDS = ("name", "arch", "description", "base")
+TRAINING_FIELDS = ("loss", "lr", "betas", "eps", "batch", "r1_gamma", "r1_interval", "gp_lambda",
+                   "drift_epsilon", "pl_weight", "pl_interval", "pl_decay", "pl_batch_shrink",
+                   "mixing_prob", "ema_kimg", "ema_rampup", "total_kimg", "progressive",
+                   "lod_training_kimg", "lod_transition_kimg", "start_res",
+                   "minibatch_per_res", "lr_per_res")
+NETWORK_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig)
+                       if f.name not in IDENTITY_FIELDS + TRAINING_FIELDS)
+
+
+def official_dualstylegan_fields(config: ModelConfig) -> DualStyleGANNetwork:
+    """The section of an arch dualstylegan config that names none (and of checkpoints frozen
+    before the section existed): the official coupling DualStyleGAN(size, 512, n_mlp, 2,
+    res_index=6) builds, T_s of mapping_layers - 6 layers. Give the section to decouple them."""
+    if config.mapping_layers < 6:
+        raise FfhqToolsError(f"config {config.name}: arch dualstylegan without a dualstylegan "
+                             f"section takes T_s = mapping_layers - 6 layers, but "
+                             f"mapping_layers is {config.mapping_layers}; give "
+                             "dualstylegan=DualStyleGANNetwork(structure_layers=...)")
+    return DualStyleGANNetwork(res_index=6, structure_layers=config.mapping_layers - 6)
 
 
 CONFIGS: dict[str, ModelConfig] = {}

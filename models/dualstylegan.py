@@ -290,16 +290,15 @@ def check_base_generator(G) -> None:
 
 
 def build_dualstylegan(config, resolution: int, c_dim: int = 0, img_channels: int = 3):
-    """(DualStyleGAN, D) for a ModelConfig with arch 'dualstylegan' (res_index 6, T_s of
-    mapping_layers - 6 layers, as the official DualStyleGAN(size, 512, 8, 2) builds it)."""
-    structure_layers = config.mapping_layers - OFFICIAL_MAPPING_LAYERS
-    if structure_layers < 0:
-        raise ValueError(f"config {config.name}: DualStyleGAN's T_s has mapping_layers - 6 "
-                         f"layers; mapping_layers is {config.mapping_layers}")
+    """(DualStyleGAN, D) for a ModelConfig with arch 'dualstylegan': the base StyleGAN2 from
+    the config's own fields, the extrinsic path from its `dualstylegan` section (the official
+    DualStyleGAN(size, 512, 8, 2) is res_index 6 and a 2-layer T_s)."""
     if c_dim:
         raise ValueError("DualStyleGAN generators are unconditional (c_dim 0)")
     G, D = build_stylegan2(config, resolution, 0, img_channels)
-    return DualStyleGAN(G, res_index=DEFAULT_RES_INDEX, structure_layers=structure_layers), D
+    fields = config.dualstylegan
+    return DualStyleGAN(G, res_index=fields.res_index,
+                        structure_layers=fields.structure_layers), D
 
 
 class FixedExemplarSynthesis(nn.Module):

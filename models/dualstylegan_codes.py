@@ -8,14 +8,20 @@ Official files (williamyang1991/DualStyleGAN):
     arrays, dicts, lists and strings only (any other global is refused before it runs);
   - `sampler.pt`: {"color": state dict, "structure": state dict} of the ICP samplers (an MLP
     128 -> 128 -> 128 -> layers * 512 with batch norm), read with the restricted unpickler.
-Our formats: codes as `.npz` {"names": str [N], "codes": float32 [N, num_ws, dim]} (read
-with allow_pickle=False); samplers as a weights-only torch file.
+Our formats: codes as `.npz` {"names": str [N], "codes": float32 [N, num_ws, dim],
+"space": "z+" | "w+"} (read with allow_pickle=False); samplers as a weights-only torch file.
+
+Every code carries its space (`CodeSpace`): z+ codes (one z per layer, the official files) go
+through the base mapping network before use, w+ codes (what projection writes, e.g.
+`project`'s projected_w.npz) are used as they are. A file that does not say (a plain .npy, an
+.npz written without `space`) takes the space the caller names.
 """
 
 from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +42,48 @@ class CodeFileError(FfhqToolsError):
     """A code or sampler file is missing, malformed or refused."""
 
 
+class CodeSpace(str, Enum):
+    """Where a latent code lives: z+ (mapped layer by layer before use) or w+ (used as is)."""
+
+    Z_PLUS = "z+"
+    W_PLUS = "w+"
+
+
+def code_space(value: str, where: str) -> CodeSpace:
+    try:
+        return CodeSpace(value)
+    except ValueError:
+        raise CodeFileError(f"{where}: code space {value!r}; expected z+ or w+") from None
+
+
+@dataclass(frozen=True)
+class Code:
+    """One named code [1, num_ws, dim] and its space."""
+
+    name: str
+    values: np.ndarray
+    space: CodeSpace
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "space": self.space.value, "code": self.values.tolist()}
+
+
 @dataclass
 class CodeSet:
-    """Named latent codes: names [N], codes float32 [N, num_ws, dim]."""
+    """Named latent codes: names [N], codes float32 [N, num_ws, dim], all in one space."""
 
     names: list[str]
     codes: np.ndarray
     source: str
+    space: CodeSpace = CodeSpace.Z_PLUS
 
     def index_of(self, name: str) -> int:
         if name not in self.names:
             raise CodeFileError(f"{self.source}: no code named {name!r}")
         return self.names.index(name)
+
+    def code(self, i: int) -> Code:
+        return Code(self.names[i], self.codes[i: i + 1], self.space)
 
 
 # ------------------------------------------------------------------------------------------
@@ -113,12 +149,21 @@ def _as_code_set(mapping, path: Path) -> CodeSet:
     if len(shapes) != 1 or len(arrays[0].shape) != 3 or arrays[0].shape[0] != 1:
         raise CodeFileError(f"{path}: codes must all be [1, num_ws, dim], got "
                             f"{sorted(shapes)[:3]}")
-    return CodeSet(names, np.concatenate(arrays).astype(np.float32), str(path))
+    return CodeSet(names, np.concatenate(arrays).astype(np.float32), str(path),
+                   CodeSpace.Z_PLUS)
 
 
-def read_codes(path: str | Path) -> CodeSet:
-    """Codes from an official pickled-dict .npy, a plain [N, L, D] / [L, D] .npy or our
-    .npz; never runs pickled code."""
+def _unstated(path: Path, default_space: CodeSpace | None) -> CodeSpace:
+    if default_space is None:
+        raise CodeFileError(f"{path}: the file does not say whether its codes are z+ or w+; "
+                            "name the space (stylize: --wplus for w+ codes)")
+    return default_space
+
+
+def read_codes(path: str | Path, default_space: CodeSpace | None = None) -> CodeSet:
+    """Codes from an official pickled-dict .npy (z+), our .npz (its `space`), a projection's
+    projected_w.npz (key `w`: w+, named after its folder) or a plain [N, L, D] / [L, D] .npy
+    (`default_space`); never runs pickled code."""
     path = Path(path)
     if not path.is_file():
         raise CodeFileError(f"code file not found: {path}")
@@ -135,28 +180,39 @@ def read_codes(path: str | Path) -> CodeSet:
         raise CodeFileError(f"{path}: not a readable .npy/.npz code file ({exc})") from None
     if isinstance(data, np.ndarray):
         codes = data[None] if data.ndim == 2 else data
-        return _checked_plain(codes, [f"{path.stem}[{i}]" for i in range(len(codes))], path)
+        return _checked_plain(codes, [f"{path.stem}[{i}]" for i in range(len(codes))], path,
+                              _unstated(path, default_space))
     with data:
+        if "codes" not in data and "w" in data:
+            w = data["w"]
+            names = [path.parent.name] if len(w) == 1 else \
+                [f"{path.parent.name}[{i}]" for i in range(len(w))]
+            return _checked_plain(w, names, path, CodeSpace.W_PLUS)
         if "codes" not in data:
-            raise CodeFileError(f"{path}: an .npz code file needs a 'codes' array")
+            raise CodeFileError(f"{path}: an .npz code file needs a 'codes' array (or 'w', "
+                                "as projected_w.npz)")
         codes = data["codes"]
         names = [str(n) for n in data["names"]] if "names" in data else \
             [f"{path.stem}[{i}]" for i in range(len(codes))]
-    return _checked_plain(codes, names, path)
+        space = code_space(str(data["space"]), str(path)) if "space" in data else \
+            _unstated(path, default_space)
+    return _checked_plain(codes, names, path, space)
 
 
-def _checked_plain(codes: np.ndarray, names: list[str], path: Path) -> CodeSet:
+def _checked_plain(codes: np.ndarray, names: list[str], path: Path,
+                   space: CodeSpace) -> CodeSet:
     if codes.ndim != 3 or codes.dtype.kind != "f" or len(names) != len(codes):
         raise CodeFileError(f"{path}: codes must be float [N, num_ws, dim] with one name each, "
                             f"got {codes.dtype} {codes.shape}")
-    return CodeSet(names, codes.astype(np.float32), str(path))
+    return CodeSet(names, codes.astype(np.float32), str(path), space)
 
 
 def write_codes(path: str | Path, codes: CodeSet) -> Path:
     path = Path(path)
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, names=np.array(codes.names, dtype=str), codes=codes.codes)
+            np.savez(f, names=np.array(codes.names, dtype=str), codes=codes.codes,
+                     space=np.array(codes.space.value))
     return path
 
 

@@ -18,6 +18,7 @@ import re
 import zipfile
 from pathlib import Path
 
+from models.configs import DualStyleGANNetwork
 from models.dualstylegan import DEFAULT_RES_INDEX, OFFICIAL_MAPPING_LAYERS
 from models.dualstylegan_codes import (
     CodeFileError,
@@ -98,10 +99,14 @@ def import_dualstylegan(ckpt: dict) -> Imported:
         else None
     config, resolution, _, img_channels = stylegan2_config(
         base, None if disc is None else disc[0], {})
-    config = config.replace(arch="dualstylegan", name="imported-dualstylegan",
-                            description="imported DualStyleGAN checkpoint")
     num_ws = 2 * resolution.bit_length() - 4
     check_extrinsic_layout(gen, config.mapping_layers, num_ws)
+    extrinsic = DualStyleGANNetwork(
+        res_index=DEFAULT_RES_INDEX,
+        structure_layers=config.mapping_layers - OFFICIAL_MAPPING_LAYERS)
+    config = config.replace(arch="dualstylegan", name="imported-dualstylegan",
+                            description="imported DualStyleGAN checkpoint",
+                            dualstylegan=extrinsic)
     result = Imported("dualstylegan", config, resolution, 0, img_channels)
     sources = {"G_ema" if g_key == "g_ema" else "G": (gen, gen_names)}
     if g_key == "g_ema" and isinstance(ckpt.get("g"), dict):

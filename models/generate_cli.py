@@ -154,8 +154,9 @@ def _load(args, device):
         raise FfhqToolsError(described)
     G = load_generator(ckpt, device)
     if not isinstance(G, ImageGenerator):
-        raise FfhqToolsError(f"{ckpt}: a {type(G).__name__} checkpoint samples through its own "
-                             "verb (DualStyleGAN: ffhq-tools stylize)")
+        raise FfhqToolsError(f"{ckpt}: a {type(G).__name__} checkpoint needs an exemplar: "
+                             "generate --dualstylegan for random grids, ffhq-tools stylize for "
+                             "photos")
     return G, checkpoint_sha256(ckpt)
 
 
@@ -196,6 +197,10 @@ def _generate(args) -> int:
     from models import generate as gen
     from models.generate_folder import SampleSettings
 
+    if args.dualstylegan:
+        from models.dualstylegan_generate_cli import generate_dualstylegan
+
+        return generate_dualstylegan(args)
     _check_flags(args)
     seeds = None if args.projected_w else gen.parse_seeds(args.seeds or DEFAULT_SEEDS)
     if seeds is not None:
@@ -346,5 +351,27 @@ def add_generate_verb(verbs) -> None:
                    help="frames per interpolation segment (default 16)")
     p.add_argument("--fps", type=int, default=30,
                    help="interpolation video frame rate (default 30)")
+    _add_dualstylegan_flags(p)
     add_device_flag(p)
     p.set_defaults(func=_generate)
+
+
+def _add_dualstylegan_flags(p) -> None:
+    group = p.add_argument_group(
+        "DualStyleGAN (--dualstylegan): --seeds are the intrinsic codes (rows), truncated "
+        "towards 0 by --trunc (default 0.5, as the official generate.py)")
+    group.add_argument("--dualstylegan", action="store_true",
+                       help="random intrinsic x extrinsic grid of a DualStyleGAN checkpoint")
+    group.add_argument("--exstyle", default=None,
+                       help="exemplar codes (default: refined_exstyle_code / exstyle_code "
+                            "beside CKPT)")
+    group.add_argument("--style-ids", default=None,
+                       help="exemplars of the exstyle file, e.g. 0-3,17 (default 0-3)")
+    group.add_argument("--sampler", default=None,
+                       help="converted sampler.pt: draw exemplars instead, by --style-seeds")
+    group.add_argument("--style-seeds", default=None, help="seeds of sampled exemplars")
+    group.add_argument("--weight", default=None,
+                       help="interpolation weights, e.g. 0.75x7,1x11 (default: 0.75 "
+                            "structure, 1 colour)")
+    group.add_argument("--interpolate-styles", metavar="A,B", default=None,
+                       help="frames (--frames) and a video (--fps) between two exemplars")

@@ -1,9 +1,13 @@
-"""`ffhq-tools stylize CONTENT... --model M --style-id N`: exemplar-based style transfer.
+"""`ffhq-tools stylize CONTENT... --model M --style-id N | --style-image IMG`: exemplar-based
+style transfer.
 
 Thin wrapper over `models.stylize`: aligns each content photo (our aligner, unless
-`--aligned`), reads the intrinsic code (`--instyle`) and the exemplar code (`--exstyle`, by
-`--style-id`), and writes per content: the stylised image, a content | exemplar | result strip,
-a structure x colour weight sweep, and one `stylize.jsonl` line with every code and setting.
+`--aligned`), takes the intrinsic code from `--instyle` or else by projecting the aligned face
+into the base generator (models.stylize_projection), and the exemplar code from the exstyle
+file (`--style-id`) or by projecting `--style-image`. Writes per content: the stylised image, a
+content | exemplar | result strip, a structure x colour weight sweep, and one `stylize.jsonl`
+line with every code (and its space) and setting; projections stay in OUT/projection/ and are
+reused by a rerun.
 """
 
 from __future__ import annotations
@@ -15,41 +19,44 @@ from pathlib import Path
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.runtime import add_device_flag
 
-EXSTYLE_NAMES = ("refined_exstyle_code.npz", "exstyle_code.npz", "refined_exstyle_code.npy",
-                 "exstyle_code.npy")
 SWEEP_PANEL = 256
 TRANSFORM_FACTOR = 4  # FFHQ: transform at 4096, output 1024
-PROJECTION_TODO = ("projection into the generator is not available yet (models/project is "
-                   "being built)")
 
 
-def _intrinsic_source(args) -> None:
-    """Refuse, before loading anything, the intrinsic / exemplar routes that do not exist yet."""
-    if args.style_image:
-        raise FfhqToolsError(f"--style-image {args.style_image}: a new exemplar needs its "
-                             f"codes from an encoder or projection; {PROJECTION_TODO}, and pSp "
-                             "encoders are not supported. Use --style-id with an exstyle file")
+def _intrinsic_source(args) -> str:
+    """'instyle' or 'projection'; refuses, before loading anything, what cannot run."""
+    if args.style_image and not Path(args.style_image).is_file():
+        raise FfhqToolsError(f"--style-image {args.style_image}: file not found")
+    if args.style_image and args.exstyle:
+        raise FfhqToolsError("--exstyle does not apply with --style-image (its code is "
+                             "projected); give one of the two")
+    if args.wplus and not args.instyle:
+        raise FfhqToolsError("--wplus names the space of --instyle codes; projected codes are "
+                             "w+ already")
     if args.instyle:
-        return
+        return "instyle"
     if args.encoder:
         if not Path(args.encoder).is_file():
             raise FfhqToolsError(f"--encoder {args.encoder}: file not found")
         raise FfhqToolsError(f"--encoder {args.encoder}: pSp encoders are not supported yet; "
-                             "pass the content's intrinsic code with --instyle CODE.npy|.npz")
-    raise FfhqToolsError("missing encoder: the content's intrinsic code must come from "
-                         f"--instyle CODE.npy|.npz ({PROJECTION_TODO}; pSp encoders are not "
-                         "supported)")
+                             "pass the content's intrinsic code with --instyle CODE.npy|.npz "
+                             "or drop --encoder to project the content")
+    return "projection"
+
+
+def _unique_stems(contents: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for content in contents:
+        if content.stem in seen:
+            raise FfhqToolsError(f"{content} and {seen[content.stem]}: two contents named "
+                                 f"{content.stem!r} would write the same outputs; rename one")
+        seen[content.stem] = content
 
 
 def _exstyle_path(args) -> Path:
-    if args.exstyle:
-        return Path(args.exstyle)
-    folder = Path(args.model).parent
-    for name in EXSTYLE_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    raise FfhqToolsError(f"no --exstyle given and none of {', '.join(EXSTYLE_NAMES)} beside "
-                         f"{args.model}")
+    from models.dualstylegan_exemplar import exstyle_beside
+
+    return Path(args.exstyle) if args.exstyle else exstyle_beside(Path(args.model))
 
 
 def _load_model(path: str, device):
@@ -64,13 +71,24 @@ def _load_model(path: str, device):
     return net
 
 
+def _read_instyles(args):
+    """The --instyle file's codes; --wplus names the space of a file that does not say."""
+    from models.dualstylegan_codes import CodeSpace, read_codes
+
+    wanted = CodeSpace.W_PLUS if args.wplus else CodeSpace.Z_PLUS
+    codes = read_codes(args.instyle, default_space=wanted)
+    if args.wplus and codes.space is not CodeSpace.W_PLUS:
+        raise FfhqToolsError(f"--wplus: --instyle {args.instyle} holds {codes.space.value} "
+                             "codes (drop --wplus)")
+    return codes
+
+
 def _intrinsic_code(codes, content: Path, single: bool):
     for key in (content.name, content.stem):
         if key in codes.names:
-            i = codes.names.index(key)
-            return key, codes.codes[i: i + 1]
+            return codes.code(codes.names.index(key))
     if single and len(codes.names) == 1:
-        return codes.names[0], codes.codes[:1]
+        return codes.code(0)
     raise FfhqToolsError(f"--instyle {codes.source}: no code named {content.name!r} (it holds "
                          f"{', '.join(codes.names[:4])}{'...' if len(codes.names) > 4 else ''}); "
                          "name each content's code after its file")
@@ -131,25 +149,118 @@ def _save_png(path: Path, array) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def _exemplar_panel(args, net, name: str, ex_z, settings, resolution: int):
+
+class Projections:
+    """Projects images into the model's base generator for one stylize run; the distance
+    network and the projector are built on first use (an --instyle + --style-id run never
+    loads them)."""
+
+    def __init__(self, args, net, device, out: Path, model_sha256: str):
+        from models.stylize_projection import ProjectionSettings
+
+        self.args, self.net, self.device, self.out = args, net, device, out
+        self.model_sha256 = model_sha256
+        self.settings = ProjectionSettings(steps=args.steps, seed=args.seed,
+                                           distance=args.distance, space=args.projection_space,
+                                           optimize_noise=args.noise_opt, batch=args.batch)
+        self._projector = None
+        self._options: dict = {}
+
+    def _build(self) -> None:
+        from ffhq_tools import weights
+        from models.project_cli import load_distance
+        from models.stylize_projection import make_projector
+
+        used: dict[str, str] = {}
+        distance = load_distance(self.settings.distance,
+                                 weights.parse_overrides(self.args.weights), self.device, used)
+        self._projector = make_projector(self.net, distance, self.settings, self.device,
+                                         f"--model {self.args.model}")
+        self._options = {"network": {"sha256": self.model_sha256, "part": "base generator"},
+                         "distance": self.settings.distance,
+                         "weights": dict(sorted(used.items())),
+                         "protocol": self.settings.protocol().to_dict()}
+
+    def __call__(self, items, role: str):
+        from models.stylize_projection import project_sources
+
+        if self._projector is None:
+            self._build()
+        return project_sources(self._projector, items, self.out, role, self.settings.seed,
+                               self._options, self.settings.batch, not self.args.quiet)
+
+    def record(self) -> dict:
+        return {"part": "base generator", **self._options}
+
+
+def _exemplar(args, net, projections: Projections):
+    """(code, jsonl record, exemplar pixels or None)."""
+    from ffhq_tools.images import load_rgb
+    from models.dualstylegan_codes import CodeSpace, read_codes
+    from models.project.targets import prepare_pixels
+    from models.stylize import check_code, exemplar
+    from models.stylize_projection import ProjectionSource, code_file
+
+    if args.style_image:
+        image = Path(args.style_image)
+        pixels = prepare_pixels(load_rgb(image), net.img_resolution)
+        code = projections([ProjectionSource(image.stem, str(image), pixels)], "style")[
+            image.stem]
+        record = {"source": "projection", "image": str(image),
+                  "file": str(code_file(projections.out, "style", code)),
+                  "projection": projections.record(), **code.to_dict()}
+        return code, record, pixels
+    ex_path = _exstyle_path(args)
+    code = exemplar(read_codes(ex_path, default_space=CodeSpace.Z_PLUS), args.style_id)
+    check_code(code, net, f"--exstyle {ex_path}")
+    return code, {"source": "exstyle", "file": str(ex_path), "style_id": args.style_id,
+                  **code.to_dict()}, None
+
+
+def _instyles(args, source: str, net, faces, projections: Projections):
+    """[(code, jsonl record)] per content, from --instyle or by projection."""
+    from models.stylize import check_code
+    from models.stylize_projection import ProjectionSource, code_file
+
+    if source == "instyle":
+        codes = _read_instyles(args)
+        out = []
+        for content, *_ in faces:
+            code = _intrinsic_code(codes, content, len(faces) == 1)
+            check_code(code, net, f"--instyle {args.instyle}")
+            out.append((code, {"source": "instyle", "file": str(args.instyle),
+                               **code.to_dict()}))
+        return out
+    items = [ProjectionSource(content.stem, str(content), face) for content, face, _ in faces]
+    codes = projections(items, "content")
+    return [(codes[item.name], {"source": "projection",
+                                "file": str(code_file(projections.out, "content",
+                                                      codes[item.name])),
+                                "projection": projections.record(),
+                                **codes[item.name].to_dict()}) for item in items]
+
+
+def _exemplar_panel(args, net, code, pixels, settings, resolution: int):
     from ffhq_tools.images import load_rgb
     from models.generate import to_uint8
     from models.stylize import render_exemplar
 
+    if pixels is not None:
+        return pixels, str(args.style_image)
     if args.style_images:
-        image = Path(args.style_images) / name
+        image = Path(args.style_images) / code.name
         if image.is_file():
             return _resized(load_rgb(image), resolution), str(image)
-    return to_uint8(render_exemplar(net, ex_z, settings))[0], "rendered from its code"
+    return to_uint8(render_exemplar(net, code, settings.noise_mode))[0], "rendered from its code"
 
 
-def _sweep_grid(net, instyle, ex_z, settings):
+def _sweep_grid(net, instyle, exstyle, settings):
     import torch.nn.functional as F
 
     from models.generate import make_grid, to_uint8
     from models.stylize import weight_sweep
 
-    images = weight_sweep(net, instyle, ex_z, settings)
+    images = weight_sweep(net, instyle, exstyle, settings)
     panel = min(SWEEP_PANEL, images.shape[-1])
     return make_grid(to_uint8(F.adaptive_avg_pool2d(images, panel)), len(settings.sweep))
 
@@ -163,8 +274,14 @@ def _settings(args, net):
     except ValueError:
         raise FfhqToolsError(f"--sweep {args.sweep!r}: expected comma-separated weights") \
             from None
-    return StylizeSettings(tuple(weights), args.truncation, args.preserve_color, args.wplus,
+    return StylizeSettings(tuple(weights), args.truncation, args.preserve_color,
                            args.noise_mode, sweep)
+
+
+def _check_projection_flags(args) -> None:
+    for flag, value in (("--steps", args.steps), ("--batch", args.batch)):
+        if value < 1:
+            raise FfhqToolsError(f"{flag} {value}: must be >= 1")
 
 
 def _stylize(args) -> int:
@@ -173,49 +290,50 @@ def _stylize(args) -> int:
     from ffhq_tools.atomic import append_jsonl
     from ffhq_tools.runtime import select_device
     from models.checkpoint import checkpoint_sha256
-    from models.dualstylegan_codes import read_codes
     from models.generate import make_grid, to_uint8
-    from models.stylize import check_code, exemplar, stylize
+    from models.project.targets import safe_name
+    from models.stylize import stylize
 
-    _intrinsic_source(args)
+    source = _intrinsic_source(args)
+    _check_projection_flags(args)
     contents = [Path(c) for c in args.content]
+    _unique_stems(contents)
     device = select_device(args.device)
     net = _load_model(args.model, device)
     settings = _settings(args, net)
-    ex_path = _exstyle_path(args)
-    ex_name, ex_z = exemplar(read_codes(ex_path), args.style_id)
-    check_code(ex_z, net, net.generator.z_dim, f"--exstyle {ex_path}")
-    instyles = read_codes(args.instyle)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     resolution = net.img_resolution
-    aligner = ContentAligner(args.landmarks, resolution, str(device))
     model = {"path": str(args.model), "sha256": checkpoint_sha256(args.model)}
-    for content in tqdm(contents, desc="stylize", unit="img", file=sys.stderr):
-        in_name, instyle = _intrinsic_code(instyles, content, len(contents) == 1)
-        check_code(instyle, net, net.w_dim if settings.wplus else net.generator.z_dim,
-                   f"--instyle {args.instyle}")
-        face, alignment = _content(content, args, aligner, resolution)
-        result = to_uint8(stylize(net, instyle, ex_z, settings))[0]
-        panel, panel_source = _exemplar_panel(args, net, ex_name, ex_z, settings, resolution)
-        stem = f"{content.stem}-style{args.style_id}"
+    projections = Projections(args, net, device, out, model["sha256"])
+    ex_code, ex_record, ex_pixels = _exemplar(args, net, projections)
+    aligner = ContentAligner(args.landmarks, resolution, str(device))
+    faces = [(content, *_content(content, args, aligner, resolution)) for content in contents]
+    instyles = _instyles(args, source, net, faces, projections)
+    style_tag = f"style{args.style_id}" if args.style_image is None else \
+        safe_name(Path(args.style_image).stem)
+    panel, panel_source = _exemplar_panel(args, net, ex_code, ex_pixels, settings, resolution)
+    for (content, face, alignment), (instyle, in_record) in tqdm(
+            list(zip(faces, instyles, strict=True)), desc="stylize", unit="img",
+            file=sys.stderr, disable=args.quiet):
+        result = to_uint8(stylize(net, instyle, ex_code, settings))[0]
+        stem = f"{content.stem}-{style_tag}"
         names = {"image": f"{stem}.png", "strip": f"{stem}-strip.png",
                  "sweep": f"{stem}-sweep.png"}
         _save_png(out / names["image"], result)
         _save_png(out / names["strip"], make_grid([face, panel, result], 3))
-        _save_png(out / names["sweep"], _sweep_grid(net, instyle, ex_z, settings))
+        _save_png(out / names["sweep"], _sweep_grid(net, instyle, ex_code, settings))
         append_jsonl(out / "stylize.jsonl", {
             "content": str(content), "alignment": alignment, "model": model,
-            "instyle": {"file": str(args.instyle), "name": in_name,
-                        "space": "w+" if settings.wplus else "z+", "code": instyle.tolist()},
-            "exstyle": {"file": str(ex_path), "style_id": args.style_id, "name": ex_name,
-                        "space": "z+", "code": ex_z.tolist(), "exemplar_panel": panel_source},
+            "instyle": in_record, "exstyle": {**ex_record, "exemplar_panel": panel_source},
             "settings": settings.to_dict(), "outputs": names})
         print(f"{content}: {out / names['image']} (strip, sweep, stylize.jsonl)")
     return 0
 
 
 def add_verbs(verbs) -> None:
+    from ffhq_tools.weights_cli import add_weights_flag
+
     p = verbs.add_parser("stylize", help="DualStyleGAN exemplar-based style transfer of face "
                          "photos", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("content", nargs="+", help="content photos (aligned first unless --aligned)")
@@ -224,11 +342,14 @@ def add_verbs(verbs) -> None:
     p.add_argument("--out", required=True, help="output folder")
     style = p.add_mutually_exclusive_group(required=True)
     style.add_argument("--style-id", type=int, help="exemplar index in the exstyle file")
-    style.add_argument("--style-image", help="a new exemplar image (needs projection)")
+    style.add_argument("--style-image", help="a new exemplar image (an aligned artistic face): "
+                                             "its extrinsic code is projected into the base "
+                                             "generator (w+)")
     p.add_argument("--exstyle", help="exemplar codes (.npz or the official .npy); default: "
                                      "refined_exstyle_code / exstyle_code beside --model")
-    p.add_argument("--instyle", help="intrinsic codes of the contents (.npz / .npy, named by "
-                                     "content file, or one code for one content)")
+    p.add_argument("--instyle", help="intrinsic codes of the contents (.npz / .npy / a "
+                                     "projected_w.npz, named by content file, or one code for "
+                                     "one content); default: project each aligned content")
     p.add_argument("--encoder", help="pSp encoder for intrinsic codes (not supported yet)")
     p.add_argument("--aligned", action="store_true", help="contents are aligned already")
     p.add_argument("--landmarks", choices=("dlib", "dlib-cnn", "face-alignment"),
@@ -239,10 +360,23 @@ def add_verbs(verbs) -> None:
                    help="truncation of the intrinsic code towards 0")
     p.add_argument("--preserve-color", action="store_true",
                    help="keep the content's colour layers")
-    p.add_argument("--wplus", action="store_true", help="intrinsic codes are W+ (default z+)")
+    p.add_argument("--wplus", action="store_true",
+                   help="--instyle codes are w+ (for a file that does not say; default z+)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
     p.add_argument("--sweep", default="0,0.25,0.5,0.75,1",
                    help="weights of the structure x colour sweep figure")
     p.add_argument("--style-images", help="folder of the exemplar images, shown in the strip")
+    proj = p.add_argument_group("projection (contents without --instyle, --style-image)")
+    proj.add_argument("--steps", type=int, default=1000, help="projection steps")
+    proj.add_argument("--seed", type=int, default=303, help="projection seed per image")
+    proj.add_argument("--distance", choices=("vgg16-ts", "lpips-vgg"), default="vgg16-ts",
+                      help="projection distance (as `ffhq-tools project`)")
+    proj.add_argument("--projection-space", choices=("w+", "w"), default="w+",
+                      help="w+: one w per layer; w: one w for all layers (stored as w+)")
+    proj.add_argument("--noise-opt", action=argparse.BooleanOptionalAction, default=True,
+                      help="optimise the noise maps too (the code alone is used to stylise)")
+    proj.add_argument("--batch", type=int, default=4, help="images projected together")
+    add_weights_flag(proj)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_device_flag(p)
     p.set_defaults(func=_stylize)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ffhq_tools.cli import main
 from models.checkpoint import save_checkpoint
-from models.dualstylegan_codes import CodeSet, write_codes
+from models.dualstylegan_codes import Code, CodeSet, CodeSpace, write_codes
 from models.generate import to_uint8
 from models.stylize import (
     StylizeError,
@@ -87,11 +87,13 @@ def test_weights_preserve_color_and_sweep_api(files):
     ex = exstyles["s2.jpg"]
     weights = parse_weights("0.5x7,1x3", net.num_ws)
     settings = StylizeSettings(tuple(weights), preserve_color=True)
-    ours = stylize(net, instyle, ex, settings)
+    content, exemplar = Code("c", instyle, CodeSpace.Z_PLUS), Code("e", ex, CodeSpace.Z_PLUS)
+    ours = stylize(net, content, exemplar, settings)
     mixed = ex.copy()
     mixed[:, 7:] = instyle[:, 7:]
     assert torch.equal(ours, official_result(net, instyle, mixed, weights))
-    sweep = weight_sweep(net, instyle, ex, StylizeSettings(tuple(weights), sweep=(0.0, 1.0)))
+    sweep = weight_sweep(net, content, exemplar,
+                         StylizeSettings(tuple(weights), sweep=(0.0, 1.0)))
     assert torch.equal(sweep[1:2], official_result(net, instyle, ex, [0.0] * 7 + [1.0] * 3))
     assert torch.equal(sweep[2:3], official_result(net, instyle, ex, [1.0] * 7 + [0.0] * 3))
 
@@ -109,10 +111,14 @@ def test_weight_parsing():
     (["--style-id", "3"], "--style-id 3: .*exstyle_code.npy holds 3 exemplar codes"),
     (["--style-id", "0", "--weight", "1x9"], "--weight '1x9': 9 weights, but the model has 10"),
     (["--style-id", "0", "--truncation", "1.5"], "--truncation 1.5"),
-    (["--style-image", "x.png"], "not available yet"),
+    (["--style-image", "x.png"], "--style-image x.png: file not found"),
+    (["--style-id", "0", "--wplus"], "--wplus: --instyle .*instyle.npz holds z\\+ codes"),
+    (["--style-id", "0", "--steps", "0"], "--steps 0: must be >= 1"),
+    (["--style-image", "ASTRONAUT"], "--exstyle does not apply with --style-image"),
 ])
 def test_errors_are_one_line(files, capsys, extra, message):
     folder = files[0]
+    extra = [str(folder / "astronaut.png") if e == "ASTRONAUT" else e for e in extra]
     assert run(folder, "--aligned", "--out", str(folder / "err"), *extra) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
@@ -123,13 +129,13 @@ def test_missing_encoder_and_wrong_code_shape(files, capsys):
     folder, net, *_ = files
     args = ["stylize", str(folder / "astronaut.png"), "--model", str(folder / "dsg.pt"),
             "--style-id", "0", "--out", str(folder / "err"), "--aligned"]
-    assert main(args) == 2
-    assert "missing encoder" in capsys.readouterr().err
     assert main(args + ["--encoder", str(folder / "nope.pt")]) == 2
     assert "nope.pt: file not found" in capsys.readouterr().err
+    assert main(args + ["--encoder", str(folder / "dsg.pt")]) == 2
+    assert "pSp encoders are not supported yet" in capsys.readouterr().err
     write_code_dict(folder / "short.npy", ["astronaut.png"], 5, 32)
     assert main(args + ["--instyle", str(folder / "short.npy")]) == 2
-    assert "short.npy: code of shape [1, 5, 32]" in capsys.readouterr().err
+    assert "short.npy: z+ code of shape [1, 5, 32]" in capsys.readouterr().err
 
 
 def test_generate_points_a_dualstylegan_checkpoint_to_stylize(files, capsys):
