@@ -78,11 +78,29 @@ def load_vgg19(overrides: dict | None = None) -> VGG19Features:
     return VGG19Features(trunk, resolved.provenance())
 
 
-def seeded_vgg19(seed: int = 0) -> VGG19Features:
+VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                512)
+
+
+def narrow_trunk(divisor: int) -> nn.Sequential:
+    """vgg19.features[:30]'s layer layout with every width divided by `divisor`."""
+    layers, channels = [], 3
+    for item in VGG19_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        width = max(item // divisor, 1)
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        channels = width
+    return nn.Sequential(*layers)
+
+
+def seeded_vgg19(seed: int = 0, width_divisor: int = 1) -> VGG19Features:
     """VGG19 with deterministic random weights (He-normal convs, as torchvision initialises)
-    for offline tests; its provenance says so."""
+    for offline tests, optionally narrowed (`width_divisor`) for fast CPU tests; its
+    provenance says so."""
     generator = torch.Generator().manual_seed(seed)
-    trunk = vgg19_trunk()
+    trunk = vgg19_trunk() if width_divisor == 1 else narrow_trunk(width_divisor)
     with torch.no_grad():
         for layer in trunk:
             if isinstance(layer, nn.Conv2d):
@@ -90,5 +108,5 @@ def seeded_vgg19(seed: int = 0) -> VGG19Features:
                 layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator)
                                    * (2 / fan_out) ** 0.5)
                 layer.bias.zero_()
-    return VGG19Features(trunk, {"name": WEIGHTS_NAME, "sha256": f"seeded-random-{seed}",
-                                 "source": "random"})
+    tag = f"seeded-random-{seed}" + (f"-width/{width_divisor}" if width_divisor != 1 else "")
+    return VGG19Features(trunk, {"name": WEIGHTS_NAME, "sha256": tag, "source": "random"})
