@@ -136,8 +136,9 @@ class ProjectionEncoder:
         with torch.enable_grad():
             for _ in range(self.steps):
                 out = loss_size(G.synthesis(ws, noise_mode="const"), self.size)
-                loss = F.mse_loss(out, target) + feature_l1(
-                    self.vgg(out), target_feats, PRETRAIN_FEATURE_WEIGHTS)
+                # x N: each image's own mean loss, so its code does not depend on the batch
+                loss = (F.mse_loss(out, target) + feature_l1(
+                    self.vgg(out), target_feats, PRETRAIN_FEATURE_WEIGHTS)) * len(images)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -94,7 +94,7 @@ def path_length_phase(ctx: StepContext, step: int, exstyle_fn, stats: dict) -> N
         ws = mixing_ws(G, rand, count, opts.mixing)
         exstyle = exstyle_fn(rand, count)
     ws = ws.detach().requires_grad_(True)
-    images = ctx.net.synthesize(ws, exstyle)
+    images = ctx.net.synthesize(ws, exstyle, noise_mode=opts.noise_mode)
     noise = rand.normal(count, *images.shape[1:])
     lengths = losses.path_lengths(images, ws, noise)
     batch_mean = mean_over_ranks(lengths.detach().mean(), ctx.env)
@@ -117,16 +117,16 @@ def pretrain_step(ctx: StepContext, step: int, local: int, inject: int) -> dict:
     opts, G, net, stats = ctx.options, ctx.base, ctx.net, {}
     rand = ctx.rand(step, "Gmain")
     z1, z2 = rand.normal(ctx.per_rank, G.z_dim), rand.normal(ctx.per_rank, G.z_dim)
-    intrinsic = G.mapping(z1, None).detach()
+    intrinsic, noise = G.mapping(z1, None).detach(), opts.noise_mode
     with torch.no_grad():
-        target = G.synthesis(mixed_ws(G, z1, z2, inject), noise_mode="random")
+        target = G.synthesis(mixed_ws(G, z1, z2, inject), noise_mode=noise)
         if local % ctx.options.code_every == 0:
-            exstyle = ctx.encoder.encode(G.synthesis(G.mapping(z2, None), noise_mode="random"))
+            exstyle = ctx.encoder.encode(G.synthesis(G.mapping(z2, None), noise_mode=noise))
         else:
             exstyle = G.mapping(z2, None)[:, 0]
-        fakes = net.synthesize(intrinsic, exstyle)
+        fakes = net.synthesize(intrinsic, exstyle, noise_mode=noise)
     discriminator_phase(ctx, local, ctx.reals_fn(step), fakes, opts.adv_weight, stats)
-    fakes = net.synthesize(intrinsic, exstyle)
+    fakes = net.synthesize(intrinsic, exstyle, noise_mode=noise)
     with torch.no_grad():
         target_feats = ctx.features(target)
     reconstruction = dl.feature_l1(ctx.features(fakes), target_feats,
@@ -177,15 +177,15 @@ def finetune_step(ctx: StepContext, step: int) -> dict:
     ws, exstyle, indices = finetune_codes(ctx, ctx.rand(step, "Dmain"), paired)
     reals = ctx.style.reals(indices, device) if paired else ctx.reals_fn(step)
     with torch.no_grad():
-        fakes = net.synthesize(ws, exstyle)
+        fakes = net.synthesize(ws, exstyle, noise_mode=opts.noise_mode)
     discriminator_phase(ctx, step, reals, fakes, opts.adv_weight, stats)
 
     ws, exstyle, indices = finetune_codes(ctx, ctx.rand(step, "Gmain"), paired)
     exemplars = ctx.style.reals(indices, device)
-    fakes = net.synthesize(ws, exstyle)
+    fakes = net.synthesize(ws, exstyle, noise_mode=opts.noise_mode)
     with torch.no_grad():
         real_feats = ctx.features(exemplars)
-        content = net.synthesize(ws, None, use_res=False)
+        content = net.synthesize(ws, None, use_res=False, noise_mode=opts.noise_mode)
     fake_feats = ctx.features(fakes)
     style = dl.contextual_loss(fake_feats[dl.CONTEXTUAL_FEATURE],
                                real_feats[dl.CONTEXTUAL_FEATURE]) * opts.cx_weight

@@ -72,6 +72,7 @@ class DualStyleGANTrainOptions:
     projection_lr: float = 0.1
     identity: str = "none"
     loss_resolution: int = 256
+    noise_mode: str = "random"   # the generators' per-layer noise (official: random)
     snap: int | None = None
     snap_begin: int | None = None
     log_every: int = 10
@@ -89,6 +90,9 @@ class DualStyleGANTrainOptions:
         if self.code_source not in CODE_SOURCES:
             raise DualStyleGANTrainError(f"--code-source {self.code_source!r}: expected one "
                                          f"of {', '.join(CODE_SOURCES)}")
+        if self.noise_mode not in ("random", "const"):
+            raise DualStyleGANTrainError(f"--noise-mode {self.noise_mode!r}: expected random "
+                                         "or const")
         if self.identity not in IDENTITIES:
             raise DualStyleGANTrainError(f"--identity {self.identity!r}: expected one of "
                                          f"{', '.join(IDENTITIES)}")

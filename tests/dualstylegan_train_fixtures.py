@@ -106,3 +106,4 @@ def finetune_options(base, style, outdir, **changes) -> DualStyleGANTrainOptions
                   log_every=1, snap=2, snap_begin=2, device="cpu", progress=False, threads=1)
     values.update(changes)
     return DualStyleGANTrainOptions("finetune", **values)
+
