@@ -171,4 +171,8 @@ def load_identity(name: str):
     except ImportError:
         raise DualStyleGANTrainError("--identity arcface: models.arcface is not available in "
                                      "this installation (use --identity none)") from None
+    if not callable(getattr(arcface, "load_arcface", None)):
+        raise DualStyleGANTrainError("--identity arcface: models.arcface has no load_arcface() "
+                                     "(pass an object with embed(images) through the Python "
+                                     "API instead)")
     return arcface.load_arcface()

@@ -43,7 +43,8 @@ def _options(args):
     return DualStyleGANTrainOptions(
         args.stage, base=args.base, data=args.data, exstyle=args.exstyle,
         instyle=args.instyle, outdir=args.outdir, resume=args.resume,
-        code_source=args.code_source, identity=args.identity, vgg_weights=args.vgg_weights,
+        code_source=args.code_source, identity=args.identity, noise_mode=args.noise_mode,
+        vgg_weights=args.vgg_weights,
         device=args.device, progress=not args.no_progress, **values)
 
 
@@ -76,6 +77,9 @@ def add_verbs(verbs) -> None:
                         "API)")
     p.add_argument("--identity", default="none", choices=("none", "arcface"),
                    help="finetune: identity network (recorded in options.json)")
+    p.add_argument("--noise-mode", default="random", choices=("random", "const"),
+                   help="the generators' per-layer noise inputs while training (official: "
+                        "random)")
     p.add_argument("--vgg-weights", help="a torchvision VGG19 state dict instead of the "
                                          "registry's vgg19 entry")
     for flag, (field, kind, text) in FLAGS.items():

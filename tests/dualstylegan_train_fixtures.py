@@ -107,3 +107,25 @@ def finetune_options(base, style, outdir, **changes) -> DualStyleGANTrainOptions
     values.update(changes)
     return DualStyleGANTrainOptions("finetune", **values)
 
+
+
+def write_base_without_mbstd_groups(path, seed: int = 0):
+    """A base whose D has minibatch-stddev groups of 1, so a batch split over ranks sees
+    the same D outputs as one process (groups are strided over the batch)."""
+    torch.manual_seed(seed)
+    config = BASE.replace(mbstd_group=1)
+    G, D = build_networks(config, RESOLUTION)
+    return save_checkpoint(path, config={"model": config.to_dict(), "resolution": RESOLUTION,
+                                         "channel_max": 32}, G=G, D=D, G_ema=G)
+
+
+def gloo_pretrain_worker(rank: int, world: int, port: int, options: dict) -> None:
+    """One Gloo rank of the equivalence test, launched as torchrun would set it up."""
+    import os
+
+    from models.dualstylegan_train import train_dualstylegan
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    train_dualstylegan(DualStyleGANTrainOptions.from_dict(options), vgg=small_vgg())

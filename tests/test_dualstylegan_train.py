@@ -213,3 +213,41 @@ def test_cli_dry_run_and_one_line_errors(inputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "starts from a pretrained DualStyleGAN" in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_equal_one_process(inputs, tmp_path):
+    """One iteration with the batch split over two Gloo ranks vs one process. D (updated
+    first, from the same G) must agree; G's Adam step is lr * sign(g) on the first step,
+    so parameters whose gradient is float noise around 0 (ModRes convs behind instance
+    norms of near-zero activations) may flip: nearly all must agree, none by more than 2 lr
+    per Adam step."""
+    import torch.multiprocessing as mp
+    from dualstylegan_train_fixtures import gloo_pretrain_worker, write_base_without_mbstd_groups
+
+    base = write_base_without_mbstd_groups(tmp_path / "base.pt")
+    settings = dict(iters=1, batch=4, noise_mode="const")
+    options = pretrain_options(base, inputs["faces"], tmp_path / "two", **settings)
+    mp.start_processes(gloo_pretrain_worker, args=(2, _free_port(), options.to_dict()),
+                       nprocs=2, join=True, start_method="fork")
+    two = next((tmp_path / "two").iterdir())
+    assert json.loads((two / "options.json").read_text())["world_size"] == 2
+    one = train_dualstylegan(pretrain_options(base, inputs["faces"], tmp_path / "one",
+                                              **settings), vgg=small_vgg())
+    a = load_checkpoint(two / "network-snapshot-000001.pt")
+    b = load_checkpoint(one / "network-snapshot-000001.pt")
+    for key, value in a.D.state_dict().items():
+        torch.testing.assert_close(value, b.D.state_dict()[key], rtol=1e-4, atol=1e-5)
+    lr = options.lr * options.pl_interval / (options.pl_interval + 1)  # lazy-corrected
+    left = torch.cat([p.flatten() for p in (*a.G.res.parameters(), *a.G.style.parameters())])
+    right = torch.cat([p.flatten() for p in (*b.G.res.parameters(), *b.G.style.parameters())])
+    moved = (left - right).abs()
+    assert float((moved <= 1e-5).float().mean()) > 0.98
+    assert float(moved.max()) <= 2 * 2 * lr + 1e-6  # G main + path length, each <= lr
