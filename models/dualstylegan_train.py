@@ -339,6 +339,8 @@ def _run(ctx, config: dict, optim_states: dict, used: dict) -> Path:
     start = 0
     if options.resume:
         start = restore_snapshot(ctx, _newest_snapshot(folder))
+        if env.is_main:
+            _drop_rows_after(folder / "stats.jsonl", start)
     elif _load_base_optimisers(ctx, optim_states):
         used["base_optimiser_states"] = True
     config = {**config, "dualstylegan_training": options.to_dict()}
@@ -360,6 +362,15 @@ def _run(ctx, config: dict, optim_states: dict, used: dict) -> Path:
             if done == total or (done >= options.snap_begin and done % options.snap == 0):
                 _snapshot(ctx, folder, done, config)
     return folder
+
+
+def _drop_rows_after(stats: Path, iteration: int) -> None:
+    """Rows a killed run wrote after its last snapshot are written again when it resumes."""
+    if not stats.is_file():
+        return
+    rows = [line for line in stats.read_text().splitlines()
+            if line.strip() and json.loads(line)["iteration"] <= iteration]
+    stats.write_text("".join(row + "\n" for row in rows))
 
 
 def _snapshot(ctx, folder: Path, iteration: int, config: dict) -> None:

@@ -64,6 +64,7 @@ def test_pretrain_run_folder_and_exact_resume(inputs, tmp_path):
     again = train_dualstylegan(pretrain_options(None, None, tmp_path, resume=str(copy)),
                                vgg=small_vgg())
     assert again == copy
+    assert _losses(copy / "stats.jsonl") == _losses(run / "stats.jsonl")  # no repeated rows
     _same_networks(load_checkpoint(run / "network-snapshot-000004.pt"),
                    load_checkpoint(copy / "network-snapshot-000004.pt"))
     # snapshots are DualStyleGAN checkpoints stylize loads; T_s and res trained, G did not
@@ -76,6 +77,11 @@ def test_pretrain_run_folder_and_exact_resume(inputs, tmp_path):
     fresh = load_checkpoint(run / "network-snapshot-000002.pt").G
     assert not torch.equal(trained.res[0].conv[0].weight, fresh.res[0].conv[0].weight)
     assert not torch.equal(trained.style[1].weight, fresh.style[1].weight)
+
+
+def _losses(stats) -> list[dict]:
+    rows = [json.loads(line) for line in stats.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "sec_per_iter"} for row in rows]
 
 
 def _reconstruction(ctx, inject: int, seed: int = 123) -> float:
