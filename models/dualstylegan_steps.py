@@ -115,6 +115,8 @@ def finish_step(ctx: StepContext) -> None:
 def pretrain_step(ctx: StepContext, step: int, local: int, inject: int) -> dict:
     """The extrinsic path learns G's own style mixing at injection index `inject`."""
     opts, G, net, stats = ctx.options, ctx.base, ctx.net, {}
+    if local == 0:  # each stage starts its path-length mean afresh, as the official loop
+        ctx.pl_mean = torch.zeros_like(ctx.pl_mean)
     rand = ctx.rand(step, "Gmain")
     z1, z2 = rand.normal(ctx.per_rank, G.z_dim), rand.normal(ctx.per_rank, G.z_dim)
     intrinsic, noise = G.mapping(z1, None).detach(), opts.noise_mode

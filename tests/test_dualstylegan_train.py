@@ -257,3 +257,15 @@ def test_two_gloo_ranks_equal_one_process(inputs, tmp_path):
     moved = (left - right).abs()
     assert float((moved <= 1e-5).float().mean()) > 0.98
     assert float(moved.max()) <= 2 * 2 * lr + 1e-6  # G main + path length, each <= lr
+
+
+def test_each_pretraining_stage_restarts_the_path_length_mean(inputs, tmp_path):
+    from models.distributed import DistEnv
+    from models.dualstylegan_steps import pretrain_step
+    from models.dualstylegan_train import build_context
+
+    options = pretrain_options(inputs["base"], inputs["faces"], tmp_path).resolved()
+    ctx = build_context(options, DistEnv(0, 1, 0, torch.device("cpu")), vgg=small_vgg())[0]
+    ctx.pl_mean = torch.tensor(50.0)
+    stats = pretrain_step(ctx, 0, 0, 7)  # first step of a stage: a = 0.01 * mean length
+    assert float(ctx.pl_mean) < 1.0 and float(stats["Loss/pl_mean"]) == float(ctx.pl_mean)
