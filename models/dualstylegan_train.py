@@ -335,14 +335,14 @@ def _run(ctx, config: dict, optim_states: dict, used: dict) -> Path:
     from models.dualstylegan_steps import finetune_step, pretrain_step
 
     options, env = ctx.options, ctx.env
+    if not options.resume:
+        used["base_optimiser_states"] = _load_base_optimisers(ctx, optim_states)
     folder = _run_folder(ctx, used)
     start = 0
     if options.resume:
         start = restore_snapshot(ctx, _newest_snapshot(folder))
         if env.is_main:
             _drop_rows_after(folder / "stats.jsonl", start)
-    elif _load_base_optimisers(ctx, optim_states):
-        used["base_optimiser_states"] = True
     config = {**config, "dualstylegan_training": options.to_dict()}
     log = capture_log(folder) if env.is_main else contextlib.nullcontext()
     total = total_steps(options)

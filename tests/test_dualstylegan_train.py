@@ -154,6 +154,7 @@ def test_finetune_runs_resumes_exactly_and_records_identity(inputs, tmp_path):
     frozen = json.loads((run / "options.json").read_text())
     assert frozen["used"]["identity"] == {"kind": "UnitEmbedding"}
     assert frozen["used"]["style_set"] == {"images": 12, "resolution": 64}
+    assert frozen["used"]["base_optimiser_states"] is False  # the base has none
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert "Loss/G/perceptual" in rows[1] and "Loss/G/perceptual" not in rows[0]
     assert all("Loss/G/identity" in r and "Loss/G/style" in r for r in rows)
