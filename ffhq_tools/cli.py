@@ -25,6 +25,7 @@ VERB_PROVIDERS = (
     "models.cli",
     "models.project_cli",
     "models.stylize_cli",
+    "models.dualstylegan_train_cli",
     "eval.cli",
     "eval.classifiers_cli",
 )
@@ -39,6 +40,8 @@ RESUME_HINTS = {
     "fid": "rerun the same command: partial real-data statistics are kept and resumed",
     "score": "rerun the same command: finished rows are kept and partial statistics resumed",
     "train": "continue with the same options plus --resume <run dir> (or --resume auto)",
+    "dualstylegan-train": "continue with: ffhq-tools dualstylegan-train STAGE --resume "
+                          "<run dir>",
     "demo": "continue with: ffhq-tools demo --resume <run dir>",
     "project": "rerun the same command: finished targets are kept, the others continue from "
                "their last checkpointed step",

@@ -113,6 +113,13 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
         "torchvision VGG16 (ImageNet): LPIPS backbone and precision/recall features",
     ),
     WeightsEntry(
+        "vgg19", "vgg19-dcbb9e9d.pth",
+        ("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",),
+        "dcbb9e9d", "state-dict",
+        "torchvision VGG19 (ImageNet): DualStyleGAN's training losses (perceptual, style, "
+        "contextual)",
+    ),
+    WeightsEntry(
         "vgg16-ts", "vgg16.pt",
         (f"{NVIDIA_METRICS}/vgg16.pt",),
         VGG16_TS_SHA256, "torchscript-data",

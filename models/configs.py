@@ -119,7 +119,7 @@ class ModelConfig:
     mixing_prob: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float | None = None
-    total_kimg: int = 25000
+    total_kimg: float = 25000
     progressive: bool = False
     lod_training_kimg: int = 600
     lod_transition_kimg: int = 600
@@ -328,10 +328,29 @@ def _define_small() -> None:
             "tests", start_res=4, **small_growth)
 
 
+def _define_dualstylegan() -> None:
+    """DualStyleGAN's recipe (williamyang1991/DualStyleGAN README and scripts)."""
+    f = CONFIGS["stylegan2-F"]
+    _derive(f, "stylegan2-style-finetune", "DualStyleGAN step 1: fine-tune the FFHQ StyleGAN2 "
+            "on a style set (finetune_stylegan.py: R1 10 every 16, path length 2 every 4, "
+            "mixing 0.9, lr 0.002, 600 iterations at batch 32 = 19.2 kimg); use with "
+            "`train --resume FFHQ.pt --config stylegan2-style-finetune --aug ada`",
+            r1_gamma=10.0, r1_interval=16, pl_weight=2.0, pl_interval=4, mixing_prob=0.9,
+            lr=0.002, batch=32, ema_kimg=10.0, total_kimg=19.2)
+    dual = _derive(f, "dualstylegan", "DualStyleGAN (Yang et al. 2022): StyleGAN2 config-f "
+                   "intrinsic path + extrinsic path (T_s of mapping_layers - 6 layers, ModRes "
+                   "and colour transforms)", arch="dualstylegan")
+    _derive(dual, "tiny-dualstylegan", "tiny DualStyleGAN for tests (32-d latents, "
+            "channel_max 32, 8-layer mapping so T_s has 2 layers)", z_dim=32, w_dim=32,
+            channel_base=1024, channel_max=32, batch=8, r1_gamma=1.0, ema_kimg=0.5,
+            total_kimg=10)
+
+
 _define_stylegan_v1()
 _define_stylegan2()
 _define_ada()
 _define_small()
+_define_dualstylegan()
 
 
 def get_config(name: str) -> ModelConfig:

@@ -172,6 +172,9 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
         raise FfhqToolsError("--config is required (or --resume a snapshot)")
     else:
         config = apply_overrides(get_config(options.config), options.config_overrides)
+    if config.arch == "dualstylegan":
+        raise FfhqToolsError(f"config {config.name}: DualStyleGAN trains with its own recipe: "
+                             "ffhq-tools dualstylegan-train pretrain|finetune")
     if options.precision == "fp16" and config.conv_clamp is None and (transfer or not snapshot):
         # fp16 activations overflow without clamping; 256 is the stylegan2-ada value.
         config = config.replace(conv_clamp=FP16_CONV_CLAMP)
