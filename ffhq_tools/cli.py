@@ -25,6 +25,7 @@ VERB_PROVIDERS = (
     "models.cli",
     "models.project_cli",
     "models.stylize_cli",
+    "models.destylize_cli",
     "eval.cli",
     "eval.classifiers_cli",
 )
@@ -40,6 +41,8 @@ RESUME_HINTS = {
     "score": "rerun the same command: finished rows are kept and partial statistics resumed",
     "train": "continue with the same options plus --resume <run dir> (or --resume auto)",
     "demo": "continue with: ffhq-tools demo --resume <run dir>",
+    "destylize": "rerun with the same --out: finished exemplars are kept, the others start "
+                 "again",
     "project": "rerun the same command: finished targets are kept, the others continue from "
                "their last checkpointed step",
 }

@@ -1,0 +1,122 @@
+"""`ffhq-tools destylize EXEMPLAR... --original G.pt --finetuned G'.pt`: facial destylization
+of a style set (DualStyleGAN's destylize.py), writing exstyle_code / instyle_code files.
+
+A thin wrapper over models.destylize; the perceptual distance comes from eval's feature
+networks through `models.project_cli.load_distance` (registry entries, SHA-256 recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.runtime import add_device_flag
+
+DEFAULT_ROOT = "runs/destylize"
+IDENTITY_CHOICES = ("arcface", "none")  # models.destylize.identity.IDENTITIES (torch-free here)
+
+
+def _load(path: str, device, flag: str):
+    from models.checkpoint import checkpoint_info, load_generator
+
+    if not Path(path).is_file():
+        raise FfhqToolsError(f"{flag} {path}: file not found")
+    return load_generator(path, device), checkpoint_info(path)
+
+
+def _protocol(args):
+    from models.destylize import DestylizeProtocol
+
+    id_weight = args.id_weight if args.identity != "none" else 0.0
+    return DestylizeProtocol(steps=args.steps, project_steps=args.project_steps,
+                             id_weight=id_weight, truncation=args.truncation)
+
+
+def _out_dir(args, desc: str) -> Path:
+    from ffhq_tools.runs import create_run_dir
+
+    return Path(args.out) if args.out else create_run_dir(args.root, desc)
+
+
+def _options(args, infos: dict, used: dict, protocol) -> dict:
+    return {"networks": {flag: {"sha256": i["sha256"], "config": i["config"],
+                                "resolution": i["resolution"]} for flag, i in infos.items()},
+            "distance": args.distance, "identity": args.identity,
+            "weights": dict(sorted(used.items())), "protocol": protocol.to_dict(),
+            "init": None if args.init is None else str(args.init)}
+
+
+def _destylize(args) -> int:
+    import torch
+
+    from ffhq_tools import weights
+    from ffhq_tools.runtime import select_device
+    from models.destylize import Destylizer, destylize_set, load_identity
+    from models.dualstylegan_codes import read_codes
+    from models.project.targets import collect_targets
+    from models.project_cli import load_distance
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.exemplars:
+        raise FfhqToolsError("no EXEMPLAR given (an aligned folder, align.jsonl, .h5 or images)")
+    protocol = _protocol(args)
+    identity = load_identity(args.identity)
+    device = select_device(args.device)
+    G, info = _load(args.original, device, "--original")
+    G_prime, info_prime = _load(args.finetuned, device, "--finetuned")
+    init = read_codes(args.init) if args.init else None
+    used: dict[str, str] = {}
+    distance = load_distance(args.distance, weights.parse_overrides(args.weights), device, used)
+    destylizer = Destylizer(G, G_prime, distance, protocol, identity=identity, device=device,
+                            labels=(f"--original {args.original}",
+                                    f"--finetuned {args.finetuned}"))
+    targets = collect_targets(list(args.exemplars), G.img_resolution, args.limit)
+    out = _out_dir(args, f"destylize-{Path(args.finetuned).stem}")
+    options = _options(args, {"original": info, "finetuned": info_prime}, used, protocol)
+    summary = destylize_set(destylizer, targets, out, seed=args.seed, options=options,
+                            init=init, progress=not args.quiet)
+    print(f"{len(summary.done)} exemplars destylized ({summary.skipped} already done): "
+          f"{out / 'exstyle_code.npy'}, {out / 'instyle_code.npy'} (+ .npz)")
+    return 0
+
+
+def add_verbs(verbs) -> None:
+    from models.project_cli import DISTANCES
+
+    p = verbs.add_parser(
+        "destylize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="DualStyleGAN facial destylization: exstyle / instyle z+ codes of a style set")
+    p.add_argument("exemplars", nargs="*", metavar="EXEMPLAR",
+                   help="aligned exemplars: a folder, an aligned folder's align.jsonl, "
+                        "FILE.h5[:LEVEL] or images")
+    p.add_argument("--original", required=True, help="the original (FFHQ) generator G (.pt)")
+    p.add_argument("--finetuned", required=True,
+                   help="G' fine-tuned on the style set from G (.pt)")
+    p.add_argument("--out", default=None,
+                   help="output folder (rerun with the same folder to resume); default: a "
+                        "numbered folder under --root")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="where numbered output folders go")
+    p.add_argument("--init", default=None, metavar="CODES",
+                   help="start codes z+_e (exstyle .npy/.npz keyed by file name) instead of "
+                        "projecting each exemplar into G")
+    p.add_argument("--steps", type=int, default=300, help="destylization steps on G'")
+    p.add_argument("--project-steps", type=int, default=1000,
+                   help="steps of each z+ projection into G (start code and re-encoding)")
+    p.add_argument("--id-weight", type=float, default=0.1, help="identity term weight")
+    p.add_argument("--identity", choices=IDENTITY_CHOICES, default="arcface",
+                   help="face embedder of the identity term (none: no identity term)")
+    p.add_argument("--truncation", type=float, default=0.7,
+                   help="truncation (towards 0) of the destylized face's rendering in G")
+    p.add_argument("--distance", choices=DISTANCES, default="lpips-vgg",
+                   help="lpips-vgg: LPIPS VGG (net-lin, as upstream); vgg16-ts: NVIDIA's "
+                        "vgg16.pt features")
+    p.add_argument("--weights", action="append", metavar="NAME=PATH",
+                   help="use this file for a registry entry (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="noise-map seed per exemplar")
+    p.add_argument("--limit", type=int, default=None, help="only the first N exemplars")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_device_flag(p)
+    p.set_defaults(func=_destylize)
