@@ -1,0 +1,86 @@
+"""The contextual loss against a hand computation, and refine_exstyle's optimisation
+(structure / colour / noise learning rates, the loss going down)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from dualstylegan_fixtures import small_net
+from project_helpers import FeatureDistance
+
+from models.contextual_loss import contextual_loss_cosine, cosine_feature_distances
+from models.destylize.refine import RefineSettings, refine_exstyle, render
+
+
+def test_contextual_loss_of_two_tiny_feature_maps_by_hand():
+    # y's vectors (1, 0), (0, 1): channel mean (0.5, 0.5); x's vectors (1, 0), (1, 1).
+    x = torch.tensor([[1.0, 1.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)
+    # centred: x1 ~ (1, -1), x2 ~ (1, 1), y1 ~ (1, -1), y2 ~ (-1, 1): d = [[0, 2], [1, 1]]
+    torch.testing.assert_close(cosine_feature_distances(x, y),
+                               torch.tensor([[[0.0, 2.0], [1.0, 1.0]]]), atol=1e-6, rtol=0)
+    # relative: x1 -> [0, 2e5] (CX [1, 0]); x2 -> equal (CX [0.5, 0.5]);
+    # max over x per y: [1, 0.5], mean 0.75
+    expected = -math.log(0.75 + 1e-5)
+    assert float(contextual_loss_cosine(x, y)) == pytest.approx(expected, abs=1e-6)
+    assert float(contextual_loss_cosine(y, y)) == pytest.approx(-math.log(1 + 1e-5), abs=1e-6)
+    with pytest.raises(ValueError, match="must match"):
+        contextual_loss_cosine(x, y[:, :, :, :1])
+
+
+class StandInFeatures:
+    """Three feature maps of fixed random convs (stands in for VGG19 relu1_1, 2_1, 3_1)."""
+
+    def __init__(self):
+        torch.manual_seed(4)
+        self.convs = [torch.nn.Conv2d(c, 8, 3, stride=2, padding=1).requires_grad_(False)
+                      for c in (3, 8, 8)]
+
+    def __call__(self, images):
+        out, x = [], images
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+            out.append(x)
+        return out
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    net = small_net(64, seed=0)
+    net.requires_grad_(False)
+    gen = torch.Generator().manual_seed(2)
+    shape = (1, net.num_ws, net.generator.z_dim)
+    instyle, ex_true = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    noise = {name: buf[None, None] for name, buf in net.generator.synthesis.named_buffers()
+             if name.endswith("noise_const")}
+    with torch.no_grad():
+        target = render(net, instyle, ex_true, noise)
+    start = ex_true + 0.5 * torch.randn(shape, generator=gen)
+    return net, instyle, target, start
+
+
+def test_structure_and_colour_layers_move_at_their_own_learning_rates(setup):
+    net, instyle, target, start = setup
+    refined = refine_exstyle(net, FeatureDistance(), StandInFeatures(), target, start, instyle,
+                             RefineSettings(steps=1), seed=0, progress=False)
+    step = (refined.code - start).abs()
+    split = net.res_index + 1  # 7: layers 0-6 are structure, the rest colour
+    assert split == 7
+    torch.testing.assert_close(step[:, :split].max(), torch.tensor(0.005), rtol=1e-3, atol=0)
+    torch.testing.assert_close(step[:, split:].max(), torch.tensor(0.01), rtol=1e-3, atol=0)
+
+
+def test_refinement_lowers_the_loss(setup):
+    net, instyle, target, start = setup
+    refined = refine_exstyle(net, FeatureDistance(), StandInFeatures(), target, start, instyle,
+                             RefineSettings(steps=40), seed=0, progress=False)
+    curve = refined.curve
+    assert len(curve) == 40 and {"distance", "contextual", "noise_reg"} <= set(curve[0])
+    assert curve[-1]["distance"] < 0.5 * curve[0]["distance"]
+    assert curve[-1]["loss"] < curve[0]["loss"]
+    before = (refined.first - target).square().mean()
+    after = (refined.last - target).square().mean()
+    assert after < before
