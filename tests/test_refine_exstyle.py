@@ -84,3 +84,45 @@ def test_refinement_lowers_the_loss(setup):
     before = (refined.first - target).square().mean()
     after = (refined.last - target).square().mean()
     assert after < before
+
+
+def test_refine_set_writes_refined_codes_and_skips_finished_exemplars(setup, tmp_path,
+                                                                       monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from models.destylize import refine as refine_module
+    from models.destylize import refine_run
+    from models.dualstylegan_codes import CodeSet, read_codes, write_codes
+    from models.generate import to_uint8
+    from models.project.targets import collect_targets
+
+    net, instyle, target, start = setup
+    folder = tmp_path / "style"
+    folder.mkdir()
+    Image.fromarray(to_uint8(target)[0]).save(folder / "a.png")
+    Image.fromarray(to_uint8(target.flip(3))[0]).save(folder / "b.png")
+    names = ["a.png", "b.png"]
+    ex = read_codes(write_codes(tmp_path / "ex.npz", CodeSet(
+        names, torch.cat([start, start + 0.1]).numpy(), "ex")))
+    ins = read_codes(write_codes(tmp_path / "in.npz", CodeSet(
+        names, torch.cat([instyle, instyle]).numpy(), "in")))
+    out = tmp_path / "out"
+
+    def run():
+        return refine_run.refine_set(net, FeatureDistance(), StandInFeatures(),
+                                     collect_targets([str(folder)], 64), ex, ins, out,
+                                     settings=RefineSettings(steps=2), seed=0,
+                                     options={"test": 1}, progress=False)
+
+    assert [r["exemplar"] for r in run()] == names
+    official, ours = read_codes(out / "refined_exstyle_code.npy"), read_codes(
+        out / "refined_exstyle_code.npz")
+    assert official.names == ours.names == names
+    np.testing.assert_array_equal(official.codes, ours.codes)
+    with np.load(out / "b" / "refined.npz") as data:
+        np.testing.assert_array_equal(official.codes[1:], data["code"])
+    assert not np.allclose(official.codes, ex.codes)
+    monkeypatch.setattr(refine_run, "refine_exstyle", None)  # a rerun must not refine again
+    assert refine_module.refine_exstyle is not None
+    assert [r["exemplar"] for r in run()] == names
