@@ -120,3 +120,85 @@ def add_verbs(verbs) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_device_flag(p)
     p.set_defaults(func=_destylize)
+    add_refine_verb(verbs)
+
+
+# ------------------------------------------------------------------------------------------
+# refine-exstyle
+# ------------------------------------------------------------------------------------------
+def load_vgg19_features(overrides: dict):
+    """VGG19 relu features (registry entry 'vgg19'), from the DualStyleGAN trainer's module."""
+    try:
+        from models.vgg19 import load_vgg19
+    except ImportError:
+        raise FfhqToolsError("refine-exstyle needs the VGG19 feature network (weights registry "
+                             "entry 'vgg19'), which is not in this version") from None
+    return load_vgg19(overrides)
+
+
+def _refine(args) -> int:
+    import torch
+
+    from ffhq_tools import weights
+    from ffhq_tools.runtime import select_device
+    from models.destylize.refine import RefineSettings
+    from models.destylize.refine_run import refine_set
+    from models.dualstylegan_codes import read_codes
+    from models.project.targets import collect_targets
+    from models.project_cli import load_distance
+    from models.stylize_cli import _load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.exemplars:
+        raise FfhqToolsError("no EXEMPLAR given (the style set the codes were made from)")
+    if args.steps < 1:
+        raise FfhqToolsError(f"--steps {args.steps}: need at least one step")
+    device = select_device(args.device)
+    net = _load_model(args.model, device)
+    exstyle, instyle = read_codes(args.exstyle), read_codes(args.instyle)
+    overrides = weights.parse_overrides(args.weights)
+    used: dict[str, str] = {}
+    distance = load_distance(args.distance, overrides, device, used)
+    features = load_vgg19_features(overrides).to(device)
+    settings = RefineSettings(steps=args.steps, colour_lr=args.lr_color,
+                              structure_lr=args.lr_structure)
+    out = _out_dir(args, f"refine-{Path(args.model).stem}")
+    options = {"model": args.model, "exstyle": args.exstyle, "instyle": args.instyle,
+               "distance": args.distance, "weights": dict(sorted(used.items())),
+               "features": getattr(features, "provenance", {})}
+    rows = refine_set(net, distance, features, collect_targets(
+        list(args.exemplars), net.img_resolution, args.limit), exstyle, instyle, out,
+        settings=settings, seed=args.seed, options=options, progress=not args.quiet)
+    print(f"{len(rows)} extrinsic codes refined: {out / 'refined_exstyle_code.npy'} (+ .npz)")
+    return 0
+
+
+def add_refine_verb(verbs) -> None:
+    from models.project_cli import DISTANCES
+
+    p = verbs.add_parser(
+        "refine-exstyle", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="DualStyleGAN's optional step: refine the extrinsic codes with the trained model")
+    p.add_argument("exemplars", nargs="*", metavar="EXEMPLAR",
+                   help="the aligned style set (as given to destylize)")
+    p.add_argument("--model", required=True, help="the trained DualStyleGAN (.pt, ours)")
+    p.add_argument("--exstyle", required=True, help="exstyle_code.npy / .npz (z+_e)")
+    p.add_argument("--instyle", required=True, help="instyle_code.npy / .npz (z+_i)")
+    p.add_argument("--out", default=None, help="output folder (rerun it to resume); default: "
+                                               "a numbered folder under --root")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="where numbered output folders go")
+    p.add_argument("--steps", type=int, default=100, help="optimisation steps per exemplar")
+    p.add_argument("--lr-color", type=float, default=0.01, help="colour layers' Adam lr")
+    p.add_argument("--lr-structure", type=float, default=0.005,
+                   help="structure layers' Adam lr")
+    p.add_argument("--distance", choices=DISTANCES, default="lpips-vgg",
+                   help="perceptual distance (lpips-vgg as upstream)")
+    p.add_argument("--weights", action="append", metavar="NAME=PATH",
+                   help="use this file for a registry entry (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="noise-map seed per exemplar")
+    p.add_argument("--limit", type=int, default=None, help="only the first N exemplars")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_device_flag(p)
+    p.set_defaults(func=_refine)

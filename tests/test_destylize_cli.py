@@ -69,3 +69,52 @@ def test_destylize_errors_are_one_line(tmp_path, checkpoints, vgg_file, astronau
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+class StandInVGG(torch.nn.Module):
+    """Three relu feature maps of fixed random convs, in place of VGG19."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(c, 8, 3, stride=2, padding=1)
+                                         for c in (3, 8, 8)).requires_grad_(False)
+
+    def forward(self, images):
+        out, x = [], images
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+            out.append(x)
+        return out
+
+
+def test_destylize_codes_feed_refine_exstyle(tmp_path, checkpoints, vgg_file, astronaut,
+                                             capsys, monkeypatch):
+    from dualstylegan_fixtures import SMALL, small_net
+
+    from models import destylize_cli
+    from models.checkpoint import save_checkpoint
+
+    style = tmp_path / "style"
+    style.mkdir()
+    Image.fromarray(np.ascontiguousarray(astronaut[:256, 120:376])).save(style / "a.png")
+    codes = tmp_path / "codes"
+    common = ["--weights", f"vgg16={vgg_file}", "-q", "--threads", "1"]
+    assert main(["destylize", str(style), "--original", checkpoints["G"], "--finetuned",
+                 checkpoints["G_prime"], "--out", str(codes), "--identity", "none",
+                 "--steps", "2", "--project-steps", "2", *common]) == 0
+    net = small_net(32)
+    save_checkpoint(tmp_path / "dsg.pt", config={"model": SMALL.to_dict(), "resolution": 32},
+                    G=net, G_ema=net)
+    argv = ["refine-exstyle", str(style), "--model", str(tmp_path / "dsg.pt"), "--exstyle",
+            str(codes / "exstyle_code.npy"), "--instyle", str(codes / "instyle_code.npy"),
+            "--out", str(tmp_path / "refined"), "--steps", "2", *common]
+    assert main(argv) == 2
+    assert "vgg19" in capsys.readouterr().err  # not in this version, or not fetched
+    monkeypatch.setattr(destylize_cli, "load_vgg19_features", lambda overrides: StandInVGG())
+    assert main(argv) == 0
+    refined = read_codes(tmp_path / "refined" / "refined_exstyle_code.npy")
+    start = read_codes(codes / "exstyle_code.npy")
+    assert refined.names == start.names == ["a.png"]
+    assert refined.codes.shape == start.codes.shape and not np.allclose(refined.codes,
+                                                                        start.codes)
