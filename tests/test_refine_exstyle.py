@@ -126,3 +126,40 @@ def test_refine_set_writes_refined_codes_and_skips_finished_exemplars(setup, tmp
     monkeypatch.setattr(refine_run, "refine_exstyle", None)  # a rerun must not refine again
     assert refine_module.refine_exstyle is not None
     assert [r["exemplar"] for r in run()] == names
+
+
+
+def test_sampler_training_fits_its_pairs_and_writes_a_loadable_file(tmp_path):
+    import numpy as np
+
+    from models.destylize.sampler_train import (
+        SamplerSettings,
+        augmented,
+        epoch_lr,
+        nearest,
+        save_samplers,
+        train_samplers,
+    )
+    from models.dualstylegan_codes import CodeSet, load_samplers
+
+    rng = np.random.RandomState(0)
+    codes = (rng.randn(8, 3, 4) * 3).astype(np.float32)  # 8 exemplars, 3 layers of 4 dims
+    settings = SamplerSettings(epochs=10)
+    assert [epoch_lr(e, settings) for e in (0, 49, 50, 100)] == [1e-3, 1e-3, 5e-4, 2.5e-4]
+    rows = augmented(codes, torch.Generator().manual_seed(0)).numpy()
+    assert rows.shape == (1000, 12)  # 1000 // 8 copies of each code
+    jitter = rows - np.tile(codes.reshape(8, -1), (125, 1))
+    assert abs(jitter.std() - 0.05) < 0.002 and abs(jitter.mean()) < 0.002
+    points, candidates = torch.tensor([[0.0, 0.0], [5.0, 5.0]]), torch.tensor(
+        [[4.0, 4.0], [1.0, 0.0], [9.0, 9.0]])
+    assert nearest(points, candidates).tolist() == [1, 0]
+    samplers, errors = train_samplers(CodeSet([str(i) for i in range(8)], codes, "t"), 2,
+                                      settings, seed=0, progress=False)
+    for part in ("structure", "color"):
+        assert len(errors[part]) == 10 and errors[part][-1] < 0.3 * errors[part][0]
+    loaded = load_samplers(save_samplers(tmp_path / "sampler.pt", samplers, "test"))
+    with torch.no_grad():
+        assert loaded["structure"](torch.randn(5, 128)).shape == (5, 8)
+        assert loaded["color"](torch.randn(5, 128)).shape == (5, 4)
+        probe = torch.randn(3, 128)
+        torch.testing.assert_close(loaded["color"](probe), samplers["color"](probe))
