@@ -121,6 +121,7 @@ def add_verbs(verbs) -> None:
     add_device_flag(p)
     p.set_defaults(func=_destylize)
     add_refine_verb(verbs)
+    add_sampler_verb(verbs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,3 +203,42 @@ def add_refine_verb(verbs) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_device_flag(p)
     p.set_defaults(func=_refine)
+
+
+# ------------------------------------------------------------------------------------------
+# train-sampler
+# ------------------------------------------------------------------------------------------
+def _train_sampler(args) -> int:
+    import torch
+
+    from models.destylize.sampler_train import SamplerSettings, save_samplers, train_samplers
+    from models.dualstylegan_codes import read_codes
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.epochs is not None and args.epochs < 1:
+        raise FfhqToolsError(f"--epochs {args.epochs}: must be >= 1")
+    codes = read_codes(args.codes)
+    samplers, errors = train_samplers(codes, args.structure_layers,
+                                      SamplerSettings(epochs=args.epochs), seed=args.seed,
+                                      progress=not args.quiet)
+    path = save_samplers(args.out, samplers, Path(args.codes).name)
+    print(f"structure error {errors['structure'][-1]:.4f}, colour error "
+          f"{errors['color'][-1]:.4f} -> {path}")
+    return 0
+
+
+def add_sampler_verb(verbs) -> None:
+    p = verbs.add_parser(
+        "train-sampler", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="train DualStyleGAN's structure and colour code samplers on a code file")
+    p.add_argument("codes", help="refined_exstyle_code / exstyle_code (.npy or .npz)")
+    p.add_argument("--out", required=True, help="sampler file to write (ours, weights-only)")
+    p.add_argument("--structure-layers", type=int, default=7,
+                   help="layers of the structure sampler (res_index + 1); the rest are colour")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per sampler (default: 500000 // augmented rows, as upstream)")
+    p.add_argument("--seed", type=int, default=0, help="augmentation and training seed")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train_sampler)

@@ -118,3 +118,21 @@ def test_destylize_codes_feed_refine_exstyle(tmp_path, checkpoints, vgg_file, as
     assert refined.names == start.names == ["a.png"]
     assert refined.codes.shape == start.codes.shape and not np.allclose(refined.codes,
                                                                         start.codes)
+
+
+def test_train_sampler_verb_writes_what_stylize_loads(tmp_path, capsys):
+    from dualstylegan_fixtures import write_code_dict
+
+    from models.dualstylegan_codes import load_samplers
+
+    write_code_dict(tmp_path / "exstyle_code.npy", [f"s{i}.png" for i in range(4)], 10, 8)
+    out = tmp_path / "sampler.pt"
+    assert main(["train-sampler", str(tmp_path / "exstyle_code.npy"), "--out", str(out),
+                 "--epochs", "2", "-q", "--threads", "1"]) == 0
+    assert "structure error" in capsys.readouterr().out
+    samplers = load_samplers(out)
+    assert samplers["structure"].lin_out.out_features == 7 * 8
+    assert samplers["color"].lin_out.out_features == 3 * 8
+    assert main(["train-sampler", str(tmp_path / "exstyle_code.npy"), "--out", str(out),
+                 "--structure-layers", "10", "-q"]) == 2
+    assert "cannot be split at 10" in capsys.readouterr().err
