@@ -43,6 +43,7 @@ RESUME_HINTS = {
     "demo": "continue with: ffhq-tools demo --resume <run dir>",
     "destylize": "rerun with the same --out: finished exemplars are kept, the others start "
                  "again",
+    "refine-exstyle": "rerun with the same --out: finished exemplars are kept",
     "project": "rerun the same command: finished targets are kept, the others continue from "
                "their last checkpointed step",
 }
