@@ -26,6 +26,7 @@ VERB_PROVIDERS = (
     "models.project_cli",
     "models.stylize_cli",
     "models.dualstylegan_train_cli",
+    "models.destylize_cli",
     "eval.cli",
     "eval.classifiers_cli",
 )
@@ -43,6 +44,9 @@ RESUME_HINTS = {
     "dualstylegan-train": "continue with: ffhq-tools dualstylegan-train STAGE --resume "
                           "<run dir>",
     "demo": "continue with: ffhq-tools demo --resume <run dir>",
+    "destylize": "rerun with the same --out: finished exemplars are kept, the others start "
+                 "again",
+    "refine-exstyle": "rerun with the same --out: finished exemplars are kept",
     "project": "rerun the same command: finished targets are kept, the others continue from "
                "their last checkpointed step",
 }

@@ -26,6 +26,25 @@ def small_vgg():
     return seeded_vgg19(0, width_divisor=8)
 
 
+def torchvision_vgg19_state(net) -> dict:
+    """A VGG19Features' convs under torchvision's `vgg19().features` indices (trunk only)."""
+    state = {}
+    offset = 0
+    for block in net.slices:
+        for j, layer in enumerate(block):
+            for name, p in layer.named_parameters():
+                state[f"{offset + j}.{name}"] = p.detach().clone()
+        offset += len(block)
+    return state
+
+
+def write_torchvision_vgg19(path, seed: int = 1):
+    """A full-width seeded VGG19 saved as torchvision's vgg19 state dict (`features.N.*`)."""
+    net = seeded_vgg19(seed)
+    torch.save({f"features.{k}": v for k, v in torchvision_vgg19_state(net).items()}, path)
+    return net
+
+
 def write_base(path, seed: int = 0):
     torch.manual_seed(seed)
     G, D = build_networks(BASE, RESOLUTION)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dualstylegan_train_fixtures import torchvision_vgg19_state
 
 from models import dualstylegan_losses as L
 from models.vgg19 import FEATURE_NAMES, seeded_vgg19, vgg19_trunk
@@ -78,7 +79,7 @@ def test_vgg19_outputs_are_the_official_relu_layers():
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2]
     # independent: torchvision's own layer list with the same weights, ImageNet-normalised
     trunk = vgg19_trunk()
-    trunk.load_state_dict(_trunk_state(net))
+    trunk.load_state_dict(torchvision_vgg19_state(net))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = ((images + 1) / 2 - mean) / std
@@ -93,17 +94,6 @@ def test_vgg19_outputs_are_the_official_relu_layers():
     assert net.provenance["source"] == "random"
 
 
-def _trunk_state(net) -> dict:
-    state = {}
-    offset = 0
-    for block in net.slices:
-        for j, layer in enumerate(block):
-            for name, p in layer.named_parameters():
-                state[f"{offset + j}.{name}"] = p
-        offset += len(block)
-    return state
-
-
 def test_vgg19_registry_entry_and_loader(tmp_path):
     from ffhq_tools import weights
     from models.vgg19 import load_vgg19
@@ -112,7 +102,7 @@ def test_vgg19_registry_entry_and_loader(tmp_path):
     assert entry.urls == ("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",)
     assert entry.sha256 == "dcbb9e9d"
     net = seeded_vgg19(1)
-    state = {f"features.{k}": v for k, v in _trunk_state(net).items()}
+    state = {f"features.{k}": v for k, v in torchvision_vgg19_state(net).items()}
     path = tmp_path / "vgg19.pth"
     torch.save(state, path)
     loaded = load_vgg19({"vgg19": path})

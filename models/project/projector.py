@@ -124,6 +124,19 @@ def to_distance_input(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return area_downsample((images + 1) * (255 / 2), resolution)
 
 
+def synthesize_with_noise(G, ws: torch.Tensor, noise: dict[str, torch.Tensor],
+                          dtype: torch.dtype) -> torch.Tensor:
+    """G.synthesis in const-noise mode; `noise` replaces named noise maps (batched); ws of one
+    layer are broadcast to all of them."""
+    if ws.shape[1] == 1:
+        ws = ws.repeat(1, G.num_ws, 1)
+    with activation_scaled_modulation(G.synthesis):
+        if not noise:
+            return G.synthesis(ws, noise_mode="const").to(dtype)
+        images = torch.func.functional_call(G.synthesis, noise, (ws,), {"noise_mode": "const"})
+    return images.to(dtype)  # synthesis returns float32 images even in float64
+
+
 def pixels_to_tensor(pixels: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
     """HWC uint8 -> float [1, C, H, W] in [0, 255]."""
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).to(dtype)[None] \
@@ -300,14 +313,7 @@ class Projector:
 
     def synthesize(self, ws: torch.Tensor, noise: dict[str, torch.Tensor]) -> torch.Tensor:
         """G.synthesis in const-noise mode; `noise` replaces named noise maps (batched)."""
-        if ws.shape[1] == 1:
-            ws = ws.repeat(1, self.G.num_ws, 1)
-        with activation_scaled_modulation(self.G.synthesis):
-            if not noise:
-                return self.G.synthesis(ws, noise_mode="const").to(self.dtype)
-            images = torch.func.functional_call(self.G.synthesis, noise, (ws,),
-                                                {"noise_mode": "const"})
-        return images.to(self.dtype)  # synthesis returns float32 images even in float64
+        return synthesize_with_noise(self.G, ws, noise, self.dtype)
 
     @torch.no_grad()
     def final_distance(self, state: TargetState, optimized_noise: bool = True) -> float:

@@ -79,6 +79,11 @@ def noise_regularization(noise: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def renormalize_noise_(noise: torch.Tensor) -> None:
+def renormalize_noise_(noise: torch.Tensor, unbiased: bool = False) -> None:
+    """Zero mean, unit variance in place: the population variance as ada renormalises, or
+    the unbiased one (torch's `std()`, as DualStyleGAN's destylize.py and refine_exstyle.py)."""
     noise -= noise.mean()
-    noise *= noise.square().mean().rsqrt()
+    if unbiased:
+        noise /= noise.std()
+    else:
+        noise *= noise.square().mean().rsqrt()
