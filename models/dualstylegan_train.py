@@ -284,24 +284,21 @@ def train_dualstylegan(options: DualStyleGANTrainOptions, *, vgg=None, encoder=N
     """Run a stage; returns the run folder. `vgg`, `encoder` (pretrain: extrinsic codes of
     G(z2)) and `identity` (finetune: `embed(images) -> unit vectors`) replace the defaults
     (registry VGG19, projection, the --identity choice)."""
-    from ffhq_tools.runtime import seed_everything, select_device
+    from ffhq_tools.runtime import seed_everything, select_device, using_threads
     from models.distributed import init_distributed, shutdown
     from models.dualstylegan_sources import load_identity
-    from models.train import set_threads
 
     options = _prepared(options)
     env = init_distributed(select_device(options.device))
-    saved_threads = torch.get_num_threads()
     try:
-        set_threads(options.threads)
-        seed_everything(options.seed, env.rank)
-        if identity is None and options.stage == "finetune":
-            identity = load_identity(options.identity)
-        ctx, config, optim_states, used = build_context(options, env, vgg=vgg,
-                                                        encoder=encoder, identity=identity)
-        return _run(ctx, config, optim_states, used)
+        with using_threads(options.threads):
+            seed_everything(options.seed, env.rank)
+            if identity is None and options.stage == "finetune":
+                identity = load_identity(options.identity)
+            ctx, config, optim_states, used = build_context(
+                options, env, vgg=vgg, encoder=encoder, identity=identity)
+            return _run(ctx, config, optim_states, used)
     finally:
-        torch.set_num_threads(saved_threads)
         shutdown(env)
 
 
