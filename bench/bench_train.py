@@ -12,9 +12,10 @@ fresh child process so its peak RSS is its own.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import resource
 import time
+
+from bench.memory import in_spawned_child
 
 CASES = (  # (config, resolution, channel_max)
     ("tiny", 32, 32),
@@ -95,26 +96,16 @@ def _peak_rss(config: str, resolution: int, channel_max: int, batch: int, queue)
     queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def _in_child(target, *args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     print(f"batch {BATCH}, best of {ROUNDS} interleaved blocks of {BLOCK_STEPS} steps after "
           f"{WARMUP_STEPS} warm-up, {THREADS} thread(s), lazy R1 / path length as configured")
     for config, res, cmax in CASES:
-        full = _in_child(_peak_rss, config, res, cmax, BATCH)
-        half = _in_child(_peak_rss, config, res, cmax, BATCH // 2)
+        full = in_spawned_child(_peak_rss, config, res, cmax, BATCH)
+        half = in_spawned_child(_peak_rss, config, res, cmax, BATCH // 2)
         per_image = (full - half) / (BATCH // 2)
         print(f"{config} {res}px channel_max {cmax}: peak RSS {full / 2**20:.0f} MiB at batch "
               f"{BATCH}, ~{per_image / 2**20:.1f} MiB per image (fp32)", flush=True)
-        speeds = _in_child(_speeds, config, res, cmax)
+        speeds = in_spawned_child(_speeds, config, res, cmax)
         for label, speed in speeds.items():
             print(f"  {label:20s} {speed:8.2f} sec/kimg   speed vs fp32: "
                   f"{speeds['fp32'] / speed:5.2f}x", flush=True)

@@ -17,12 +17,13 @@ a shared machine's load drifts cancel in the ratio; times are CPU seconds of the
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import resource
 import sys
 import time
 from pathlib import Path
+
+from bench.memory import in_spawned_child
 
 ADA = Path(os.environ.get("FFHQ_BENCH_ADA", "stylegan2-ada-pytorch"))
 CASES = (  # (resolution, channel_max, batch)
@@ -174,16 +175,6 @@ def _peak_rss(side: str, resolution: int, channel_max: int, batch: int, queue) -
     queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def _in_child(target, *args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     if not (ADA / "training" / "networks.py").is_file():
         raise SystemExit(f"no stylegan2-ada-pytorch checkout at {ADA} (set FFHQ_BENCH_ADA)")
@@ -192,15 +183,15 @@ def main() -> None:
     for res, cmax, batch in CASES:
         if ONLY_RES and res != ONLY_RES:
             continue
-        speeds = _in_child(_speeds, res, cmax, batch)
+        speeds = in_spawned_child(_speeds, res, cmax, batch)
         for variant in VARIANTS:
             o, a = speeds[("ours", variant)], speeds[("ada", variant)]
             print(f"{res}px ch {cmax} batch {batch} {variant:4s}: ours {o:8.1f} sec/kimg, "
                   f"ada {a:8.1f} sec/kimg, ours {a / o:4.2f}x", flush=True)
         if os.environ.get("BENCH_TRAIN_ADA_MEMORY", "1") == "1":
             for side in ("ours", "ada"):
-                full = _in_child(_peak_rss, side, res, cmax, 16)
-                half = _in_child(_peak_rss, side, res, cmax, 8)
+                full = in_spawned_child(_peak_rss, side, res, cmax, 16)
+                half = in_spawned_child(_peak_rss, side, res, cmax, 8)
                 print(f"{res}px ch {cmax} {side}: peak RSS {full / 2**20:.0f} MiB at batch 16, "
                       f"~{(full - half) / 8 / 2**20:.1f} MiB per image", flush=True)
     print(f"load average after: {os.getloadavg()}")

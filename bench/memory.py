@@ -3,6 +3,8 @@ read VmHWM."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+
 
 def rss_kib(field: str) -> int:
     """A /proc/self/status field in KiB (VmRSS: now, VmHWM: peak since the last reset)."""
@@ -18,3 +20,14 @@ def reset_peak() -> int:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return rss_kib("VmRSS")
+
+
+def in_spawned_child(target, *args):
+    """`target(*args, queue)` in a fresh spawned process (its own ru_maxrss); what it puts."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result

@@ -63,6 +63,20 @@ def write_options(run_dir: str | Path, options: dict) -> Path:
     return path
 
 
+def freeze_folder_options(path: Path, options: dict, made: str,
+                          error: type[FfhqToolsError] = FfhqToolsError) -> None:
+    """Write `options` to `path`, or, when it exists, refuse options that differ from it (a
+    resumable output folder continues only the work it was started with)."""
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        for key in sorted(set(saved) | set(options)):
+            if saved.get(key) != options.get(key):
+                raise error(f"{path}: this folder was {made} with {key}={saved.get(key)!r}, "
+                            f"now {options.get(key)!r}; use another --out or the same options")
+        return
+    write_json_atomic(path, options)
+
+
 def read_options(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "options.json"
     if not path.is_file():

@@ -18,3 +18,22 @@ def astronaut():
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture
+def small_vit_l(tmp_path, monkeypatch):
+    """DINOv2 at a test size registered as ViT-L/14 (see embedding_helpers)."""
+    from embedding_helpers import install_small_vit_l
+
+    return install_small_vit_l(tmp_path / "weights", monkeypatch)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run far faster on one torch thread than on two contended ones."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

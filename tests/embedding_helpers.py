@@ -44,3 +44,25 @@ def write_clip_file(folder: Path, seed: int) -> tuple[Path, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return path, visual
+
+
+SMALL_VIT_NETWORK = "dinov2-vit-l-14"
+
+
+def small_vit_config():
+    from eval.features import dinov2
+
+    return dinov2.VitConfig(32, 2, 2)
+
+
+def install_small_vit_l(folder: Path, monkeypatch) -> Path:
+    """The DINOv2 architecture at a test size (2 blocks, 32-d) under the ViT-L/14 entry, with
+    seeded weights written to `folder` and registered by SHA-256; returns the file."""
+    from eval.features import dinov2, embedders
+
+    config = small_vit_config()
+    monkeypatch.setitem(dinov2.CONFIGS, SMALL_VIT_NETWORK, config)
+    monkeypatch.setitem(embedders.SPECS, SMALL_VIT_NETWORK, dataclasses.replace(
+        embedders.SPECS[SMALL_VIT_NETWORK], dim=config.embed_dim))
+    path = write_dinov2_file(folder, SMALL_VIT_NETWORK, seed=11, config=config)
+    return register_file(monkeypatch, SMALL_VIT_NETWORK, path)

@@ -92,3 +92,21 @@ def shared_inception_file(tmp_path_factory) -> Path:
     if "inception" not in _SHARED:
         _SHARED["inception"] = make_inception_file(tmp_path_factory.mktemp("inception"))
     return _SHARED["inception"]
+
+
+class LinearTanhG(torch.nn.Module):
+    """The generator contract at its smallest: z (8-d) -> tanh(linear) image, no truncation or
+    noise; weights from `seed` (or the global RNG)."""
+
+    def __init__(self, resolution: int = 16, seed: int | None = None):
+        super().__init__()
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = 8, 0, 8, 1
+        self.img_resolution, self.img_channels = resolution, 3
+        self.fc = torch.nn.Linear(8, 3 * resolution * resolution)
+
+    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
+                noise_mode="random"):
+        r = self.img_resolution
+        return torch.tanh(self.fc(z)).view(-1, 3, r, r)

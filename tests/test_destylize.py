@@ -34,12 +34,7 @@ RES = 64
 QUICK = DestylizeProtocol(steps=3, project_steps=3, id_weight=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

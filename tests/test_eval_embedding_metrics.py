@@ -6,47 +6,21 @@ ViT-L/14 entry, with seeded weights written by the test and verified by SHA-256.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from embedding_helpers import register_file, write_dinov2_file
-from eval_helpers import photos, random_crops, write_folder
+from embedding_helpers import SMALL_VIT_NETWORK, small_vit_config
+from eval_helpers import LinearTanhG, photos, random_crops, write_folder
 
 from eval import sampling
-from eval.features import dinov2, embedders
 from eval.features.embedders import load_embedder
 from eval.registry import MetricContext, MetricInputError, compute_metric
 from ffhq_tools import weights
 from ffhq_tools.errors import FfhqToolsError
 
-NETWORK = "dinov2-vit-l-14"
-SMALL = dinov2.VitConfig(32, 2, 2)
-
-
-class TinyG(torch.nn.Module):
-    def __init__(self, resolution=32):
-        super().__init__()
-        torch.manual_seed(5)
-        self.z_dim, self.c_dim, self.w_dim, self.num_ws = 8, 0, 8, 1
-        self.img_resolution, self.img_channels = resolution, 3
-        self.fc = torch.nn.Linear(8, 3 * resolution * resolution)
-
-    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
-                noise_mode="random"):
-        r = self.img_resolution
-        return torch.tanh(self.fc(z)).view(-1, 3, r, r)
-
-
-@pytest.fixture
-def small_vit_l(tmp_path, monkeypatch):
-    monkeypatch.setitem(dinov2.CONFIGS, NETWORK, SMALL)
-    monkeypatch.setitem(embedders.SPECS, NETWORK,
-                        dataclasses.replace(embedders.SPECS[NETWORK], dim=SMALL.embed_dim))
-    path = write_dinov2_file(tmp_path / "weights", NETWORK, seed=11, config=SMALL)
-    return register_file(monkeypatch, NETWORK, path)
+NETWORK = SMALL_VIT_NETWORK
+SMALL = small_vit_config()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +31,8 @@ def folders(tmp_path_factory):
 
 
 def _ctx(tmp_path, real, **fields):
-    return MetricContext(generator=TinyG(), data=real, progress=False, batch_size=16,
+    return MetricContext(generator=LinearTanhG(32, seed=5), data=real, progress=False,
+                         batch_size=16,
                          stats_cache=tmp_path / "stats", **fields)
 
 
@@ -77,7 +52,7 @@ def test_fd_dinov2_equals_numpy_definition_on_the_same_features(tmp_path, folder
                                                                  small_vit_l):
     real_folder, _ = folders
     row = compute_metric("fd_dinov2_50k", _ctx(tmp_path, real_folder, num_gen=48))
-    gen = _features(sampling.iterate_generated(TinyG(), 48, 16, 0, "cpu"))
+    gen = _features(sampling.iterate_generated(LinearTanhG(32, seed=5), 48, 16, 0, "cpu"))
     real = _features(sampling.iterate_real(real_folder, 64, 16))
     assert row["results"]["fd"] == pytest.approx(_fd_numpy(gen, real), rel=1e-4)
     assert row["results"]["fd"] > 0.01  # the sets differ in feature space
@@ -94,7 +69,7 @@ def test_prdc_authpct_kd_and_fd_inf_rows_match_the_peers(tmp_path, folders, smal
     prdc_package = pytest.importorskip("prdc")
     real_folder, _ = folders
     ctx = _ctx(tmp_path, real_folder, num_gen=48, max_real=64)
-    gen = _features(sampling.iterate_generated(TinyG(), 48, 16, 0, "cpu"))
+    gen = _features(sampling.iterate_generated(LinearTanhG(32, seed=5), 48, 16, 0, "cpu"))
     real = _features(sampling.iterate_real(real_folder, 64, 16))
     row = compute_metric("prdc_dinov2_10k", ctx)
     expected = prdc_package.compute_prdc(real, gen, 5)

@@ -7,30 +7,18 @@ The network is the DINOv2 architecture at a test size registered under the ViT-L
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
-from embedding_helpers import register_file, write_dinov2_file
-from eval_helpers import photos, random_crops, write_folder
-from test_eval_embedding_metrics import NETWORK, SMALL, TinyG, _fd_numpy, _features
+from eval_helpers import LinearTanhG, photos, random_crops, write_folder
+from test_eval_embedding_metrics import NETWORK, _fd_numpy, _features
 
 from eval import defaults, sampling
-from eval.features import dinov2, embedders
 from eval.features.networks import FEATURE_NETWORKS, get_network
 from eval.registry import MetricContext, compute_metric
 from ffhq_tools import cli, weights
 from ffhq_tools.errors import FfhqToolsError
 from leaderboards.conformance import row_deviations
-
-
-@pytest.fixture
-def small_vit_l(tmp_path, monkeypatch):
-    monkeypatch.setitem(dinov2.CONFIGS, NETWORK, SMALL)
-    monkeypatch.setitem(embedders.SPECS, NETWORK,
-                        dataclasses.replace(embedders.SPECS[NETWORK], dim=SMALL.embed_dim))
-    path = write_dinov2_file(tmp_path / "weights", NETWORK, seed=11, config=SMALL)
-    return register_file(monkeypatch, NETWORK, path)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +29,8 @@ def folders(tmp_path_factory):
 
 
 def _ctx(tmp_path, real, **fields):
-    return MetricContext(generator=TinyG(), data=real, progress=False, batch_size=16,
+    return MetricContext(generator=LinearTanhG(32, seed=5), data=real, progress=False,
+                         batch_size=16,
                          stats_cache=tmp_path / "stats", features=NETWORK, **fields)
 
 
@@ -59,7 +48,7 @@ def test_every_feature_network_is_registered_with_its_weights():
 def test_fid50k_full_in_dinov2_space_is_the_numpy_fd(tmp_path, folders, small_vit_l):
     real_folder, _ = folders
     row = compute_metric("fid50k_full", _ctx(tmp_path, real_folder, num_gen=32))
-    gen = _features(sampling.iterate_generated(TinyG(), 32, 16, 0, "cpu"))
+    gen = _features(sampling.iterate_generated(LinearTanhG(32, seed=5), 32, 16, 0, "cpu"))
     real = _features(sampling.iterate_real(real_folder, 40, 16))
     assert row["results"]["fid"] == pytest.approx(_fd_numpy(gen, real), rel=1e-4)
     assert row["weights"] == {NETWORK: small_vit_l}
@@ -77,7 +66,7 @@ def test_kid_and_pr_in_dinov2_space_match_the_peers(tmp_path, folders, small_vit
     from eval.kid import kid_from_features
 
     real_folder, _ = folders
-    gen = _features(sampling.iterate_generated(TinyG(), 32, 16, 0, "cpu"))
+    gen = _features(sampling.iterate_generated(LinearTanhG(32, seed=5), 32, 16, 0, "cpu"))
     real = _features(sampling.iterate_real(real_folder, 40, 16))
     kid = compute_metric("kid50k_full", _ctx(tmp_path, real_folder, num_gen=32))
     expected = kid_from_features(gen, real, defaults.KID_NUM_SUBSETS,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import (
+    LinearTanhG,
     photos,
     random_crops,
     seeded_inception_file,
@@ -22,19 +23,6 @@ from eval.fid import fid_between
 from eval.registry import MetricContext, compute_metric
 from ffhq_tools.cli import main
 from ffhq_tools.errors import FfhqToolsError
-
-
-class TinyG(torch.nn.Module):
-    def __init__(self, resolution=16):
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim, self.num_ws = 8, 0, 8, 1
-        self.img_resolution, self.img_channels = resolution, 3
-        self.fc = torch.nn.Linear(8, 3 * resolution * resolution)
-
-    def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None,
-                noise_mode="random"):
-        r = self.img_resolution
-        return torch.tanh(self.fc(z)).view(-1, 3, r, r)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +71,7 @@ def test_h5_levels_and_sharding(tmp_path):
 
 def test_fid_metric_row_counts_weights_and_cache(inception_file, real_folder, tmp_path,
                                                  monkeypatch):
-    ctx = _ctx(inception_file, tmp_path, generator=TinyG(), data=real_folder, num_gen=2)
+    ctx = _ctx(inception_file, tmp_path, generator=LinearTanhG(), data=real_folder, num_gen=2)
     row = compute_metric("fid50k_full", ctx)
     assert row["metric"] == "fid50k_full" and row["mode"] == "tf"
     assert row["protocol"]["num_gen"] == 2 and row["protocol"]["num_real"] == 3

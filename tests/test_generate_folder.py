@@ -175,14 +175,6 @@ def _traced_peak(argv: list[str]) -> int:
         tracemalloc.stop()
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_memory_does_not_grow_with_the_number_of_seeds(ckpts, tmp_path, one_thread):
     """Python-side allocations (numpy images, seed lists, grids) are traced: ten times the
     seeds must not raise the peak. Holding the images, or one grid of all seeds, would add

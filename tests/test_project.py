@@ -14,13 +14,7 @@ from models.project import ProjectionError, ProjectionProtocol, Projector, sched
 from models.project.outputs import load_projected_w, save_projected_w
 from models.projected_w import ProjectedWError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on a shared machine: threads only add barriers
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from models.project import ProjectionProtocol, Projector
 from models.project.outputs import load_projected_w
 from models.project.targets import collect_targets, load_target, prepare_pixels
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

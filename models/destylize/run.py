@@ -19,6 +19,7 @@ import numpy as np
 
 from ffhq_tools.atomic import atomic_path, write_json_atomic
 from ffhq_tools.images import ImageRejected
+from ffhq_tools.runs import freeze_folder_options
 from models.destylize.pipeline import DestylizeError, Destylizer, ExemplarResult
 from models.dualstylegan_codes import CodeSet, write_codes
 from models.project.outputs import save_npz, save_png
@@ -87,16 +88,7 @@ def check_exemplars(exemplars: list[Exemplar], resolution: int, min_size: int) -
 
 
 def freeze_options(out: Path, options: dict) -> None:
-    path = out / OPTIONS_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        for key in sorted(set(saved) | set(options)):
-            if saved.get(key) != options.get(key):
-                raise DestylizeError(f"{path}: this folder was destylized with {key}="
-                                     f"{saved.get(key)!r}, now {options.get(key)!r}; use "
-                                     "another --out or the same options")
-        return
-    write_json_atomic(path, options)
+    freeze_folder_options(out / OPTIONS_FILE, options, "destylized", DestylizeError)
 
 
 def init_code(init: CodeSet | None, exemplar: Exemplar) -> np.ndarray | None:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ffhq_tools.atomic import append_jsonl, read_jsonl, write_json_atomic
+from ffhq_tools.atomic import append_jsonl, read_jsonl
+from ffhq_tools.runs import freeze_folder_options
 from models.project.outputs import write_outputs
 from models.project.projector import ProjectionError, Projector
 from models.project.targets import Target, load_target
@@ -32,16 +33,7 @@ class RunSummary:
 
 
 def freeze_options(out: Path, options: dict) -> None:
-    path = out / OPTIONS_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        for key in sorted(set(saved) | set(options)):
-            if saved.get(key) != options.get(key):
-                raise ProjectionError(f"{path}: this folder was projected with {key}="
-                                      f"{saved.get(key)!r}, now {options.get(key)!r}; use "
-                                      "another --out or the same options")
-        return
-    write_json_atomic(path, options)
+    freeze_folder_options(out / OPTIONS_FILE, options, "projected", ProjectionError)
 
 
 def _finished(out: Path, target: Target) -> dict | None:
