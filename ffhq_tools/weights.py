@@ -60,6 +60,7 @@ class WeightsEntry:
     description: str
     package: str | None = None  # resolved from this installed package instead of the cache
     package_path: str | None = None  # relative path inside that package
+    manual: str | None = None  # no stable URL: where a user gets the file by hand
 
 
 def _classifier_entries() -> list[WeightsEntry]:
@@ -158,6 +159,13 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
         "weights/v0.1/vgg.pth",
     ),
     WeightsEntry(
+        "arcface-ir-se50", "model_ir_se50.pth", (), None, "state-dict",
+        "ArcFace IR-SE50 face recognition (pSp's identity-loss network, TreB1eN's "
+        "InsightFace_Pytorch weights)",
+        manual="the 'IR-SE50 Model' link (Google Drive) in the Pretrained Models table of "
+               "the pSp README, github.com/eladrich/pixel2style2pixel",
+    ),
+    WeightsEntry(
         "fan-2d", "2DFAN4-11f355bf06.pth.tar",
         (f"{FAN_DOWNLOADS}/2DFAN4-11f355bf06.pth.tar",),
         "11f355bf06", "state-dict",
@@ -251,6 +259,9 @@ def missing_message(name: str) -> str:
     if entry.urls:
         lines.append(f"Fetch it (needs internet): ffhq-tools weights fetch {name}")
         lines.append(f"or download {entry.urls[0]} elsewhere and run: {import_command(name)}")
+    if entry.manual:
+        lines.append(f"Get {entry.filename} from {entry.manual}, then run: "
+                     f"{import_command(name)}")
     lines.append(f"or pass a file explicitly: --weights {name}=PATH")
     return "\n".join(lines)
 
@@ -397,6 +408,9 @@ def fetch(name: str, retries: int = 4, timeout: float = 60.0, progress: bool = T
     """Download `name` from its URLs into the cache (temp file, hash check, atomic rename)."""
     _reject_packaged(name, "fetched")
     entry = get_entry(name)
+    if entry.manual:
+        raise WeightsError(f"weights '{name}' have no download URL: get {entry.filename} "
+                           f"from {entry.manual}, then run: {import_command(name)}")
     errors = []
     for url in entry.urls:
         with _cache_temp(name) as tmp:

@@ -62,13 +62,16 @@ def _destylize(args) -> int:
     if not args.exemplars:
         raise FfhqToolsError("no EXEMPLAR given (an aligned folder, align.jsonl, .h5 or images)")
     protocol = _protocol(args)
-    identity = load_identity(args.identity)
+    overrides = weights.parse_overrides(args.weights)
     device = select_device(args.device)
+    used: dict[str, str] = {}
+    identity = load_identity(args.identity, overrides, device) if protocol.id_weight else None
+    if identity is not None:
+        used[identity.provenance["name"]] = identity.provenance["sha256"]
     G, info = _load(args.original, device, "--original")
     G_prime, info_prime = _load(args.finetuned, device, "--finetuned")
     init = read_codes(args.init) if args.init else None
-    used: dict[str, str] = {}
-    distance = load_distance(args.distance, weights.parse_overrides(args.weights), device, used)
+    distance = load_distance(args.distance, overrides, device, used)
     destylizer = Destylizer(G, G_prime, distance, protocol, identity=identity, device=device,
                             labels=(f"--original {args.original}",
                                     f"--finetuned {args.finetuned}"))

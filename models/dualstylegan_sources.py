@@ -8,8 +8,8 @@ the extrinsic-code source of pretraining and the identity network of fine-tuning
   (a pSp encoder wrapper, for instance). Built in: `ProjectionEncoder`, a short W+ projection
   of the images into the base generator (Adam from w_avg on pixel MSE + VGG19 L1); cheap to
   run and to test, but less faithful than the official pSp encoder's codes.
-- Identity: any object with `embed(images [-1, 1]) -> [N, 512] unit vectors` (the ArcFace
-  module `models.arcface`, when installed), or None for no identity loss.
+- Identity: any object with `embed(images [-1, 1]) -> [N, 512] unit vectors` (ArcFace
+  IR-SE50, `models.arcface`), or None for no identity loss.
 """
 
 from __future__ import annotations
@@ -162,17 +162,11 @@ def check_identity(identity) -> None:
                                      "embed(images) -> [N, 512] unit vectors method")
 
 
-def load_identity(name: str):
-    """The identity network a CLI name selects (None for 'none')."""
+def load_identity(name: str, weights_file: str | None = None, device="cpu"):
+    """The identity network a CLI name selects (None for 'none'): arcface is the registry's
+    `arcface-ir-se50` (or `weights_file`)."""
     if name == "none":
         return None
-    try:
-        from models import arcface
-    except ImportError:
-        raise DualStyleGANTrainError("--identity arcface: models.arcface is not available in "
-                                     "this installation (use --identity none)") from None
-    if not callable(getattr(arcface, "load_arcface", None)):
-        raise DualStyleGANTrainError("--identity arcface: models.arcface has no load_arcface() "
-                                     "(pass an object with embed(images) through the Python "
-                                     "API instead)")
-    return arcface.load_arcface()
+    from models.arcface import WEIGHTS_NAME, load_arcface
+
+    return load_arcface({WEIGHTS_NAME: Path(weights_file)} if weights_file else None, device)

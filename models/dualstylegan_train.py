@@ -294,7 +294,8 @@ def train_dualstylegan(options: DualStyleGANTrainOptions, *, vgg=None, encoder=N
         with using_threads(options.threads):
             seed_everything(options.seed, env.rank)
             if identity is None and options.stage == "finetune":
-                identity = load_identity(options.identity)
+                identity = load_identity(options.identity, options.identity_weights,
+                                         env.device)
             ctx, config, optim_states, used = build_context(
                 options, env, vgg=vgg, encoder=encoder, identity=identity)
             return _run(ctx, config, optim_states, used)

@@ -35,6 +35,22 @@ FLAGS = {  # flag -> (option field, type, help)
 }
 
 
+WEIGHT_ENTRIES = ("vgg19", "arcface-ir-se50")
+
+
+def _weights_file(args, name: str, default: str | None) -> str | None:
+    """The file `--weights NAME=PATH` gives for a registry entry (else `default`)."""
+    from ffhq_tools.errors import FfhqToolsError
+    from ffhq_tools.weights import parse_overrides
+
+    overrides = parse_overrides(args.weights)
+    unknown = sorted(set(overrides) - set(WEIGHT_ENTRIES))
+    if unknown:
+        raise FfhqToolsError(f"--weights {unknown[0]}=...: dualstylegan-train uses "
+                             f"{', '.join(WEIGHT_ENTRIES)}")
+    return str(overrides[name]) if name in overrides else default
+
+
 def _options(args):
     from models.dualstylegan_train_options import DualStyleGANTrainOptions
 
@@ -44,7 +60,8 @@ def _options(args):
         args.stage, base=args.base, data=args.data, exstyle=args.exstyle,
         instyle=args.instyle, outdir=args.outdir, resume=args.resume,
         code_source=args.code_source, identity=args.identity, noise_mode=args.noise_mode,
-        vgg_weights=args.vgg_weights,
+        vgg_weights=_weights_file(args, "vgg19", args.vgg_weights),
+        identity_weights=_weights_file(args, "arcface-ir-se50", None),
         device=args.device, progress=not args.no_progress, **values)
 
 
@@ -82,6 +99,9 @@ def add_verbs(verbs) -> None:
                         "random)")
     p.add_argument("--vgg-weights", help="a torchvision VGG19 state dict instead of the "
                                          "registry's vgg19 entry")
+    p.add_argument("--weights", action="append", metavar="NAME=PATH",
+                   help="use this file for a registry entry: vgg19 or arcface-ir-se50 "
+                        "(repeatable)")
     for flag, (field, kind, text) in FLAGS.items():
         p.add_argument(flag, dest=field, type=kind, help=text)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")

@@ -79,6 +79,7 @@ class DualStyleGANTrainOptions:
     seed: int = 0
     mirror: bool = True
     vgg_weights: str | None = None  # a torchvision VGG19 state dict instead of the registry's
+    identity_weights: str | None = None  # an IR-SE50 state dict instead of the registry's
     device: str = "auto"
     threads: int | None = None
     progress: bool = True

@@ -24,7 +24,6 @@ from models.destylize import (
     load_identity,
     render_zplus,
 )
-from models.destylize.identity import IdentityUnavailable
 from models.dualstylegan_codes import read_codes
 from models.generate import to_uint8
 from models.legacy import UnsafePickleError
@@ -105,7 +104,7 @@ def test_layer_copy_rule_takes_layers_8_on_from_the_extrinsic_code(pair):
     np.testing.assert_array_equal(result.previews[3], to_uint8(expected)[0])
 
 
-def test_identity_term_is_one_minus_the_cosine_of_the_face_crops():
+def test_identity_term_is_one_minus_the_cosine_and_face_crop_is_psps():
     embedder = PooledEmbedder()
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.rand(2, 3, 256, 256, generator=gen) * 2 - 1 for _ in range(2))
@@ -113,15 +112,19 @@ def test_identity_term_is_one_minus_the_cosine_of_the_face_crops():
     assert crop.shape == (2, 3, 112, 112)
     torch.testing.assert_close(crop, torch.nn.functional.adaptive_avg_pool2d(
         a[:, :, 35:223, 32:220], 112))
-    ea, eb = embedder.embed(face_crop(a)).numpy(), embedder.embed(face_crop(b)).numpy()
+    big = a.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # 1024 px, pooled to 256
+    torch.testing.assert_close(face_crop(big), crop)
+    ea, eb = embedder.embed(a).numpy(), embedder.embed(b).numpy()
     expected = np.mean(1 - np.sum(ea * eb, axis=1))
     assert float(IdentityTerm(embedder, b)(a)) == pytest.approx(expected, abs=1e-6)
     assert float(IdentityTerm(embedder, a)(a)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_arcface_is_refused_by_name_until_its_network_exists():
+def test_arcface_without_weights_names_the_registry_entry():
+    from ffhq_tools.errors import WeightsError
+
     assert load_identity("none") is None
-    with pytest.raises(IdentityUnavailable, match="arcface-ir-se50"):
+    with pytest.raises(WeightsError, match="arcface-ir-se50"):
         load_identity("arcface")
 
 

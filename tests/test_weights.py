@@ -61,7 +61,8 @@ def test_registry_has_every_documented_entry():
     expected |= {f"celebahq-classifier-{i:02d}" for i in range(40)}
     assert expected <= set(weights.REGISTRY)
     for entry in weights.REGISTRY.values():
-        assert entry.package or all(u.startswith("https://") for u in entry.urls) and entry.urls
+        assert entry.package or entry.manual or (
+            all(u.startswith("https://") for u in entry.urls) and entry.urls)
 
 
 def test_missing_weights_error_names_entry_path_and_import_command():

@@ -1,9 +1,10 @@
 """The identity term of facial destylization: pSp's `IDLoss` (ArcFace IR-SE50 in DualStyleGAN).
 
 `1 - <e(fake), e(target)>`, averaged over the batch, where `e` is any face embedder: an
-object with `embed(images float NCHW in [-1, 1]) -> (N, 512) unit vectors`. Before embedding,
-both images are cropped to the face region pSp's IDLoss uses on 256 px images (rows 35:223,
-columns 32:220, scaled to other sizes) and area-pooled to the embedder's 112 x 112 input.
+object with `embed(images float NCHW in [-1, 1], any size) -> (N, 512) unit vectors` that
+does its own preprocessing. `face_crop` is pSp's (and DualStyleGAN's) for ArcFace: images are
+area-pooled to 256 px when they are another size, cropped to the face region (rows 35:223,
+columns 32:220) and area-pooled to the 112 x 112 input (`models.arcface` uses it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ CROP_REFERENCE = 256
 FACE_CROP = (35, 223, 32, 220)  # top, bottom, left, right at 256 px
 EMBED_INPUT = 112
 IDENTITIES = ("arcface", "none")
-ARCFACE_ENTRY = "arcface-ir-se50"
 
 
 @runtime_checkable
@@ -27,40 +27,37 @@ class FaceEmbedder(Protocol):
     def embed(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
-class IdentityUnavailable(FfhqToolsError):
-    """The requested identity network cannot be loaded here."""
-
-
 def face_crop(images: torch.Tensor) -> torch.Tensor:
-    """[N, C, R, R] -> the face region, area-pooled to [N, C, 112, 112]."""
-    size = images.shape[-1]
-    top, bottom, left, right = (round(v * size / CROP_REFERENCE) for v in FACE_CROP)
+    """[N, C, R, R] -> pooled to 256 px (when R != 256), the face region, area-pooled to
+    [N, C, 112, 112]."""
+    if images.shape[-1] != CROP_REFERENCE or images.shape[-2] != CROP_REFERENCE:
+        images = F.adaptive_avg_pool2d(images, CROP_REFERENCE)
+    top, bottom, left, right = FACE_CROP
     return F.adaptive_avg_pool2d(images[:, :, top:bottom, left:right], EMBED_INPUT)
 
 
 class IdentityTerm:
-    """identity(images) = mean(1 - <e(crop(images)), e(crop(targets))>); the targets are
-    embedded once."""
+    """identity(images) = mean(1 - <e(images), e(targets)>); the targets are embedded once."""
 
     def __init__(self, embedder: FaceEmbedder, targets: torch.Tensor):
         if not isinstance(embedder, FaceEmbedder):
             raise TypeError(f"{type(embedder).__name__} has no embed(images) method")
         self.embedder = embedder
         with torch.no_grad():
-            self.target_embeddings = embedder.embed(face_crop(targets)).detach()
+            self.target_embeddings = embedder.embed(targets).detach()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        embeddings = self.embedder.embed(face_crop(images))
+        embeddings = self.embedder.embed(images)
         return (1 - (embeddings * self.target_embeddings).sum(dim=1)).mean()
 
 
-def load_identity(name: str) -> FaceEmbedder | None:
-    """The embedder for `--identity NAME` (None for 'none')."""
+def load_identity(name: str, overrides: dict | None = None, device="cpu") -> FaceEmbedder | None:
+    """The embedder for `--identity NAME` (None for 'none'); arcface comes from the weights
+    registry entry 'arcface-ir-se50' (or `overrides`), a clear error when it is missing."""
     if name not in IDENTITIES:
         raise FfhqToolsError(f"--identity {name!r}: expected one of {', '.join(IDENTITIES)}")
     if name == "none":
         return None
-    raise IdentityUnavailable(
-        f"--identity arcface: the ArcFace IR-SE50 network (weights registry entry "
-        f"'{ARCFACE_ENTRY}') is not available in this version; run with --identity none "
-        "(or --id-weight 0) to destylize without the identity term")
+    from models.arcface import load_arcface
+
+    return load_arcface(overrides, device)
