@@ -51,13 +51,14 @@ def irse50_from_state(state, path: Path) -> IRSE50:
     if not isinstance(state, dict) or "input_layer.0.weight" not in state:
         raise WeightsError(f"{path}: not an IR-SE50 state dict (no 'input_layer.0.weight'; "
                            "expected pSp's model_ir_se50.pth)")
-    net = IRSE50()
+    with torch.device("meta"):  # no random init: a strict load fills every tensor
+        net = IRSE50()
     try:
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise WeightsError(f"{path}: not an IR-SE50 50-layer ir_se state dict "
                            f"({_first_line(exc)})") from None
-    return net
+    return net.float()
 
 
 def load_arcface(overrides: dict | None = None, device="cpu") -> ArcFaceEmbedder:

@@ -9,7 +9,8 @@ its place and every parameter must be supplied, as for the other importers. The 
 
 Side files (`convert_side_file`): code dicts (.npy, read by `models.dualstylegan_codes`
 without running pickled code) -> .npz; `sampler.pt` -> a weights-only torch file. pSp
-encoder checkpoints (`encoder.pt`) are recognised and refused by name.
+encoder checkpoints (`encoder.pt`) are recognised and refused by name (`stylize --encoder`
+reads them as they are).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def refuse_psp_encoder(obj: dict) -> None:
     if isinstance(state, dict) and isinstance(obj.get("opts"), dict) and any(
             str(k).startswith("encoder.") for k in state):
         raise CheckpointImportError(
-            "a pSp encoder checkpoint (encoder.pt): encoders are not supported yet; give "
-            "stylize an intrinsic code file with --instyle")
+            "a pSp encoder checkpoint (encoder.pt): nothing to convert; use it as it is "
+            "with stylize --encoder encoder.pt")
 
 
 def is_dualstylegan(obj) -> bool:

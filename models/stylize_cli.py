@@ -2,8 +2,9 @@
 style transfer.
 
 Thin wrapper over `models.stylize`: aligns each content photo (our aligner, unless
-`--aligned`), takes the intrinsic code from `--instyle` or else by projecting the aligned face
-into the base generator (models.stylize_projection), and the exemplar code from the exstyle
+`--aligned`), takes the intrinsic code from `--instyle`, from a pSp `--encoder`
+(models.psp_encoder) or else by projecting the aligned face into the base generator
+(models.stylize_projection), and the exemplar code from the exstyle
 file (`--style-id`) or by projecting `--style-image`. Writes per content: the stylised image, a
 content | exemplar | result strip, a structure x colour weight sweep, and one `stylize.jsonl`
 line with every code (and its space) and setting; projections stay in OUT/projection/ and are
@@ -30,17 +31,17 @@ def _intrinsic_source(args) -> str:
     if args.style_image and args.exstyle:
         raise FfhqToolsError("--exstyle does not apply with --style-image (its code is "
                              "projected); give one of the two")
-    if args.wplus and not args.instyle:
-        raise FfhqToolsError("--wplus names the space of --instyle codes; projected codes are "
-                             "w+ already")
+    if args.wplus and not (args.instyle or args.encoder):
+        raise FfhqToolsError("--wplus names the space of --instyle codes or of the --encoder's "
+                             "codes; projected codes are w+ already")
+    if args.instyle and args.encoder:
+        raise FfhqToolsError("--instyle and --encoder both give the intrinsic codes; give one")
     if args.instyle:
         return "instyle"
     if args.encoder:
         if not Path(args.encoder).is_file():
             raise FfhqToolsError(f"--encoder {args.encoder}: file not found")
-        raise FfhqToolsError(f"--encoder {args.encoder}: pSp encoders are not supported yet; "
-                             "pass the content's intrinsic code with --instyle CODE.npy|.npz "
-                             "or drop --encoder to project the content")
+        return "encoder"
     return "projection"
 
 
@@ -217,11 +218,39 @@ def _exemplar(args, net, projections: Projections):
                   **code.to_dict()}, None
 
 
+def _encoded(args, net, faces):
+    """[(code, jsonl record)] per content from the pSp encoder (z+, or w+ with --wplus)."""
+    import numpy as np
+    import torch
+
+    from models.dualstylegan_codes import Code, CodeSpace
+    from models.psp_encoder import STYLE_DIM, load_psp_encoder
+    from models.stylize import check_code
+
+    space = CodeSpace.W_PLUS if args.wplus else CodeSpace.Z_PLUS
+    device = next(net.parameters()).device
+    encoder = load_psp_encoder(args.encoder, space, device)
+    shape = (1, encoder.info.n_styles, STYLE_DIM)
+    check_code(Code("", np.zeros(shape, np.float32), space), net, f"--encoder {args.encoder}")
+    out = []
+    for content, face, _ in faces:
+        pixels = torch.tensor(face).permute(2, 0, 1)[None].to(device, torch.float32)
+        with torch.no_grad():
+            values = encoder.encode(pixels / 127.5 - 1).cpu().numpy()
+        code = Code(content.name, values, space)
+        check_code(code, net, f"--encoder {args.encoder}")
+        out.append((code, {"source": "encoder", "encoder": encoder.describe(),
+                           **code.to_dict()}))
+    return out
+
+
 def _instyles(args, source: str, net, faces, projections: Projections):
-    """[(code, jsonl record)] per content, from --instyle or by projection."""
+    """[(code, jsonl record)] per content, from --instyle, the encoder or by projection."""
     from models.stylize import check_code
     from models.stylize_projection import ProjectionSource, code_file
 
+    if source == "encoder":
+        return _encoded(args, net, faces)
     if source == "instyle":
         codes = _read_instyles(args)
         out = []
@@ -350,7 +379,9 @@ def add_verbs(verbs) -> None:
     p.add_argument("--instyle", help="intrinsic codes of the contents (.npz / .npy / a "
                                      "projected_w.npz, named by content file, or one code for "
                                      "one content); default: project each aligned content")
-    p.add_argument("--encoder", help="pSp encoder for intrinsic codes (not supported yet)")
+    p.add_argument("--encoder", help="a pSp encoder checkpoint (DualStyleGAN's encoder.pt: z+ "
+                                     "codes; encoder_wplus.pt with --wplus) for the contents' "
+                                     "intrinsic codes")
     p.add_argument("--aligned", action="store_true", help="contents are aligned already")
     p.add_argument("--landmarks", choices=("dlib", "dlib-cnn", "face-alignment"),
                    default="dlib", help="face landmarks for alignment")
@@ -361,7 +392,8 @@ def add_verbs(verbs) -> None:
     p.add_argument("--preserve-color", action="store_true",
                    help="keep the content's colour layers")
     p.add_argument("--wplus", action="store_true",
-                   help="--instyle codes are w+ (for a file that does not say; default z+)")
+                   help="--instyle codes are w+ (for a file that does not say; default z+); "
+                        "with --encoder: a w+ encoder (encoder_wplus.pt)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
     p.add_argument("--sweep", default="0,0.25,0.5,0.75,1",
                    help="weights of the structure x colour sweep figure")
