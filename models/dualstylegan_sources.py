@@ -7,7 +7,10 @@ the extrinsic-code source of pretraining and the identity network of fine-tuning
 - Extrinsic-code sources: any object with `encode(images [-1, 1]) -> W+ [N, num_ws, w_dim]`
   (a pSp encoder wrapper, for instance). Built in: `ProjectionEncoder`, a short W+ projection
   of the images into the base generator (Adam from w_avg on pixel MSE + VGG19 L1); cheap to
-  run and to test, but less faithful than the official pSp encoder's codes.
+  run and to test, but less faithful than the official pSp encoder's codes; and
+  `EncoderCodeSource`, the official route: DualStyleGAN's z+ pSp encoder, its codes mapped
+  layer by layer by the base mapping network (upstream maps them with the pSp checkpoint's own
+  decoder, the same FFHQ generator).
 - Identity: any object with `embed(images [-1, 1]) -> [N, 512] unit vectors` (ArcFace
   IR-SE50, `models.arcface`), or None for no identity loss.
 """
@@ -143,6 +146,28 @@ class ProjectionEncoder:
                 loss.backward()
                 optimizer.step()
         return ws.detach()
+
+
+class EncoderCodeSource:
+    """W+ codes of images from a pSp encoder (`models.psp_encoder.PSPEncoder`): z+ codes
+    mapped by `net.map_z`, w+ codes as they are."""
+
+    def __init__(self, encoder, net):
+        from models.dualstylegan_codes import CodeSpace
+
+        if (encoder.info.n_styles, 512) != (net.num_ws, net.generator.z_dim):
+            raise DualStyleGANTrainError(
+                f"--encoder {encoder.info.path}: codes [{encoder.info.n_styles}, 512], the "
+                f"model takes [num_ws, z_dim] = [{net.num_ws}, {net.generator.z_dim}]")
+        self.encoder, self.net = encoder, net
+        self.mapped = encoder.info.space is CodeSpace.Z_PLUS
+
+    def describe(self) -> dict:
+        return self.encoder.describe()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        codes = self.encoder.encode(images)
+        return self.net.map_z(codes) if self.mapped else codes
 
 
 def describe_source(source) -> dict:

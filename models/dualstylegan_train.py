@@ -168,10 +168,21 @@ def _per_rank(options, env) -> int:
     return options.batch // env.world_size
 
 
+def _code_source(options, net, vgg, device):
+    """The --code-source of pretraining: a short projection, or the pSp encoder (z+)."""
+    from models.dualstylegan_sources import EncoderCodeSource, ProjectionEncoder
+
+    if options.code_source == "encoder":
+        from models.psp_encoder import load_psp_encoder
+
+        return EncoderCodeSource(load_psp_encoder(options.encoder, device=device), net)
+    return ProjectionEncoder(net.generator, vgg, options.projection_steps,
+                             options.projection_lr, options.loss_resolution)
+
+
 def build_context(options, env, *, vgg=None, encoder=None, identity=None):
     """(StepContext, checkpoint config, base optimiser states, what was used)."""
     from models.dualstylegan_sources import (
-        ProjectionEncoder,
         check_encoder,
         check_identity,
         describe_source,
@@ -193,8 +204,7 @@ def build_context(options, env, *, vgg=None, encoder=None, identity=None):
     used = {"vgg19": dict(getattr(vgg, "provenance", {"kind": type(vgg).__name__}))}
     style = reals = None
     if options.stage == "pretrain":
-        encoder = encoder or ProjectionEncoder(net.generator, vgg, options.projection_steps,
-                                               options.projection_lr, options.loss_resolution)
+        encoder = encoder or _code_source(options, net, vgg, env.device)
         check_encoder(encoder)
         used["extrinsic_code_source"] = describe_source(encoder)
         reals = _face_reals(options, resolution, env, per_rank)

@@ -59,7 +59,8 @@ def _options(args):
     return DualStyleGANTrainOptions(
         args.stage, base=args.base, data=args.data, exstyle=args.exstyle,
         instyle=args.instyle, outdir=args.outdir, resume=args.resume,
-        code_source=args.code_source, identity=args.identity, noise_mode=args.noise_mode,
+        code_source=args.code_source, encoder=args.encoder, identity=args.identity,
+        noise_mode=args.noise_mode,
         vgg_weights=_weights_file(args, "vgg19", args.vgg_weights),
         identity_weights=_weights_file(args, "arcface-ir-se50", None),
         device=args.device, progress=not args.no_progress, **values)
@@ -88,10 +89,11 @@ def add_verbs(verbs) -> None:
     p.add_argument("--instyle", help="finetune: intrinsic codes (instyle_code.npy or .npz)")
     p.add_argument("--outdir", default="runs")
     p.add_argument("--resume", help="a run folder: continue exactly from its newest snapshot")
-    p.add_argument("--code-source", default="projection", choices=("projection",),
+    p.add_argument("--code-source", default="projection", choices=("projection", "encoder"),
                    help="pretrain: how the extrinsic code of G(z2) is made every 4th step "
-                        "(a short W+ projection; a pSp encoder plugs in through the Python "
-                        "API)")
+                        "(a short W+ projection, or the pSp z+ --encoder as upstream)")
+    p.add_argument("--encoder", help="pretrain with --code-source encoder: DualStyleGAN's pSp "
+                                     "checkpoint (encoder.pt, z+ codes)")
     p.add_argument("--identity", default="none", choices=("none", "arcface"),
                    help="finetune: identity network (recorded in options.json)")
     p.add_argument("--noise-mode", default="random", choices=("random", "const"),

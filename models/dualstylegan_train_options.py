@@ -23,7 +23,7 @@ from ffhq_tools.errors import FfhqToolsError
 
 STAGES = ("pretrain", "finetune")
 PRETRAIN_INJECTION = (7, 6, 5)
-CODE_SOURCES = ("projection",)  # plus any object with `encode(images) -> W+` (Python API)
+CODE_SOURCES = ("projection", "encoder")  # or any object with `encode(images) -> W+`
 IDENTITIES = ("none", "arcface")  # plus any object with `embed(images) -> unit vectors`
 EMA_BETA = 0.5 ** (32 / (10 * 1000))
 COLOUR_RESAMPLE_FROM = 8
@@ -68,6 +68,7 @@ class DualStyleGANTrainOptions:
     l2_weight: float = 0.01
     jitter: float = 0.1
     code_source: str = "projection"
+    encoder: str | None = None  # code_source 'encoder': a pSp z+ checkpoint (encoder.pt)
     projection_steps: int = 20
     projection_lr: float = 0.1
     identity: str = "none"
@@ -91,6 +92,9 @@ class DualStyleGANTrainOptions:
         if self.code_source not in CODE_SOURCES:
             raise DualStyleGANTrainError(f"--code-source {self.code_source!r}: expected one "
                                          f"of {', '.join(CODE_SOURCES)}")
+        if self.code_source == "encoder" and not self.encoder:
+            raise DualStyleGANTrainError("--code-source encoder needs --encoder FILE (the pSp "
+                                         "checkpoint, DualStyleGAN's encoder.pt)")
         if self.noise_mode not in ("random", "const"):
             raise DualStyleGANTrainError(f"--noise-mode {self.noise_mode!r}: expected random "
                                          "or const")

@@ -164,3 +164,41 @@ def test_stylize_encoder_meets_stylize_instyle(tmp_path, official, capsys):
     assert main(common + ["--out", str(tmp_path / "x"), "--encoder", str(official[0]),
                           "--instyle", str(tmp_path / "code.npz")]) == 2
     assert "give one" in capsys.readouterr().err
+
+
+def test_pretraining_takes_its_extrinsic_codes_from_the_encoder(tmp_path, official, capsys):
+    from dualstylegan_train_fixtures import BASE, small_vgg
+    from train_standins import write_shapes_h5
+
+    from ffhq_tools.cli import main
+    from models.checkpoint import save_checkpoint
+    from models.configs import build_networks
+    from models.dualstylegan import DualStyleGAN
+    from models.dualstylegan_sources import EncoderCodeSource
+    from models.dualstylegan_train import train_dualstylegan
+    from models.dualstylegan_train_options import DualStyleGANTrainOptions
+
+    model = BASE.replace(z_dim=512, w_dim=512)
+    torch.manual_seed(0)
+    G, D = build_networks(model, FILE_OUTPUT_SIZE)
+    base = save_checkpoint(tmp_path / "base.pt", config={
+        "model": model.to_dict(), "resolution": FILE_OUTPUT_SIZE, "channel_max": 32},
+        G=G, D=D, G_ema=G)
+    faces = write_shapes_h5(tmp_path / "faces.h5", count=8, resolution=FILE_OUTPUT_SIZE)
+    source = EncoderCodeSource(load_psp_encoder(official[0]), DualStyleGAN(G))
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = source.net.map_z(source.encoder.encode(images))
+        torch.testing.assert_close(source.encode(images), expected)
+    options = DualStyleGANTrainOptions(
+        "pretrain", base=str(base), data=str(faces), outdir=str(tmp_path / "runs"), iters=2,
+        batch=2, code_source="encoder", encoder=str(official[0]),
+        loss_resolution=FILE_OUTPUT_SIZE, log_every=1, device="cpu", progress=False,
+        threads=1)
+    run = train_dualstylegan(options, vgg=small_vgg())
+    used = json.loads((run / "options.json").read_text())["used"]
+    assert used["extrinsic_code_source"]["kind"] == "psp-encoder"
+    assert used["extrinsic_code_source"]["sha256"] == source.encoder.info.sha256
+    assert main(["dualstylegan-train", "pretrain", "--base", str(base), "--data", str(faces),
+                 "--code-source", "encoder", "--dry-run"]) == 2
+    assert "--code-source encoder needs --encoder" in capsys.readouterr().err
