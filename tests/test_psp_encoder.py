@@ -202,3 +202,33 @@ def test_pretraining_takes_its_extrinsic_codes_from_the_encoder(tmp_path, offici
     assert main(["dualstylegan-train", "pretrain", "--base", str(base), "--data", str(faces),
                  "--code-source", "encoder", "--dry-run"]) == 2
     assert "--code-source encoder needs --encoder" in capsys.readouterr().err
+
+
+def test_pyramid_routes_coarse_middle_fine_as_the_reference():
+    encoder = meta_encoder(18)
+    seen = {}
+    for i, block in enumerate(encoder.styles):
+        block.register_forward_pre_hook(
+            lambda module, args, i=i: seen.__setitem__(i, tuple(args[0].shape[1:])))
+    encoder(torch.empty(1, 3, 256, 256, device="meta"))
+    assert [seen[i] for i in range(18)] == \
+        [(512, 16, 16)] * 3 + [(512, 32, 32)] * 4 + [(512, 64, 64)] * 11
+
+
+def test_upsample_add_is_bilinear_with_aligned_corners():
+    from models.psp_encoder import _upsample_add
+
+    top = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    lateral = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    t = top.numpy()[0]
+    expected = np.empty((2, 5, 5))
+    for y in range(5):
+        for x in range(5):
+            sy, sx = y * 2 / 4, x * 2 / 4  # align_corners: output corners on input corners
+            y0, x0 = min(int(sy), 1), min(int(sx), 1)
+            fy, fx = sy - y0, sx - x0
+            expected[:, y, x] = (t[:, y0, x0] * (1 - fy) * (1 - fx) + t[:, y0, x0 + 1]
+                                 * (1 - fy) * fx + t[:, y0 + 1, x0] * fy * (1 - fx)
+                                 + t[:, y0 + 1, x0 + 1] * fy * fx)
+    np.testing.assert_allclose(_upsample_add(top, lateral).numpy()[0],
+                               expected + lateral.numpy()[0], rtol=1e-12, atol=1e-12)
