@@ -54,3 +54,27 @@ def test_pack_partial_with_finished_images_and_other_inputs_says_how_to_start_ov
     assert f"delete {partial}" in err and "16 finished images" in err
     partial.unlink()
     assert main(["pack", str(tmp_path / "src"), str(tmp_path / "d.h5")]) == 0
+
+
+def test_data_given_as_a_checkpoint_is_named_with_the_flag_that_takes_it(tmp_path, capsys):
+    image_folder(tmp_path / "faces", 5)
+    assert main(["pack", str(tmp_path / "faces"), str(tmp_path / "dataset.h5")]) == 0
+    assert main(["export", str(tmp_path / "dataset.h5"), "--format", "stylegan2-ada-zip",
+                 "--out", str(tmp_path / "faces.zip")]) == 0
+    capsys.readouterr()
+    expected = {
+        "dataset.h5": "this is an HDF5 dataset, not a checkpoint; use it as --data",
+        "faces": "this is a folder of 5 images, not a checkpoint",
+        "faces.zip": "this is a zip archive (a stylegan2-ada dataset?), not a checkpoint; "
+                     f"pack it (ffhq-tools pack {tmp_path / 'faces.zip'} faces.h5)",
+    }
+    for name, message in expected.items():
+        path = tmp_path / name
+        for argv in (["generate", str(path), "--out", str(tmp_path / "gen")],
+                     ["metrics", "--metrics", "fid50k_full", "--network", str(path),
+                      "--data", str(tmp_path / "dataset.h5"), "--num-gen", "4"]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert message in err and len(err.splitlines()) == 1, (argv, err)
+            assert "import-checkpoint" not in err.split("official .pkl")[0], err
+    assert not (tmp_path / "gen").exists()
