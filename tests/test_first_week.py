@@ -78,3 +78,21 @@ def test_data_given_as_a_checkpoint_is_named_with_the_flag_that_takes_it(tmp_pat
             assert message in err and len(err.splitlines()) == 1, (argv, err)
             assert "import-checkpoint" not in err.split("official .pkl")[0], err
     assert not (tmp_path / "gen").exists()
+
+
+def test_train_dry_run_shows_the_resolved_device_threads_and_run_folder(tmp_path, capsys):
+    import json
+
+    import torch
+
+    image_folder(tmp_path / "faces", 4)
+    assert main(["pack", str(tmp_path / "faces"), str(tmp_path / "faces.h5")]) == 0
+    (tmp_path / "runs" / "00003-earlier").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["train", "--config", "tiny", "--data", str(tmp_path / "faces.h5"),
+                 "--outdir", str(tmp_path / "runs"), "--threads", "1", "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)["resolved"]
+    assert resolved["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert resolved["threads"] == 1 and resolved["continues_run"] is False
+    assert resolved["run_dir"] == str(tmp_path / "runs" / "00004-faces-tiny")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["00003-earlier"]
