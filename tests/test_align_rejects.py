@@ -48,6 +48,11 @@ def test_skipped_faces_are_listed_and_counted_and_magnification_is_flagged(
     assert record["upscale"] > MAX_UPSCALE and record["magnified"] is True
     assert f"{record['output']}" in captured.err and "magnified" in captured.err
     assert "1 faces magnified over 4x" in captured.out
+    (out / record["output"]).unlink()  # the photo is redone: its skipped face is not repeated
+    assert main(["align", str(small_astronaut), str(out), "--size", "512",
+                 "--transform-size", "512", "-q"]) == 0
+    assert read_lines(out / "rejects.jsonl") == rejects
+    assert (out / record["output"]).is_file()
 
 
 def test_rejects_file_is_written_empty_and_large_faces_are_not_flagged(tmp_path, astronaut,

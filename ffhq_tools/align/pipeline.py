@@ -340,9 +340,21 @@ def align_folder(src: str | Path, out: str | Path, config: AlignConfig = AlignCo
 
 
 def _collect(results, align_file: Path, rejects_file: Path, summary: AlignSummary, bar) -> None:
+    """Append each photo's lines: rejects first (a photo redone after a kill does not repeat
+    the lines already there), then its faces, whose lines make it done."""
+    import json
+
     from tqdm import tqdm
 
+    written = {json.dumps(r, sort_keys=True) for r in read_jsonl(rejects_file)}
     for records, rejects in results:
+        for reject in rejects:
+            tally = summary.skipped if reject.get("skipped_face") else summary.rejects
+            tally[reject["reason"]] += 1
+            line = json.dumps(reject, sort_keys=True)
+            if line not in written:
+                append_jsonl(rejects_file, reject)
+                written.add(line)
         for record in records:
             append_jsonl(align_file, record)
         for record in records:
@@ -351,10 +363,6 @@ def _collect(results, align_file: Path, rejects_file: Path, summary: AlignSummar
                 tqdm.write(f"align: warning: {record['output']} ({record['source']}) is "
                            f"magnified {record['upscale']:.1f}x (over {MAX_UPSCALE:g}x): the face "
                            "is small for this --size and will look blurry", file=sys.stderr)
-        for reject in rejects:
-            append_jsonl(rejects_file, reject)
-            tally = summary.skipped if reject.get("skipped_face") else summary.rejects
-            tally[reject["reason"]] += 1
         summary.aligned += bool(records)
         summary.faces += len(records)
         bar.update(1)
