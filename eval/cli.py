@@ -98,9 +98,9 @@ def _run_metrics(args, names: list[str], threads: int) -> int:
     if args.network:
         from ffhq_tools.runtime import select_device
         from models.checkpoint import checkpoint_info, load_generator
+        from models.checkpoint_hints import require_checkpoint_file
 
-        if not Path(args.network).is_file():
-            raise FfhqToolsError(f"--network {args.network}: no such file")
+        require_checkpoint_file(args.network, "--network")
         from models.dualstylegan_exemplar import exemplar_choice, with_fixed_exemplar
 
         generator = load_generator(args.network, select_device(args.device))

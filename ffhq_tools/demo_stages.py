@@ -102,6 +102,8 @@ def stage_align(state) -> str:
     state.aligned = sorted(state.aligned_dir.rglob("*.png"))
     for rejects in sorted(state.aligned_dir.glob("rejects*.jsonl")):
         state.align_rejects += [f"{r.get('source')}: {r.get('reason')}"
+                                + (f" (skipped face, score {r['face_score']:.2f})"
+                                   if r.get("skipped_face") else "")
                                 for r in read_jsonl(rejects)]
     if len(state.aligned) < 4:
         raise FfhqToolsError(f"only {len(state.aligned)} faces aligned; the demo needs 4+\n"

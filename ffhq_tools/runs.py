@@ -36,6 +36,14 @@ def sanitize_desc(desc: str) -> str:
     return DESC_UNSAFE.sub("_", desc).strip("_") or "run"
 
 
+def next_run_dir(root: str | Path, desc: str) -> Path:
+    """The folder `create_run_dir` would create now (nothing is created; another run starting
+    meanwhile takes the number and this one gets the next)."""
+    root = Path(root)
+    number = max(_used_numbers(root), default=-1) + 1
+    return root / f"{number:05d}-{sanitize_desc(desc)}"
+
+
 def create_run_dir(root: str | Path, desc: str) -> Path:
     """Create and return the next `root/NNNNN-desc` folder."""
     root = Path(root)

@@ -224,10 +224,9 @@ def checkpoint_info(path: str | Path, config_name: str | None = None) -> dict:
     `network-snapshot-<kimg>.pt` name the trainer gives them, else None.
     """
     from models.checkpoint import checkpoint_info as stored_info
+    from models.checkpoint_hints import require_checkpoint_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise FfhqToolsError(f"checkpoint {path}: no such file")
+    path = require_checkpoint_file(path, "checkpoint")
     info = stored_info(path)
     if info.get("kimg") is None:
         match = SNAPSHOT_KIMG.search(path.name)

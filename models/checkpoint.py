@@ -93,6 +93,11 @@ def save_checkpoint(path: str | Path, *, config: dict, G: nn.Module, D: nn.Modul
 
 
 def _read(path: Path, device) -> dict:
+    from models.checkpoint_hints import describe_non_checkpoint
+
+    described = describe_non_checkpoint(path)
+    if described:
+        raise CheckpointError(described)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

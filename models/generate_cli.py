@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import sys
-import zipfile
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
@@ -19,9 +18,6 @@ DEFAULT_SEEDS = "0-15"
 DEFAULT_ROOT = Path("generated")
 FIGURE_MAX_SEEDS = 64  # style mixing / truncation sweep grids are built in memory
 NOISE_MAX_DRAWS = 64
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-CHECKPOINT_HINT = ("generate needs a checkpoint (.pt written by train, or an official one "
-                   "converted with `ffhq-tools import-checkpoint SRC OUT.pt`)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -96,45 +92,6 @@ def _figure_seeds(args, seeds) -> None:
                                  "with fewer --seeds")
 
 
-def describe_non_checkpoint(path: Path) -> str | None:
-    """What a file given as CKPT is, when it is plainly not a checkpoint."""
-    if path.is_dir():
-        return f"{path}: this is a folder, not a checkpoint; {CHECKPOINT_HINT}"
-    if not path.is_file():
-        return None
-    with open(path, "rb") as f:
-        head = f.read(8)
-        for offset in (512, 1024, 2048):  # HDF5 superblocks may follow a user block
-            if head == HDF5_SIGNATURE:
-                break
-            f.seek(offset)
-            head = f.read(8) if f.tell() == offset else b""
-    if head == HDF5_SIGNATURE:
-        return (f"{path}: this is an HDF5 dataset, not a checkpoint; {CHECKPOINT_HINT}")
-    with open(path, "rb") as f:
-        start = f.read(8)
-    if start.startswith(b"\x89PNG") or start.startswith(b"\xff\xd8\xff"):
-        return f"{path}: this is an image, not a checkpoint; {CHECKPOINT_HINT}"
-    if zipfile.is_zipfile(path):
-        return _describe_zip(path)
-    return None
-
-
-def _describe_zip(path: Path) -> str | None:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None
-    if any(name.endswith("data.pkl") for name in names):
-        return None  # a torch.save archive: the checkpoint loader decides
-    if any(name.endswith(".npy") for name in names):
-        return (f"{path}: this is a NumPy .npz archive (projected codes?), not a checkpoint; "
-                "pass it with --projected-w FILE and give the checkpoint as CKPT")
-    return (f"{path}: this is a zip archive (a stylegan2-ada dataset?), not a checkpoint; "
-            f"{CHECKPOINT_HINT}")
-
-
 def default_batch(device, resolution: int) -> int:
     """About 8 (CUDA) or 4 (CPU) megapixels per pass, between 1 and 32 images."""
     budget = (8 if device.type == "cuda" else 4) * 1024 * 1024
@@ -149,9 +106,6 @@ def _load(args, device):
     from models.contract import ImageGenerator
 
     ckpt = Path(args.ckpt)
-    described = describe_non_checkpoint(ckpt)
-    if described:
-        raise FfhqToolsError(described)
     G = load_generator(ckpt, device)
     if not isinstance(G, ImageGenerator):
         raise FfhqToolsError(f"{ckpt}: a {type(G).__name__} checkpoint needs an exemplar: "

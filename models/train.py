@@ -202,6 +202,19 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
                        continue_dir, augment, transfer)
 
 
+def dry_run_description(run: ResolvedRun) -> dict:
+    """What `--dry-run` prints: the resolved run plus where and on what it would run."""
+    from ffhq_tools.runs import next_run_dir
+    from ffhq_tools.runtime import default_threads, select_device
+
+    folder = run.continue_dir or next_run_dir(run.options.outdir,
+                                              run_desc(run.options.data, run.config.name))
+    return {**run.describe(), "resolved": {
+        "device": str(select_device(run.options.device)),
+        "threads": run.options.threads or default_threads(),
+        "run_dir": str(folder), "continues_run": run.continue_dir is not None}}
+
+
 def _with(options: TrainOptions, **changes) -> TrainOptions:
     return dataclasses.replace(options, **changes)
 

@@ -130,12 +130,12 @@ def eval_metric_fn(names: tuple[str, ...], data: str, weights: list[str], seed: 
 
 
 def _train(args) -> int:
-    from models.train import resolve_run, train
+    from models.train import dry_run_description, resolve_run, train
 
     options = continue_resumed_run(options_from_args(args), _given_fields(args),
                                    record=not args.dry_run)
     if args.dry_run:
-        print(json.dumps(resolve_run(options).describe(), indent=2, sort_keys=True))
+        print(json.dumps(dry_run_description(resolve_run(options)), indent=2, sort_keys=True))
         return 0
     metric_fn = eval_metric_fn(options.metrics, options.data, args.weights, options.seed,
                                args.metric_num_gen)

@@ -64,9 +64,15 @@ def test_corpus_of_bad_files(tmp_path, astronaut):
     write_corpus(src, astronaut)
     config = AlignConfig(options=SMALL, max_pixels=1_000_000)
     summary = align_folder(src, out, config, progress=False)
-    rejects = {r["source"]: r["reason"] for r in read_jsonl(out / "rejects.jsonl")}
+    lines = read_jsonl(out / "rejects.jsonl")
+    rejects = {r["source"]: r["reason"] for r in lines if not r.get("skipped_face")}
     assert rejects == {"truncated.jpg": "truncated or corrupt", "zero.png": "empty file",
                        "text.jpg": "not an image", "bomb.png": "decompression bomb"}
+    skipped = [r for r in lines if r.get("skipped_face")]
+    assert {r["source"] for r in skipped} == {"astronaut.jpg", "cmyk.jpg", "exif.jpg",
+                                              "gray16.png", "rgba.png"}
+    assert all(r["face_score"] < 0.5 for r in skipped)  # the suit patch's false faces
+    assert sum(summary.skipped.values()) == len(skipped)
     records = {r["source"]: r for r in read_jsonl(out / "align.jsonl")}
     assert sorted(records) == ["astronaut.jpg", "cmyk.jpg", "exif.jpg", "gray16.png", "rgba.png"]
     assert summary.faces == 5 and sum(summary.rejects.values()) == 4

@@ -141,10 +141,42 @@ def make_detector(name: str, overrides: dict[str, Path] | None = None,
     raise FfhqToolsError(f"--landmarks {name}: expected one of {', '.join(BACKENDS)}")
 
 
+def partition_faces(faces: list[Face], min_face: float = 0.0, min_score: float = float("-inf"),
+                    largest_only: bool = False) -> tuple[list[Face], list[tuple[Face, str, str]]]:
+    """(kept faces left to right, [(skipped face, reason, detail)]): the faces at least
+    `min_face` pixels wide scoring at least `min_score` are kept (only the largest one with
+    `largest_only`); every other face is skipped with the filter that dropped it."""
+    kept, skipped = [], []
+    for face in faces:
+        if face.score < min_score:
+            skipped.append((face, "score below --min-score",
+                            f"score {face.score:.3f} < {min_score}"))
+        elif face.size < min_face:
+            skipped.append((face, "smaller than --min-face",
+                            f"box side {face.size:.0f} px < {min_face}"))
+        else:
+            kept.append(face)
+    if largest_only and kept:
+        largest = max(kept, key=lambda f: f.size)
+        skipped += [(f, "not the largest face (--largest-only)",
+                     f"box side {f.size:.0f} px < {largest.size:.0f}") for f in kept
+                    if f is not largest]
+        kept = [largest]
+    return sorted(kept, key=lambda f: (f.rect[0], f.rect[1])), skipped
+
+
 def select_faces(faces: list[Face], min_face: float = 0.0, min_score: float = float("-inf"),
                  largest_only: bool = False) -> list[Face]:
     """Faces at least `min_face` pixels wide scoring at least `min_score`, left to right."""
-    kept = [f for f in faces if f.size >= min_face and f.score >= min_score]
-    if largest_only and kept:
-        kept = [max(kept, key=lambda f: f.size)]
-    return sorted(kept, key=lambda f: (f.rect[0], f.rect[1]))
+    return partition_faces(faces, min_face, min_score, largest_only)[0]
+
+
+BACKEND_WEIGHTS = {"dlib": ("dlib-landmarks-68",), "dlib-cnn": ("dlib-landmarks-68", "dlib-mmod"),
+                   "face-alignment": ("fan-2d", "s3fd"), "given": ()}
+
+
+def check_backend_weights(name: str, overrides: dict[str, Path] | None = None) -> None:
+    """Fail now, naming the file and how to get it, if a weights file of backend `name` is
+    missing or has the wrong hash."""
+    for weights_name in BACKEND_WEIGHTS[name]:
+        weights.resolve(weights_name, overrides)

@@ -2,10 +2,13 @@
 
 One line per output face in align.jsonl (source, face index, rect, score, 68 landmarks, quad,
 output path, file md5, pixel md5, detector + model SHA-256, source size, license / author ...),
-one line per rejected photo in rejects.jsonl. A PNG is written atomically before its line, so
-a killed run resumes: a rerun skips photos whose every face has a line and a file with that
-md5, or a reject line, and redoes the rest. `--shard i/n` takes every n-th photo and writes
-its own align.shard-i-of-n.jsonl; `pack` reads them all.
+one line per rejected photo and per skipped face (below `--min-score` or `--min-face`, or not
+the largest: score, rect, reason) in rejects.jsonl, which every run writes (empty when nothing
+was rejected). Each face records its upscale factor (output size / quad side); a face
+magnified more than MAX_UPSCALE times is flagged and warned about on stderr. A PNG is written
+atomically before its line, so a killed run resumes: a rerun skips photos whose every face has
+a line and a file with that md5, or a reject line, and redoes the rest. `--shard i/n` takes
+every n-th photo and writes its own align.shard-i-of-n.jsonl; `pack` reads them all.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -23,7 +27,13 @@ import numpy as np
 from PIL import Image
 
 from ffhq_tools import __version__
-from ffhq_tools.align.landmarks import DEFAULT_MIN_SCORE, Face, make_detector, select_faces
+from ffhq_tools.align.landmarks import (
+    DEFAULT_MIN_SCORE,
+    Face,
+    check_backend_weights,
+    make_detector,
+    partition_faces,
+)
 from ffhq_tools.align.quad import AlignOptions, choose_quad, face_frame, plan_warp
 from ffhq_tools.align.sources import AlignItem, discover
 from ffhq_tools.atomic import append_jsonl, read_jsonl, write_bytes_atomic, write_json_atomic
@@ -33,6 +43,7 @@ from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected, open_image
 from ffhq_tools.safe_paths import contained
 
 METHODS = ("fast", "reference")
+MAX_UPSCALE = 4.0  # output size / quad side beyond which a face is flagged as magnified
 
 
 @dataclass(frozen=True)
@@ -69,11 +80,17 @@ class AlignSummary:
     aligned: int = 0
     faces: int = 0
     rejects: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    magnified: int = 0
 
     def text(self) -> str:
         lines = [f"{self.items} photos: {self.aligned} aligned ({self.faces} faces), "
-                 f"{self.resumed} already done, {sum(self.rejects.values())} rejected"]
+                 f"{self.resumed} already done, {sum(self.rejects.values())} rejected, "
+                 f"{sum(self.skipped.values())} faces skipped"
+                 + (f", {self.magnified} faces magnified over {MAX_UPSCALE:g}x"
+                    if self.magnified else "")]
         lines += [f"  rejected: {n} x {reason}" for reason, n in self.rejects.most_common()]
+        lines += [f"  skipped: {n} x {reason}" for reason, n in self.skipped.most_common()]
         return "\n".join(lines)
 
 
@@ -125,16 +142,16 @@ class _Worker:
     def output_name(self, item: AlignItem, face_index: int) -> str:
         return f"{item.key}.png" if item.numbered else f"{item.key}_{face_index:02d}.png"
 
-    def faces(self, item: AlignItem, pixels: np.ndarray) -> tuple[list[Face], str, dict]:
+    def faces(self, item: AlignItem, pixels: np.ndarray) -> tuple[list[Face], list, str, dict]:
+        """(kept faces, [(skipped face, reason, detail)], detector name, model hashes)."""
         if item.given is not None:
-            return _given_faces(item), "given", {}
+            return _given_faces(item), [], "given", {}
         if self.config.landmarks == "given":
-            return [], "given", {}
+            return [], [], "given", {}
         detector = self.detector()
-        found = detector.detect(pixels)
-        kept = select_faces(found, self.config.min_face, self.config.score_threshold,
-                            self.config.largest_only)
-        return kept, detector.name, dict(detector.models) | {"_detected": len(found)}
+        kept, skipped = partition_faces(detector.detect(pixels), self.config.min_face,
+                                        self.config.score_threshold, self.config.largest_only)
+        return kept, skipped, detector.name, dict(detector.models)
 
     def process(self, item: AlignItem) -> tuple[list[dict], list[dict]]:
         try:
@@ -142,14 +159,14 @@ class _Worker:
         except ImageRejected as exc:
             return [], [_reject(item, exc.reason, exc.detail)]
         pixels = np.asarray(image)
-        faces, detector, models = self.faces(item, pixels)
-        detected = models.pop("_detected", len(faces))
+        faces, skipped, detector, models = self.faces(item, pixels)
+        rejects = [_skipped_face(item, face, reason, detail) for face, reason, detail in skipped]
         if not faces:
-            detail = (f"{detected} detected, none with size >= {self.config.min_face} and score "
-                      f">= {self.config.score_threshold}" if detector != "given"
+            detail = (f"{len(skipped)} detected, none with size >= {self.config.min_face} and "
+                      f"score >= {self.config.score_threshold}" if detector != "given"
                       else "no landmarks given for this photo")
-            return [], [_reject(item, "no face", detail)]
-        records, rejects = [], []
+            return [], rejects + [_reject(item, "no face", detail)]
+        records = []
         for index, face in enumerate(faces):
             rng = face_rng(self.config.seed, item.key, index)
             try:
@@ -172,6 +189,7 @@ class _Worker:
         Image.fromarray(aligned).save(buffer, format="PNG")
         data = buffer.getvalue()
         write_bytes_atomic(contained(self.out, name), data)
+        upscale = self.config.options.output_size / float(np.hypot(*(quad[3] - quad[0])))
         return {
             "source": item.source, "face_index": index, "faces_total": total,
             "face_rect": [float(v) for v in face.rect],
@@ -180,6 +198,7 @@ class _Worker:
             "quad": np.round(quad, 4).tolist(), "output": name,
             "file_md5": hashlib.md5(data).hexdigest(), "pixel_md5": pixel_md5(aligned),
             "pixel_size": [int(aligned.shape[1]), int(aligned.shape[0])],
+            "upscale": round(upscale, 4), "magnified": upscale > MAX_UPSCALE,
             "detector": detector, "models": models, "source_size": list(size),
             **{k: v for k, v in item.metadata.items() if k in ("license", "author", "country",
                                                                  "category", "file_url",
@@ -192,6 +211,12 @@ def _reject(item: AlignItem, reason: str, detail: str = "", face: int | None = N
     if face is not None:
         record["face_index"] = face
     return record
+
+
+def _skipped_face(item: AlignItem, face: Face, reason: str, detail: str) -> dict:
+    """A detected face no output was made for (not a face index: those number the outputs)."""
+    return {"source": item.source, "reason": reason, "detail": detail, "skipped_face": True,
+            "face_score": float(face.score), "face_rect": [float(v) for v in face.rect]}
 
 
 _STATE: _Worker | None = None
@@ -227,6 +252,8 @@ def completed_sources(out: Path, align_file: Path, rejects_file: Path) -> set[st
     covered: dict[str, set[int]] = {}
     done = set()
     for record in read_jsonl(rejects_file):
+        if record.get("skipped_face"):
+            continue
         if "face_index" in record:
             covered.setdefault(record["source"], set()).add(record["face_index"])
         else:
@@ -245,18 +272,22 @@ def completed_sources(out: Path, align_file: Path, rejects_file: Path) -> set[st
     return done
 
 
-def _check_options(out: Path, config: AlignConfig) -> None:
+def _check_options(out: Path, config: AlignConfig) -> bool:
+    """True when OUT has no align-options.json yet; an error when it holds other options."""
     path = out / "align-options.json"
-    wanted = {"config": config.to_dict(), "ffhq_tools": __version__}
-    if path.exists():
-        import json
+    if not path.exists():
+        return True
+    import json
 
-        existing = json.loads(path.read_text())
-        if existing.get("config") != wanted["config"]:
-            raise FfhqToolsError(f"{out} was aligned with other options ({path}); "
-                                 "resume with the same options or use a new OUT folder")
-        return
-    write_json_atomic(path, wanted)
+    if json.loads(path.read_text()).get("config") != config.to_dict():
+        raise FfhqToolsError(f"{out} was aligned with other options ({path}); "
+                             "resume with the same options or use a new OUT folder")
+    return False
+
+
+def _write_options(out: Path, config: AlignConfig) -> None:
+    write_json_atomic(out / "align-options.json",
+                      {"config": config.to_dict(), "ffhq_tools": __version__})
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
@@ -280,12 +311,17 @@ def align_folder(src: str | Path, out: str | Path, config: AlignConfig = AlignCo
     from tqdm import tqdm
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_options(out, config)
+    new_folder = not out.is_dir() or _check_options(out, config)
     items = discover(Path(src), landmarks_file, images_root)[shard[0]::shard[1]]
     align_file, rejects_file = shard_files(out, shard)
     done = completed_sources(out, align_file, rejects_file)
     todo = [item for item in items if item.source not in done]
+    if config.landmarks != "given" and any(item.given is None for item in todo):
+        check_backend_weights(config.landmarks, weights_overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    if new_folder:
+        _write_options(out, config)
+    rejects_file.touch()
     summary = AlignSummary(items=len(items), resumed=len(items) - len(todo))
     bar = tqdm(total=len(todo), desc="align", unit="photo", disable=not progress)
     if workers <= 1:
@@ -304,12 +340,29 @@ def align_folder(src: str | Path, out: str | Path, config: AlignConfig = AlignCo
 
 
 def _collect(results, align_file: Path, rejects_file: Path, summary: AlignSummary, bar) -> None:
+    """Append each photo's lines: rejects first (a photo redone after a kill does not repeat
+    the lines already there), then its faces, whose lines make it done."""
+    import json
+
+    from tqdm import tqdm
+
+    written = {json.dumps(r, sort_keys=True) for r in read_jsonl(rejects_file)}
     for records, rejects in results:
+        for reject in rejects:
+            tally = summary.skipped if reject.get("skipped_face") else summary.rejects
+            tally[reject["reason"]] += 1
+            line = json.dumps(reject, sort_keys=True)
+            if line not in written:
+                append_jsonl(rejects_file, reject)
+                written.add(line)
         for record in records:
             append_jsonl(align_file, record)
-        for reject in rejects:
-            append_jsonl(rejects_file, reject)
-            summary.rejects[reject["reason"]] += 1
+        for record in records:
+            if record["magnified"]:
+                summary.magnified += 1
+                tqdm.write(f"align: warning: {record['output']} ({record['source']}) is "
+                           f"magnified {record['upscale']:.1f}x (over {MAX_UPSCALE:g}x): the face "
+                           "is small for this --size and will look blurry", file=sys.stderr)
         summary.aligned += bool(records)
         summary.faces += len(records)
         bar.update(1)

@@ -141,17 +141,33 @@ def _open_partial(path: Path, identity: dict):
     except OSError:
         _start_over(path, "is unreadable")
         return None
-    if json.loads(f.attrs.get("identity", "{}")) != identity:
-        f.close()
-        raise DatasetError(f"{path} is an unfinished pack of other inputs or options; delete it "
-                           "or rerun with the same SRC and options")
-    return f
+    if json.loads(f.attrs.get("identity", "{}")) == identity:
+        return f
+    written = int(f.attrs.get("written", 0))
+    f.close()
+    if written == 0:
+        print(f"pack: {path} was started on other inputs or options and holds no finished "
+              "image; starting over", file=sys.stderr)
+        _discard(path)
+        return None
+    raise DatasetError(f"{path} is an unfinished pack of other inputs or options with {written} "
+                       f"finished images; to start over, delete {path} (and "
+                       f"{sidecar_path(_out_of(path))}), or rerun with the SRC and options it "
+                       "was started with to finish it")
+
+
+def _out_of(partial: Path) -> Path:
+    return partial.with_name(partial.name[1:-len(".partial")])
+
+
+def _discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+    sidecar_path(_out_of(partial)).unlink(missing_ok=True)
 
 
 def _start_over(path: Path, why: str) -> None:
     print(f"pack: {path} {why} (killed mid-write?); starting over", file=sys.stderr)
-    path.unlink(missing_ok=True)
-    sidecar_path(path.with_name(path.name[1:-len(".partial")])).unlink(missing_ok=True)
+    _discard(path)
 
 
 def _write_image(f, index: int, item: PackItem, options: PackOptions, resolutions,
