@@ -3,7 +3,9 @@ EXIF orientation, and every mode (L, LA, P, CMYK, RGBA, I;16, I, F) turned into 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,21 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+@contextlib.contextmanager
+def _pil_limit(max_pixels: int):
+    """PIL's own bomb limit set to ours while a file is opened (it warns above the limit and
+    refuses at twice it): `max_pixels` alone decides, and PIL's refusals of frames or
+    layers beyond it still count as decompression bombs."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                name: str | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image with EXIF orientation applied, or raise ImageRejected."""
@@ -74,7 +91,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     if sniff_format(data[:16]) is None:
         raise ImageRejected(label, "not an image", "unknown file signature")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pil_limit(max_pixels), Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageRejected(label, "decompression bomb",
@@ -84,8 +101,9 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             return _to_rgb8(image)
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(label, "decompression bomb", str(exc)) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = "truncated or corrupt" if "truncated" in str(exc).lower() else "undecodable"
         raise ImageRejected(label, reason, str(exc)) from exc
 

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ffhq_tools import __version__
+from ffhq_tools.align.bounded import detect_bounded
 from ffhq_tools.align.landmarks import DEFAULT_MIN_SCORE, Face, make_detector, select_faces
 from ffhq_tools.align.quad import AlignOptions, choose_quad, face_frame, plan_warp
 from ffhq_tools.align.sources import AlignItem, discover
@@ -125,13 +126,13 @@ class _Worker:
     def output_name(self, item: AlignItem, face_index: int) -> str:
         return f"{item.key}.png" if item.numbered else f"{item.key}_{face_index:02d}.png"
 
-    def faces(self, item: AlignItem, pixels: np.ndarray) -> tuple[list[Face], str, dict]:
+    def faces(self, item: AlignItem, image: Image.Image) -> tuple[list[Face], str, dict]:
         if item.given is not None:
             return _given_faces(item), "given", {}
         if self.config.landmarks == "given":
             return [], "given", {}
         detector = self.detector()
-        found = detector.detect(pixels)
+        found = detect_bounded(detector, image)
         kept = select_faces(found, self.config.min_face, self.config.score_threshold,
                             self.config.largest_only)
         return kept, detector.name, dict(detector.models) | {"_detected": len(found)}
@@ -140,9 +141,10 @@ class _Worker:
         try:
             image = open_image(item.path, self.config.max_pixels, name=item.source)
         except ImageRejected as exc:
-            return [], [_reject(item, exc.reason, exc.detail)]
-        pixels = np.asarray(image)
-        faces, detector, models = self.faces(item, pixels)
+            detail = exc.detail + ("; raise --max-pixels to align it"
+                                   if exc.reason == "decompression bomb" else "")
+            return [], [_reject(item, exc.reason, detail)]
+        faces, detector, models = self.faces(item, image)
         detected = models.pop("_detected", len(faces))
         if not faces:
             detail = (f"{detected} detected, none with size >= {self.config.min_face} and score "
