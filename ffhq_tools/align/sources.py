@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ffhq_tools.errors import FfhqToolsError
-from ffhq_tools.images import list_images
+from ffhq_tools.images import list_image_entries
 from ffhq_tools.safe_paths import check_relative_name
 
 FFHQ_KEY = re.compile(r"[0-9]{1,9}")
@@ -105,7 +105,7 @@ def items_from_manifest(manifest: Path, images_root: Path | None = None) -> list
 def items_from_folder(folder: Path) -> list[AlignItem]:
     folder = Path(folder)
     return [AlignItem(p.relative_to(folder).with_suffix("").as_posix(), p,
-                      p.relative_to(folder).as_posix()) for p in list_images(folder)]
+                      p.relative_to(folder).as_posix()) for p in list_image_entries(folder)]
 
 
 def read_given_landmarks(path: Path) -> dict[str, list[np.ndarray]]:
