@@ -115,6 +115,8 @@ def fid_between(first: str | Path, second: str | Path, ctx: MetricContext | None
     from ffhq_tools.weights import custom_weights
 
     ctx = ctx or MetricContext()
+    for source in (first, second):
+        sampling.check_source(source)
     mu1, sigma1, n1 = source_gaussian(ctx, first, num)
     mu2, sigma2, n2 = source_gaussian(ctx, second, num)
     warnings = []

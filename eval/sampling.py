@@ -140,6 +140,15 @@ def _h5_level(path: Path, resolution: int | None) -> str:
     return levels[resolution]
 
 
+def check_source(data: str | Path) -> str:
+    """The kind of a data path, after opening it when it is an HDF5 file: a broken file is
+    refused before any network is loaded."""
+    kind = data_kind(data)
+    if kind == "h5":
+        h5_levels(data)
+    return kind
+
+
 def real_count(data: str | Path, resolution: int | None = None) -> int:
     """How many images a folder or HDF5 dataset holds."""
     kind = data_kind(data)

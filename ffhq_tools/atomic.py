@@ -9,6 +9,8 @@ import secrets
 from pathlib import Path
 from typing import Iterator
 
+from ffhq_tools.errors import FfhqToolsError
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -61,20 +63,34 @@ def append_jsonl(path: str | Path, record: dict | list[dict]) -> None:
         os.close(fd)
 
 
+class DamagedJsonlError(FfhqToolsError):
+    """A JSON-lines file with a damaged line before its last one (a torn last line is what a
+    killed writer leaves, and is skipped)."""
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read JSON lines, ignoring a torn last line left by a killed writer."""
+    """Read JSON lines (objects), ignoring a torn last line left by a killed writer."""
     records = []
     path = Path(path)
     if not path.exists():
         return records
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
+    if path.is_dir():
+        raise DamagedJsonlError(f"{path}: a folder, not a JSON-lines file")
+    lines = path.read_bytes().split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
+            record = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8
+            if number == len(lines):
                 break
-            raise
+            raise DamagedJsonlError(f"{path} line {number}: damaged ({type(exc).__name__}: "
+                                    f"{str(exc)[:120]}); remove or repair the line") from None
+        if not isinstance(record, dict):
+            raise DamagedJsonlError(f"{path} line {number}: expected a JSON object, found "
+                                    f"{type(record).__name__}")
+        records.append(record)
     return records

@@ -3,7 +3,11 @@ EXIF orientation, and every mode (L, LA, P, CMYK, RGBA, I;16, I, F) turned into 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +65,40 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _require_regular_file(path: Path, label: str) -> None:
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageRejected(label, "symlink loop") from None
+        if path.is_symlink():
+            raise ImageRejected(label, "dangling symlink", f"-> {os.readlink(path)}") from None
+        raise ImageRejected(label, "unreadable", str(exc)) from None
+    if path.is_dir():
+        raise ImageRejected(label, "not a file", "a folder named like an image")
+
+
+@contextlib.contextmanager
+def _pil_limit(max_pixels: int):
+    """PIL's own bomb limit set to ours while a file is opened (it warns above the limit and
+    refuses at twice it): `max_pixels` alone decides, and PIL's refusals of frames or
+    layers beyond it still count as decompression bombs."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                name: str | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image with EXIF orientation applied, or raise ImageRejected."""
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    if not isinstance(source, bytes):
+        _require_regular_file(Path(source), label)
     try:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
     except OSError as exc:
@@ -74,7 +108,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     if sniff_format(data[:16]) is None:
         raise ImageRejected(label, "not an image", "unknown file signature")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pil_limit(max_pixels), Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageRejected(label, "decompression bomb",
@@ -84,8 +118,9 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             return _to_rgb8(image)
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(label, "decompression bomb", str(exc)) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = "truncated or corrupt" if "truncated" in str(exc).lower() else "undecodable"
         raise ImageRejected(label, reason, str(exc)) from exc
 
@@ -94,6 +129,16 @@ def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
              name: str | None = None) -> np.ndarray:
     """Decode to a HWC uint8 RGB array (see `open_image`)."""
     return np.asarray(open_image(source, max_pixels, name))
+
+
+def list_image_entries(folder: str | Path) -> list[Path]:
+    """`list_images` plus what is named like an image but is no readable file (a folder, a
+    dangling symlink, a symlink loop): for callers that report each as a reject."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES
+                  and (p.is_file() or p.is_dir() or p.is_symlink())
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def list_images(folder: str | Path) -> list[Path]:

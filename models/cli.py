@@ -77,6 +77,8 @@ def _print_parameter_counts(config, resolution: int) -> None:
 def _source_path(spec: str) -> Path:
     """A file path, or the name of a registered weights entry (cached and hash-checked)."""
     path = Path(spec)
+    if path.is_dir():
+        raise FfhqToolsError(f"{path}: a folder, not a checkpoint file")
     if path.exists():
         return path
     from ffhq_tools import weights

@@ -176,7 +176,7 @@ def read_codes(path: str | Path, default_space: CodeSpace | None = None) -> Code
                 return _as_code_set(mapping, path)
     try:
         data = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise CodeFileError(f"{path}: not a readable .npy/.npz code file ({exc})") from None
     if isinstance(data, np.ndarray):
         codes = data[None] if data.ndim == 2 else data

@@ -302,8 +302,9 @@ def safe_load_pickle(path_or_file: str | Path | BinaryIO):
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                 ImportError, IndexError, KeyError, RuntimeError, RecursionError,
                 OverflowError) as exc:
+            detail = " ".join(str(exc).split())[:300]
             raise FfhqToolsError(f"{path}: not a readable checkpoint pickle "
-                                 f"({type(exc).__name__}: {exc})") from None
+                                 f"({type(exc).__name__}: {detail})") from None
     f = path_or_file
     start = f.tell()
     pickle_module = _restricted_pickle_module(_remaining_bytes(f))

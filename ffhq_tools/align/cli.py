@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ffhq_tools.images import DEFAULT_MAX_PIXELS
 from ffhq_tools.weights_cli import add_weights_flag
 
 
@@ -20,6 +21,8 @@ def _align(args) -> int:
     if args.landmarks == "given" and args.landmarks_file is None and not Path(args.src).is_file():
         raise FfhqToolsError("--landmarks given needs --landmarks-file (or a manifest with "
                              "in_the_wild.face_landmarks as SRC)")
+    if args.max_pixels < 1:
+        raise FfhqToolsError(f"--max-pixels {args.max_pixels}: must be >= 1")
     if args.workers < 1:
         raise FfhqToolsError(f"--workers {args.workers}: must be >= 1")
     options = AlignOptions(output_size=args.size, transform_size=args.transform_size,
@@ -27,7 +30,8 @@ def _align(args) -> int:
                            random_shift=args.random_shift, retry_crops=args.retry_crops)
     config = AlignConfig(options=options, method=args.method, landmarks=args.landmarks,
                          min_face=args.min_face, min_score=args.min_score,
-                         largest_only=args.largest_only, seed=args.seed)
+                         largest_only=args.largest_only, seed=args.seed,
+                         max_pixels=args.max_pixels)
     summary = align_folder(args.src, args.out, config, landmarks_file=args.landmarks_file,
                            images_root=args.images_root, workers=args.workers,
                            shard=parse_shard(args.shard),
@@ -73,6 +77,9 @@ def add_verbs(verbs) -> None:
     p.add_argument("--retry-crops", action="store_true",
                    help="redraw shifted crops until one lies inside the photo (up to 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-shift")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="photos with more pixels go to rejects.jsonl as decompression bombs "
+                        "(a photo is decoded whole: 3 bytes per pixel)")
     p.add_argument("--workers", type=int, default=1, help="processes")
     p.add_argument("--shard", default=None, metavar="i/n", help="process every n-th photo from i")
     p.add_argument("--device", default="cpu", help="device for face-alignment")

@@ -9,6 +9,7 @@ confidence, S3FD's probability; `--min-score` filters on them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ffhq_tools import weights
 from ffhq_tools.errors import FfhqToolsError
 
 BACKENDS = ("dlib", "dlib-cnn", "face-alignment", "given")
+REFINE_MARGIN = 0.5  # context around a box for the landmark predictor, in box sides
 DEFAULT_MIN_SCORE = {"dlib": 0.5, "dlib-cnn": 0.5, "face-alignment": 0.9, "given": float("-inf")}
 
 
@@ -42,6 +44,12 @@ class Detector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         raise NotImplementedError
+
+    def refine(self, image, face: Face) -> Face:
+        """Landmarks placed again on the full-resolution PIL `image` around `face.rect` (a face
+        found on a reduced copy); backends without a separate landmark step keep the mapped
+        ones."""
+        return face
 
 
 def _shape_to_array(shape) -> np.ndarray:
@@ -72,6 +80,20 @@ class DlibHogDetector(Detector):
             faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()),
                               float(score), _shape_to_array(shape)))
         return faces
+
+    def refine(self, image, face: Face) -> Face:
+        import dlib
+
+        left, top, right, bottom = face.rect
+        margin = REFINE_MARGIN * max(right - left, bottom - top)
+        x0, y0 = max(0, int(left - margin)), max(0, int(top - margin))
+        x1 = min(image.width, int(math.ceil(right + margin)) + 1)
+        y1 = min(image.height, int(math.ceil(bottom + margin)) + 1)
+        crop = np.ascontiguousarray(np.asarray(image.crop((x0, y0, x1, y1))))
+        rect = dlib.rectangle(round(left) - x0, round(top) - y0, round(right) - x0,
+                              round(bottom) - y0)
+        landmarks = _shape_to_array(self._predictor(crop, rect)) + (x0, y0)
+        return Face(face.rect, face.score, landmarks)
 
 
 class DlibCnnDetector(DlibHogDetector):

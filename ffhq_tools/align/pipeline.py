@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ffhq_tools import __version__
+from ffhq_tools.align.bounded import detect_bounded
 from ffhq_tools.align.landmarks import (
     DEFAULT_MIN_SCORE,
     Face,
@@ -142,14 +143,14 @@ class _Worker:
     def output_name(self, item: AlignItem, face_index: int) -> str:
         return f"{item.key}.png" if item.numbered else f"{item.key}_{face_index:02d}.png"
 
-    def faces(self, item: AlignItem, pixels: np.ndarray) -> tuple[list[Face], list, str, dict]:
+    def faces(self, item: AlignItem, image: Image.Image) -> tuple[list[Face], list, str, dict]:
         """(kept faces, [(skipped face, reason, detail)], detector name, model hashes)."""
         if item.given is not None:
             return _given_faces(item), [], "given", {}
         if self.config.landmarks == "given":
             return [], [], "given", {}
         detector = self.detector()
-        kept, skipped = partition_faces(detector.detect(pixels), self.config.min_face,
+        kept, skipped = partition_faces(detect_bounded(detector, image), self.config.min_face,
                                         self.config.score_threshold, self.config.largest_only)
         return kept, skipped, detector.name, dict(detector.models)
 
@@ -157,9 +158,10 @@ class _Worker:
         try:
             image = open_image(item.path, self.config.max_pixels, name=item.source)
         except ImageRejected as exc:
-            return [], [_reject(item, exc.reason, exc.detail)]
-        pixels = np.asarray(image)
-        faces, skipped, detector, models = self.faces(item, pixels)
+            detail = exc.detail + ("; raise --max-pixels to align it"
+                                   if exc.reason == "decompression bomb" else "")
+            return [], [_reject(item, exc.reason, detail)]
+        faces, skipped, detector, models = self.faces(item, image)
         rejects = [_skipped_face(item, face, reason, detail) for face, reason, detail in skipped]
         if not faces:
             detail = (f"{len(skipped)} detected, none with size >= {self.config.min_face} and "

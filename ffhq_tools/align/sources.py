@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ffhq_tools.errors import FfhqToolsError
-from ffhq_tools.images import list_images
+from ffhq_tools.images import list_image_entries
 from ffhq_tools.safe_paths import check_relative_name
 
 FFHQ_KEY = re.compile(r"[0-9]{1,9}")
@@ -74,8 +74,9 @@ def items_from_manifest(manifest: Path, images_root: Path | None = None) -> list
     """Entries in the FFHQ v2 schema: in_the_wild.file_path (+ face_landmarks), metadata."""
     try:
         data = json.loads(Path(manifest).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FfhqToolsError(f"{manifest}: not a readable JSON manifest ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        raise FfhqToolsError(f"{manifest}: not a readable JSON manifest "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from exc
     root = Path(images_root) if images_root else Path(manifest).parent
     items, stems = [], {}
     for key, entry in _manifest_entries(data):
@@ -104,7 +105,7 @@ def items_from_manifest(manifest: Path, images_root: Path | None = None) -> list
 def items_from_folder(folder: Path) -> list[AlignItem]:
     folder = Path(folder)
     return [AlignItem(p.relative_to(folder).with_suffix("").as_posix(), p,
-                      p.relative_to(folder).as_posix()) for p in list_images(folder)]
+                      p.relative_to(folder).as_posix()) for p in list_image_entries(folder)]
 
 
 def read_given_landmarks(path: Path) -> dict[str, list[np.ndarray]]:
@@ -130,8 +131,12 @@ def read_given_landmarks(path: Path) -> dict[str, list[np.ndarray]]:
         return faces
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FfhqToolsError(f"--landmarks-file {path}: invalid JSON ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        raise FfhqToolsError(f"--landmarks-file {path}: not readable JSON "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if not isinstance(data, dict):
+        raise FfhqToolsError(f"--landmarks-file {path}: expected a JSON object "
+                             "{path: landmarks}")
     for name, value in data.items():
         value = np.asarray(value, dtype=np.float64)
         stack = value[None] if value.ndim == 2 else value

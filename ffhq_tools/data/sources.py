@@ -4,13 +4,12 @@ read by `ffhq_tools.data.tables`)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ffhq_tools.atomic import read_jsonl
+from ffhq_tools.atomic import DamagedJsonlError, read_jsonl
 from ffhq_tools.data.layout import DatasetError
 from ffhq_tools.data.tables import stylegan2_labels
 from ffhq_tools.data.zip_source import checked_members, open_zip, read_member
@@ -55,8 +54,8 @@ def _align_records(folder: Path, files: list[Path]) -> list[PackItem]:
 def _records(path: Path) -> list:
     try:
         return read_jsonl(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: a damaged line inside the file ({exc})") from None
+    except DamagedJsonlError as exc:
+        raise DatasetError(str(exc)) from None
     except OSError as exc:
         raise DatasetError(f"{path}: unreadable ({exc.strerror})") from None
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ffhq_tools import __version__
-from ffhq_tools.atomic import append_jsonl, read_jsonl
+from ffhq_tools.atomic import DamagedJsonlError, append_jsonl, read_jsonl
 from ffhq_tools.data.disk import disk_full_as_error, require_room
 from ffhq_tools.data.layout import (
     FORMAT,
@@ -281,7 +281,7 @@ def _resume_metadata(f, sidecar: Path) -> list[dict]:
     start = int(f.attrs["written"])
     try:
         metadata = read_jsonl(sidecar)[:start]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the caller starts over
+    except DamagedJsonlError as exc:  # the caller starts over
         raise OSError(f"{sidecar} has a damaged line ({exc})") from None
     if len(metadata) != start:
         raise OSError(f"{sidecar} holds {len(metadata)} of {start} metadata lines")
