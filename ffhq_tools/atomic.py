@@ -29,9 +29,11 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
 
 
 def _create_temp(final: Path, suffix: str) -> Path:
-    """A new empty `.NAME.<16 hex>SUFFIX.part` beside `final`, created exclusively."""
+    """A new empty `.NAME.<16 hex>SUFFIX.part` beside `final`, created exclusively (NAME cut to
+    its first 200 bytes, so that a final name of up to 255 bytes still has a temp name)."""
+    name = final.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
     while True:
-        tmp = final.parent / f".{final.name}.{secrets.token_hex(8)}{suffix}.part"
+        tmp = final.parent / f".{name}.{secrets.token_hex(8)}{suffix}.part"
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp

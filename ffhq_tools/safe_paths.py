@@ -7,6 +7,7 @@ output folder after `check_relative_name` accepted it, and every path is checked
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path, PurePosixPath
 
@@ -42,6 +43,19 @@ def check_relative_name(name: object, where: str) -> str:
         raise UnsafePathError(f"{where}: name {name!r} refused: a part longer than "
                               f"{MAX_PART_BYTES} bytes")
     return name
+
+
+def fitted_name(relative: str) -> str:
+    """`relative` with its last part cut to MAX_PART_BYTES when longer: the first bytes (whole
+    characters) plus `~` and 12 hex digits of the SHA-256 of the whole name, so long names stay
+    distinct and the result (plus a `_00.png`) fits a file system's 255 bytes."""
+    head, _, last = relative.rpartition("/")
+    encoded = last.encode("utf-8", "surrogateescape")
+    if len(encoded) <= MAX_PART_BYTES:
+        return relative
+    digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    kept = encoded[:MAX_PART_BYTES - 13].decode("utf-8", "ignore")
+    return f"{head}/{kept}~{digest}" if head else f"{kept}~{digest}"
 
 
 def contained(root: str | Path, relative: str) -> Path:

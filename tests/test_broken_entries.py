@@ -83,3 +83,42 @@ def test_align_rerun_over_a_damaged_record_file_is_one_line(odd_folder, tmp_path
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "align.jsonl line 1: damaged" in err[0]
+
+
+def test_fitted_names_are_short_distinct_and_whole_characters():
+    from ffhq_tools.safe_paths import MAX_PART_BYTES, fitted_name
+
+    assert fitted_name("sub/photo") == "sub/photo"
+    long_a, long_b = "é" * 150 + "a", "é" * 150 + "b"
+    fitted = [fitted_name(f"sub/{name}") for name in (long_a, long_b)]
+    assert fitted[0] != fitted[1] and all(f.startswith("sub/é") for f in fitted)
+    assert all(len(f.split("/")[-1].encode()) <= MAX_PART_BYTES for f in fitted)
+    assert fitted[0].split("/")[-1].rstrip("0123456789abcdef~").strip("é") == ""
+
+
+def test_a_final_name_of_255_bytes_has_a_temp_name(tmp_path):
+    from ffhq_tools.atomic import write_bytes_atomic
+
+    final = tmp_path / ("n" * 251 + ".png")
+    write_bytes_atomic(final, b"x")
+    assert final.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == [final.name]
+
+
+def test_align_of_a_250_character_name_writes_and_resumes(tmp_path, astronaut, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(astronaut).save(src / ("p" * 250 + ".png"))
+    args = ["align", str(src), str(tmp_path / "out"), "-q", "--size", "64",
+            "--transform-size", "256"]
+    assert main(args) == 0 and main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 aligned" in out and "1 already done" in out
+    (record,) = read_jsonl(tmp_path / "out" / "align.jsonl")
+    assert record["source"] == "p" * 250 + ".png"
+    assert (tmp_path / "out" / record["output"]).is_file()
+
+
+@pytest.mark.parametrize("flag", ["--min-score", "--min-face"])
+def test_align_refuses_nan_thresholds(tmp_path, capsys, flag):
+    assert main(["align", str(tmp_path), str(tmp_path / "out"), flag, "nan"]) == 2
+    assert f"{flag} nan" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ffhq_tools.images import DEFAULT_MAX_PIXELS
@@ -21,6 +22,9 @@ def _align(args) -> int:
     if args.landmarks == "given" and args.landmarks_file is None and not Path(args.src).is_file():
         raise FfhqToolsError("--landmarks given needs --landmarks-file (or a manifest with "
                              "in_the_wild.face_landmarks as SRC)")
+    for flag, value in (("--min-face", args.min_face), ("--min-score", args.min_score)):
+        if value is not None and math.isnan(value):
+            raise FfhqToolsError(f"{flag} nan: expected a number")
     if args.max_pixels < 1:
         raise FfhqToolsError(f"--max-pixels {args.max_pixels}: must be >= 1")
     if args.workers < 1:

@@ -41,7 +41,7 @@ from ffhq_tools.atomic import append_jsonl, read_jsonl, write_bytes_atomic, writ
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.hashing import md5_file, pixel_md5
 from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected, open_image
-from ffhq_tools.safe_paths import contained
+from ffhq_tools.safe_paths import contained, fitted_name
 
 METHODS = ("fast", "reference")
 MAX_UPSCALE = 4.0  # output size / quad side beyond which a face is flagged as magnified
@@ -141,7 +141,8 @@ class _Worker:
         return self._detector
 
     def output_name(self, item: AlignItem, face_index: int) -> str:
-        return f"{item.key}.png" if item.numbered else f"{item.key}_{face_index:02d}.png"
+        stem = fitted_name(item.key)
+        return f"{stem}.png" if item.numbered else f"{stem}_{face_index:02d}.png"
 
     def faces(self, item: AlignItem, image: Image.Image) -> tuple[list[Face], list, str, dict]:
         """(kept faces, [(skipped face, reason, detail)], detector name, model hashes)."""
