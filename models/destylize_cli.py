@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
-from ffhq_tools.runtime import add_device_flag
+from ffhq_tools.runtime import add_device_flag, add_threads_flag
+from ffhq_tools.weights_cli import add_weights_flag
 
 DEFAULT_ROOT = "runs/destylize"
 IDENTITY_CHOICES = ("arcface", "none")  # models.destylize.identity.IDENTITIES (torch-free here)
@@ -47,9 +48,17 @@ def _options(args, infos: dict, used: dict, protocol) -> dict:
             "init": None if args.init is None else str(args.init)}
 
 
-def _destylize(args) -> int:
-    import torch
+def _with_threads(verb):
+    """The verb under `--threads`, restored afterwards (as project and metrics run)."""
+    def run(args) -> int:
+        from ffhq_tools.runtime import using_threads
 
+        with using_threads(args.threads):
+            return verb(args)
+    return run
+
+
+def _destylize(args) -> int:
     from ffhq_tools import weights
     from ffhq_tools.runtime import select_device
     from models.destylize import Destylizer, destylize_set, load_identity
@@ -57,8 +66,6 @@ def _destylize(args) -> int:
     from models.project.targets import collect_targets
     from models.project_cli import load_distance
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if not args.exemplars:
         raise FfhqToolsError("no EXEMPLAR given (an aligned folder, align.jsonl, .h5 or images)")
     protocol = _protocol(args)
@@ -115,14 +122,13 @@ def add_verbs(verbs) -> None:
     p.add_argument("--distance", choices=DISTANCES, default="lpips-vgg",
                    help="lpips-vgg: LPIPS VGG (net-lin, as upstream); vgg16-ts: NVIDIA's "
                         "vgg16.pt features")
-    p.add_argument("--weights", action="append", metavar="NAME=PATH",
-                   help="use this file for a registry entry (repeatable)")
+    add_weights_flag(p)
     p.add_argument("--seed", type=int, default=0, help="noise-map seed per exemplar")
     p.add_argument("--limit", type=int, default=None, help="only the first N exemplars")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_flag(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_device_flag(p)
-    p.set_defaults(func=_destylize)
+    p.set_defaults(func=_with_threads(_destylize))
     add_refine_verb(verbs)
     add_sampler_verb(verbs)
 
@@ -131,8 +137,6 @@ def add_verbs(verbs) -> None:
 # refine-exstyle
 # ------------------------------------------------------------------------------------------
 def _refine(args) -> int:
-    import torch
-
     from ffhq_tools import weights
     from ffhq_tools.runtime import select_device
     from models.destylize.refine import RefineSettings
@@ -143,8 +147,6 @@ def _refine(args) -> int:
     from models.stylize_cli import _load_model
     from models.vgg19 import load_vgg19
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if not args.exemplars:
         raise FfhqToolsError("no EXEMPLAR given (the style set the codes were made from)")
     if args.steps < 1:
@@ -189,27 +191,22 @@ def add_refine_verb(verbs) -> None:
                    help="structure layers' Adam lr")
     p.add_argument("--distance", choices=DISTANCES, default="lpips-vgg",
                    help="perceptual distance (lpips-vgg as upstream)")
-    p.add_argument("--weights", action="append", metavar="NAME=PATH",
-                   help="use this file for a registry entry (repeatable)")
+    add_weights_flag(p)
     p.add_argument("--seed", type=int, default=0, help="noise-map seed per exemplar")
     p.add_argument("--limit", type=int, default=None, help="only the first N exemplars")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_flag(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_device_flag(p)
-    p.set_defaults(func=_refine)
+    p.set_defaults(func=_with_threads(_refine))
 
 
 # ------------------------------------------------------------------------------------------
 # train-sampler
 # ------------------------------------------------------------------------------------------
 def _train_sampler(args) -> int:
-    import torch
-
     from models.destylize.sampler_train import SamplerSettings, save_samplers, train_samplers
     from models.dualstylegan_codes import read_codes
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.epochs is not None and args.epochs < 1:
         raise FfhqToolsError(f"--epochs {args.epochs}: must be >= 1")
     codes = read_codes(args.codes)
@@ -233,6 +230,6 @@ def add_sampler_verb(verbs) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per sampler (default: 500000 // augmented rows, as upstream)")
     p.add_argument("--seed", type=int, default=0, help="augmentation and training seed")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_flag(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_train_sampler)
+    p.set_defaults(func=_with_threads(_train_sampler))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.runtime import add_device_flag, add_threads_flag
+from ffhq_tools.weights_cli import add_weights_flag
 
 DISTANCES = ("vgg16-ts", "lpips-vgg")
 
@@ -149,8 +150,7 @@ def add_verbs(verbs) -> None:
     p.add_argument("--distance", choices=DISTANCES, default="vgg16-ts",
                    help="vgg16-ts: NVIDIA's vgg16.pt LPIPS features (as ada); lpips-vgg: "
                         "torchvision VGG16 + lpips' linear layers")
-    p.add_argument("--weights", action="append", metavar="NAME=PATH",
-                   help="use this file for a registry entry (repeatable)")
+    add_weights_flag(p)
     p.add_argument("--batch", type=int, default=4, help="targets optimised together")
     p.add_argument("--limit", type=int, default=None, help="project only the first N targets")
     p.add_argument("--checkpoint-every", type=int, default=100,
