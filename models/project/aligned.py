@@ -48,6 +48,8 @@ def align_targets(specs: list[str], out: Path, resolution: int, *, landmarks: st
         align_folder(_staged_folder(path, out), dst, config, weights_overrides=weights_overrides,
                      device=device, progress=progress)
         for reject in read_jsonl(dst / "rejects.jsonl"):
+            if reject.get("skipped_face"):  # a false or small face beside the one aligned
+                continue
             rejects.append({"target": reject["source"], "source": str(path / reject["source"])
                             if path.is_dir() else str(path), "reason": reject["reason"],
                             "detail": reject.get("detail", "")})
