@@ -123,7 +123,9 @@ def test_vgg16_fc2_matches_torch_fidelity(full_vgg_path):
         got, expected = ours(images), peer(images)[0]
     assert got.shape == (4, vgg16.FEATURE_DIM)
     assert torch.pdist(expected).min() > 0.1 * torch.pdist(expected).max()
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    # float32 through 15 layers: kernels differ across CPUs (AVX2 vs AVX-512), so the bound
+    # scales with the features rather than being a fixed 1e-5
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 def test_tf1_resize_is_bit_exact_with_torch_fidelity():

@@ -133,8 +133,9 @@ def test_calibrated_inception_equals_jit_on_photos(tmp_path):
             _assert_spread(expected)
             torch.testing.assert_close(ours(images, return_features=True), expected,
                                        rtol=1e-5, atol=1e-5)
+            # BN folded into the convs rounds differently; CI's CPU kernels showed 4.4e-5 x max
             torch.testing.assert_close(fused(images, return_features=True), expected,
-                                       rtol=1e-4, atol=2e-5 * expected.abs().max().item())
+                                       rtol=1e-4, atol=1e-4 * expected.abs().max().item())
             probs = theirs(images, return_features=False, no_output_bias=bias)
             torch.testing.assert_close(ours(images, no_output_bias=bias), probs,
                                        rtol=1e-4, atol=1e-7)
