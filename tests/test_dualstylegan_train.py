@@ -233,10 +233,10 @@ def _free_port() -> int:
 def test_two_gloo_ranks_equal_one_process(inputs, tmp_path):
     """One iteration with the batch split over two Gloo ranks vs one process. D (updated
     first, from the same G) must agree but for the rare weight whose first Adam step
-    g / (|g| + eps) rounds differently when the two ranks' gradients are summed; G's Adam step is lr * sign(g) on the first step,
-    so parameters whose gradient is float noise around 0 (ModRes convs behind instance
-    norms of near-zero activations) may flip: nearly all must agree, none by more than 2 lr
-    per Adam step."""
+    g / (|g| + eps) rounds differently when the two ranks' gradients are summed. G's Adam step
+    is lr * sign(g) on the first step, so parameters whose gradient is float noise around 0
+    (ModRes convs behind instance norms of near-zero activations) may flip: nearly all must
+    agree, none by more than 2 lr per Adam step."""
     import torch.multiprocessing as mp
     from dualstylegan_train_fixtures import gloo_pretrain_worker, write_base_without_mbstd_groups
 
