@@ -46,7 +46,7 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _to_rgb8(image: Image.Image) -> Image.Image:
+def to_rgb8(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
@@ -97,6 +97,11 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                name: str | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image with EXIF orientation applied, or raise ImageRejected."""
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    return decode_image(read_image_bytes(source, label), max_pixels, label)
+
+
+def read_image_bytes(source: str | Path | bytes, label: str) -> bytes:
+    """The bytes of a regular file (or `source` itself) that start like an image."""
     if not isinstance(source, bytes):
         _require_regular_file(Path(source), label)
     try:
@@ -107,15 +112,24 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise ImageRejected(label, "empty file")
     if sniff_format(data[:16]) is None:
         raise ImageRejected(label, "not an image", "unknown file signature")
+    return data
+
+
+def check_pixel_count(size: tuple[int, int], max_pixels: int, label: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageRejected(label, "decompression bomb",
+                            f"{width}x{height} exceeds {max_pixels} pixels")
+
+
+def decode_image(data: bytes, max_pixels: int, label: str) -> Image.Image:
+    """`open_image` of bytes already read."""
     try:
         with _pil_limit(max_pixels), Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageRejected(label, "decompression bomb",
-                                    f"{width}x{height} exceeds {max_pixels} pixels")
+            check_pixel_count(image.size, max_pixels, label)
             image.load()
             image = ImageOps.exif_transpose(image)
-            return _to_rgb8(image)
+            return to_rgb8(image)
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:

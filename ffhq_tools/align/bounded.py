@@ -7,18 +7,55 @@ back exactly: reduced pixel i averages full pixels f*i .. f*i + f - 1, so its ce
 f*i + (f - 1) / 2. Backends that can (dlib's 68-point predictor) then place the landmarks again
 on a full-resolution crop around each mapped box, so the landmarks keep full precision.
 Faces narrower than about 40 * f full pixels are below what the detector sees in the copy.
+
+Such a photo, when it is a PNG that `banded_png` can read in bands, is never decoded whole:
+the reduced copy is built band by band, and each face's warp reads only its FFHQ crop box
+(`warp_source`). A face so large that FFHQ shrinks the whole photo first (quad over 4x the
+output size) is the one case that still decodes the whole photo, under --max-pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ffhq_tools.align.landmarks import Detector, Face
+from ffhq_tools.align.quad import WarpPlan
+from ffhq_tools.banded_png import BandedPng
+from ffhq_tools.images import check_pixel_count, decode_image, read_image_bytes
 
 MAX_DETECTION_PIXELS = 4096 * 4096
+Photo = Image.Image | BandedPng
+
+
+def open_photo(path: str | Path, max_pixels: int, name: str) -> Photo:
+    """The photo at `path`: a BandedPng when it is a band-readable PNG of more than
+    MAX_DETECTION_PIXELS, else the decoded RGB image (`images.open_image`)."""
+    data = read_image_bytes(path, name)
+    if data[12:16] == b"IHDR":
+        size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if size[0] * size[1] > MAX_DETECTION_PIXELS:
+            check_pixel_count(size, max_pixels, name)
+            banded = BandedPng.parse(data, name)
+            if banded is not None:
+                return banded
+    return decode_image(data, max_pixels, name)
+
+
+def warp_source(photo: Photo, plan: WarpPlan) -> tuple[Image.Image, WarpPlan]:
+    """The pixels a warp reads and the plan in their coordinates: the photo itself, or for a
+    BandedPng without shrink only its crop box (the plan's crop then already done)."""
+    if isinstance(photo, Image.Image):
+        return photo, plan
+    if plan.shrink == 1 and plan.crop is not None:
+        left, top, right, bottom = plan.crop
+        return photo.crop(plan.crop), dataclasses.replace(
+            plan, crop=None, shrunk_size=(right - left, bottom - top))
+    return photo.full(), plan
 
 
 def detection_factor(size: tuple[int, int], max_pixels: int = MAX_DETECTION_PIXELS) -> int:
@@ -41,11 +78,12 @@ def _scaled(face: Face, factor: int) -> Face:
                 to_full_resolution(face.landmarks, factor))
 
 
-def detect_bounded(detector: Detector, image: Image.Image,
-                   max_pixels: int = MAX_DETECTION_PIXELS) -> list[Face]:
-    """`detector.detect` on a copy of at most `max_pixels`, in full-resolution coordinates."""
-    factor = detection_factor(image.size, max_pixels)
+def detect_bounded(detector: Detector, image: Photo, max_pixels: int | None = None) -> list[Face]:
+    """`detector.detect` on a copy of at most `max_pixels` (MAX_DETECTION_PIXELS), in
+    full-resolution coordinates."""
+    factor = detection_factor(image.size, max_pixels or MAX_DETECTION_PIXELS)
     if factor == 1:
-        return detector.detect(np.asarray(image))
+        return detector.detect(np.asarray(image if isinstance(image, Image.Image)
+                                          else image.full()))
     found = detector.detect(np.asarray(image.reduce(factor)))
     return [detector.refine(image, _scaled(face, factor)) for face in found]

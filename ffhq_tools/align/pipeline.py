@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ffhq_tools import __version__
-from ffhq_tools.align.bounded import detect_bounded
+from ffhq_tools.align.bounded import Photo, detect_bounded, open_photo, warp_source
 from ffhq_tools.align.landmarks import (
     DEFAULT_MIN_SCORE,
     Face,
@@ -40,7 +40,7 @@ from ffhq_tools.align.sources import AlignItem, discover
 from ffhq_tools.atomic import append_jsonl, read_jsonl, write_bytes_atomic, write_json_atomic
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.hashing import md5_file, pixel_md5
-from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected, open_image
+from ffhq_tools.images import DEFAULT_MAX_PIXELS, ImageRejected
 from ffhq_tools.safe_paths import contained, fitted_name
 
 METHODS = ("fast", "reference")
@@ -95,7 +95,7 @@ class AlignSummary:
         return "\n".join(lines)
 
 
-def align_image(image: Image.Image | np.ndarray, landmarks: np.ndarray,
+def align_image(image: Photo | np.ndarray, landmarks: np.ndarray,
                 options: AlignOptions | None = None, method: str = "fast",
                 rng: np.random.RandomState | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Align one face: (HWC uint8 pixels, quad) or None when --retry-crops found no crop inside."""
@@ -105,13 +105,14 @@ def align_image(image: Image.Image | np.ndarray, landmarks: np.ndarray,
     options = options or AlignOptions()
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    image = image.convert("RGB")
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
     quad = choose_quad(face_frame(landmarks, options.rotate_level), image.size, options, rng)
     if quad is None:
         return None
-    plan = plan_warp(quad, image.size, options)
+    source, plan = warp_source(image, plan_warp(quad, image.size, options))
     warp = warp_fast if method == "fast" else warp_reference
-    return warp(image, plan, options), quad
+    return warp(source, plan, options), quad
 
 
 def face_rng(seed: int, key: str, face_index: int) -> np.random.RandomState:
@@ -144,7 +145,7 @@ class _Worker:
         stem = fitted_name(item.key)
         return f"{stem}.png" if item.numbered else f"{stem}_{face_index:02d}.png"
 
-    def faces(self, item: AlignItem, image: Image.Image) -> tuple[list[Face], list, str, dict]:
+    def faces(self, item: AlignItem, image: Photo) -> tuple[list[Face], list, str, dict]:
         """(kept faces, [(skipped face, reason, detail)], detector name, model hashes)."""
         if item.given is not None:
             return _given_faces(item), [], "given", {}
@@ -157,11 +158,14 @@ class _Worker:
 
     def process(self, item: AlignItem) -> tuple[list[dict], list[dict]]:
         try:
-            image = open_image(item.path, self.config.max_pixels, name=item.source)
-        except ImageRejected as exc:
+            return self._process(item, open_photo(item.path, self.config.max_pixels,
+                                                  item.source))
+        except ImageRejected as exc:  # on open, or while a large PNG is read in bands
             detail = exc.detail + ("; raise --max-pixels to align it"
                                    if exc.reason == "decompression bomb" else "")
             return [], [_reject(item, exc.reason, detail)]
+
+    def _process(self, item: AlignItem, image: Photo) -> tuple[list[dict], list[dict]]:
         faces, skipped, detector, models = self.faces(item, image)
         rejects = [_skipped_face(item, face, reason, detail) for face, reason, detail in skipped]
         if not faces:
