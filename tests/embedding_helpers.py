@@ -58,11 +58,9 @@ def small_vit_config():
 def install_small_vit_l(folder: Path, monkeypatch) -> Path:
     """The DINOv2 architecture at a test size (2 blocks, 32-d) under the ViT-L/14 entry, with
     seeded weights written to `folder` and registered by SHA-256; returns the file."""
-    from eval.features import dinov2, embedders
+    from eval.features import dinov2
 
     config = small_vit_config()
     monkeypatch.setitem(dinov2.CONFIGS, SMALL_VIT_NETWORK, config)
-    monkeypatch.setitem(embedders.SPECS, SMALL_VIT_NETWORK, dataclasses.replace(
-        embedders.SPECS[SMALL_VIT_NETWORK], dim=config.embed_dim))
     path = write_dinov2_file(folder, SMALL_VIT_NETWORK, seed=11, config=config)
     return register_file(monkeypatch, SMALL_VIT_NETWORK, path)

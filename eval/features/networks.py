@@ -49,12 +49,13 @@ class FeatureNetwork:
 VGG16_MODE = "tf1-bilinear-224"   # both VGG16 files: TF1 bilinear resize to 224 (as NVIDIA's)
 
 
-def _vit(name: str) -> FeatureNetwork:
-    from eval.features.embedders import SPECS
+_DINOV2_MODES = (defaults.MODE_DGM_EVAL, defaults.MODE_TORCH_FIDELITY)
+_CLIP_MODES = (defaults.MODE_CLEAN_FID, defaults.MODE_TORCH_FIDELITY)
 
-    spec = SPECS[name]
-    return FeatureNetwork(name, spec.family, defaults.FEATURE_SPACES[name], spec.dim,
-                          spec.modes, spec.description)
+
+def _dinov2(name: str, dim: int, size: str) -> FeatureNetwork:
+    return FeatureNetwork(name, DINOV2, defaults.FEATURE_SPACES[name], dim, _DINOV2_MODES,
+                          f"DINOv2 ViT-{size}/14 class token")
 
 
 FEATURE_NETWORKS: dict[str, FeatureNetwork] = {net.name: net for net in (
@@ -73,7 +74,12 @@ FEATURE_NETWORKS: dict[str, FeatureNetwork] = {net.name: net for net in (
     FeatureNetwork(vgg16.TORCHSCRIPT, VGG16, defaults.FEATURE_SPACES[vgg16.TORCHSCRIPT],
                    vgg16.FEATURE_DIM, (VGG16_MODE,),
                    "VGG16 fc2 (NVIDIA TorchScript, read as data)"),
-    *(_vit(name) for name in defaults.EMBEDDING_NETWORKS),
+    _dinov2(defaults.DINOV2_VIT_S, 384, "S"),
+    _dinov2(defaults.DINOV2_VIT_B, 768, "B"),
+    _dinov2(defaults.DINOV2_VIT_L, 1024, "L"),
+    _dinov2(defaults.DINOV2_VIT_G, 1536, "g"),
+    FeatureNetwork(defaults.CLIP_VIT_B_32, CLIP, defaults.FEATURE_SPACES[defaults.CLIP_VIT_B_32],
+                   512, _CLIP_MODES, "CLIP ViT-B/32 encode_image"),
 )}
 
 
@@ -132,7 +138,7 @@ def _vit_forward(name: str, resolve, device, mode: str):
     from eval.features.embedders import load_embedder
 
     embedder = load_embedder(name, resolve, device, mode)
-    return (lambda images: embedder(images)[name]), embedder.sha256, embedder.spec.dim
+    return (lambda images: embedder(images)[name]), embedder.sha256, embedder.dim
 
 
 def load_extractor(name: str, resolve, device="cpu", mode: str | None = None) \
