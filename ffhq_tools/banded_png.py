@@ -29,6 +29,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 COPIED_CHUNKS = (b"PLTE", b"tRNS")  # what a band needs to decode as the whole file does
 BAND_BYTES = 32 * 1024 * 1024
+KEPT_PIXELS = 32 * 1024 * 1024  # decoded regions kept for later crops (96 MB of RGB)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ def _has_exif(kind: bytes, body: bytes) -> bool:
     return kind in (b"tEXt", b"zTXt", b"iTXt") and b"exif" in body.split(b"\0", 1)[0].lower()
 
 
+def _inside(box: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> bool:
+    return outer[0] <= box[0] and outer[1] <= box[1] and box[2] <= outer[2] and box[3] <= outer[3]
+
+
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -78,6 +83,7 @@ class BandedPng:
                  band_bytes: int | None = None):
         self.header, self.extra, self.idat, self.label = header, extra, idat, label
         self.band_rows = max(1, (band_bytes or BAND_BYTES) // header.stride)
+        self._regions: list[tuple[tuple[int, int, int, int], Image.Image]] = []
 
     @classmethod
     def parse(cls, data: bytes, label: str, band_bytes: int | None = None) -> BandedPng | None:
@@ -151,10 +157,29 @@ class BandedPng:
             row += rows
 
     def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
-        """`Image.crop(box)` of the decoded photo; the box lies inside it."""
+        """`Image.crop(box)` of the decoded photo; the box lies inside it. The region decoded
+        is the box grown by its own size on every side and kept (the latest regions up to
+        KEPT_PIXELS), so the warp's crop after the landmark refinement's, around the same
+        face, needs no second pass over the rows."""
         left, top, right, bottom = (int(v) for v in box)
         if not (0 <= left < right <= self.width and 0 <= top < bottom <= self.height):
             raise ValueError(f"crop box {box} outside the {self.width}x{self.height} photo")
+        found = next((r for r in self._regions if _inside((left, top, right, bottom), r[0])),
+                     None)
+        if found is None:
+            width, height = right - left, bottom - top
+            grown = (max(0, left - width), max(0, top - height),
+                     min(self.width, right + width), min(self.height, bottom + height))
+            found = grown, self._decode(grown)
+            self._regions.append(found)
+            while len(self._regions) > 1 and sum(
+                    image.width * image.height for _, image in self._regions) > KEPT_PIXELS:
+                self._regions.pop(0)
+        (x0, y0, _, _), region = found
+        return region.crop((left - x0, top - y0, right - x0, bottom - y0))
+
+    def _decode(self, box: tuple[int, int, int, int]) -> Image.Image:
+        left, top, right, bottom = box
         out = Image.new("RGB", (right - left, bottom - top))
         for first, band in self.bands(bottom):
             last = first + band.height

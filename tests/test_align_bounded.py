@@ -182,10 +182,15 @@ SMALL_OPTIONS = AlignOptions(output_size=64, transform_size=256)
 
 
 def test_detection_on_bands_equals_detection_on_the_decoded_photo(tmp_path, large_photo,
-                                                                  banded_everything):
+                                                                  banded_everything,
+                                                                  monkeypatch):
     """The same photo as PNG (read in bands) and as BMP (decoded whole): one face found, the
     same landmarks refined at full resolution, the same aligned pixels."""
-    records = {}
+    from ffhq_tools.banded_png import BandedPng
+
+    records, passes = {}, []
+    bands = BandedPng.bands
+    monkeypatch.setattr(BandedPng, "bands", lambda self, *a: passes.append(a) or bands(self, *a))
     for fmt in ("png", "bmp"):
         src = tmp_path / fmt
         src.mkdir()
@@ -194,8 +199,29 @@ def test_detection_on_bands_equals_detection_on_the_decoded_photo(tmp_path, larg
         align_folder(src, tmp_path / f"out-{fmt}", config, progress=False)
         records[fmt] = read_jsonl(tmp_path / f"out-{fmt}" / "align.jsonl")
     assert len(records["png"]) == len(records["bmp"]) == 1
+    # the reduced copy, then one region for the kept face's refinement and warp (the false
+    # faces dlib also finds are skipped before any full-resolution read)
+    assert len(passes) == 2
     for key in ("landmarks", "quad", "pixel_md5", "face_rect"):
         assert records["png"][0][key] == records["bmp"][0][key]
+
+
+def test_the_warp_reuses_the_region_the_refinement_decoded(tmp_path, large_photo,
+                                                          banded_everything, monkeypatch):
+    from ffhq_tools.align import align_image
+    from ffhq_tools.align.bounded import open_photo
+    from ffhq_tools.banded_png import BandedPng
+
+    large_photo.save(tmp_path / "big.png")
+    banded = open_photo(tmp_path / "big.png", 10**9, "big.png")
+    passes = []
+    bands = BandedPng.bands
+    monkeypatch.setattr(BandedPng, "bands", lambda self, *a: passes.append(a) or bands(self, *a))
+    (face,) = select_faces(detect_bounded(make_detector("dlib"), banded), min_score=0.5)
+    before = len(passes)
+    assert before >= 2  # the reduced copy, then the refinement's region(s)
+    align_image(banded, face.landmarks, AlignOptions(output_size=256, transform_size=1024))
+    assert len(passes) == before
 
 
 def test_a_png_whose_image_data_stops_early_is_a_reject(tmp_path, large_photo,

@@ -84,6 +84,8 @@ def test_crops_and_reductions_equal_the_whole_decode(mode):
         banded = BandedPng.parse(data, "x.png", band_bytes=band_rows * stride)
         assert banded.size == whole.size and banded.band_rows == band_rows
         for box in ((0, 0, 37, 53), (5, 9, 30, 10), (0, 13, 11, 53), (36, 52, 37, 53)):
+            fresh = BandedPng.parse(data, "x.png", band_bytes=band_rows * stride)
+            assert np.array_equal(np.asarray(fresh.crop(box)), np.asarray(whole.crop(box)))
             assert np.array_equal(np.asarray(banded.crop(box)), np.asarray(whole.crop(box)))
         for factor in (2, 3, 5):
             assert np.array_equal(np.asarray(banded.reduce(factor)),
@@ -129,3 +131,15 @@ def test_corrupt_streams_are_rejected_by_name():
         banded.reduce(2)
     with pytest.raises(ImageRejected, match="without IEND"):
         BandedPng.parse(bytes(data[:-12]), "x.png")
+
+
+def test_a_crop_inside_the_last_decoded_region_reads_no_rows(monkeypatch):
+    samples, _ = _samples("RGB", shape=(90, 60))
+    data = write_png(samples, "RGB")
+    whole, banded = _whole(data), BandedPng.parse(data, "x.png", band_bytes=5 * 181)
+    passes = []
+    bands = BandedPng.bands
+    monkeypatch.setattr(BandedPng, "bands", lambda self, *a: passes.append(a) or bands(self, *a))
+    for box in ((20, 30, 30, 40), (12, 25, 38, 48), (11, 21, 39, 49), (10, 20, 40, 60)):
+        assert np.array_equal(np.asarray(banded.crop(box)), np.asarray(whole.crop(box)))
+    assert len(passes) == 2  # the first box grown to (10, 20, 40, 50); the last leaves it

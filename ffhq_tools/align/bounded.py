@@ -78,12 +78,23 @@ def _scaled(face: Face, factor: int) -> Face:
                 to_full_resolution(face.landmarks, factor))
 
 
-def detect_bounded(detector: Detector, image: Photo, max_pixels: int | None = None) -> list[Face]:
+def detect_bounded(detector: Detector, image: Photo, max_pixels: int | None = None,
+                   refine: bool = True) -> list[Face]:
     """`detector.detect` on a copy of at most `max_pixels` (MAX_DETECTION_PIXELS), in
-    full-resolution coordinates."""
+    full-resolution coordinates; `refine=False` leaves the landmarks mapped from the copy, for
+    `refine_faces` on the faces kept (each refinement reads a full-resolution region)."""
     factor = detection_factor(image.size, max_pixels or MAX_DETECTION_PIXELS)
     if factor == 1:
         return detector.detect(np.asarray(image if isinstance(image, Image.Image)
                                           else image.full()))
-    found = detector.detect(np.asarray(image.reduce(factor)))
-    return [detector.refine(image, _scaled(face, factor)) for face in found]
+    found = [_scaled(face, factor) for face in detector.detect(np.asarray(image.reduce(factor)))]
+    return refine_faces(detector, image, found, max_pixels) if refine else found
+
+
+def refine_faces(detector: Detector, image: Photo, faces: list[Face],
+                 max_pixels: int | None = None) -> list[Face]:
+    """The landmarks of faces from `detect_bounded(..., refine=False)` placed again at full
+    resolution when they were found on a reduced copy."""
+    if detection_factor(image.size, max_pixels or MAX_DETECTION_PIXELS) == 1:
+        return faces
+    return [detector.refine(image, face) for face in faces]

@@ -27,7 +27,13 @@ import numpy as np
 from PIL import Image
 
 from ffhq_tools import __version__
-from ffhq_tools.align.bounded import Photo, detect_bounded, open_photo, warp_source
+from ffhq_tools.align.bounded import (
+    Photo,
+    detect_bounded,
+    open_photo,
+    refine_faces,
+    warp_source,
+)
 from ffhq_tools.align.landmarks import (
     DEFAULT_MIN_SCORE,
     Face,
@@ -152,9 +158,10 @@ class _Worker:
         if self.config.landmarks == "given":
             return [], [], "given", {}
         detector = self.detector()
-        kept, skipped = partition_faces(detect_bounded(detector, image), self.config.min_face,
-                                        self.config.score_threshold, self.config.largest_only)
-        return kept, skipped, detector.name, dict(detector.models)
+        kept, skipped = partition_faces(detect_bounded(detector, image, refine=False),
+                                        self.config.min_face, self.config.score_threshold,
+                                        self.config.largest_only)
+        return refine_faces(detector, image, kept), skipped, detector.name, dict(detector.models)
 
     def process(self, item: AlignItem) -> tuple[list[dict], list[dict]]:
         try:
