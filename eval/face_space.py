@@ -6,11 +6,8 @@ Features: dlib's ResNet face-recognition network (`dlib_face_recognition_resnet_
 weights entry "dlib-face-resnet", shipped by `face_recognition_models`, so it works offline)
 maps a 150x150 face chip aligned the way `dlib.get_face_chip` does it to a 128-d descriptor.
 FFHQ-aligned images (real and generated) are turned into such chips by one fixed crop,
-`DLIB_CHIP_BOX`, then resized to 150x150 (bilinear). The box was derived by detecting the
-68 landmarks on a real photo (skimage's astronaut, also rotated and rescaled), computing both
-the FFHQ quad and `dlib.get_face_chip_details(shape, 150, 0.25)` from the same landmarks and
-expressing the chip's corners in the quad's unit square; the chip's rotation equals the FFHQ
-rotation to within half a degree. tests/test_demo_face_space.py re-derives it.
+`DLIB_CHIP_BOX` (`models.dlib_chip`), then resized to 150x150 (bilinear). `models.dlib_face_resnet`
+is the same network in torch, for differentiable identity losses.
 """
 
 from __future__ import annotations
@@ -19,10 +16,10 @@ import numpy as np
 
 from eval.registry import MetricContext, register_metric
 from ffhq_tools.errors import FfhqToolsError
+from models.dlib_chip import CHIP_SIZE, DLIB_CHIP_BOX, chip_box
+from models.dlib_chip import WEIGHTS_NAME as DLIB_WEIGHTS
 
-WEIGHTS = "dlib-face-resnet"
-CHIP_SIZE = 150
-DLIB_CHIP_BOX = (0.177, 0.270, 0.836, 0.923)  # left, top, right, bottom (fractions)
+WEIGHTS = DLIB_WEIGHTS
 FACE_PROTOCOL = {"num_gen": 10_000, "max_real": 10_000, "feature_space": "dlib-face-resnet-128",
                  "chip_box": list(DLIB_CHIP_BOX)}
 NHOOD_SIZE = 3
@@ -44,8 +41,7 @@ class DlibFaceDescriptor:
         if array.ndim != 4 or array.shape[1] not in (1, 3) or array.dtype != np.uint8:
             raise ValueError(f"expected uint8 NCHW images, got {array.dtype} {array.shape}")
         height, width = array.shape[2:]
-        box = (DLIB_CHIP_BOX[0] * width, DLIB_CHIP_BOX[1] * height,
-               DLIB_CHIP_BOX[2] * width, DLIB_CHIP_BOX[3] * height)
+        box = chip_box(width, height)
         out = []
         for image in array:
             hwc = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image

@@ -13,9 +13,9 @@ from pathlib import Path
 from ffhq_tools.errors import FfhqToolsError
 from ffhq_tools.runtime import add_device_flag, add_threads_flag
 from ffhq_tools.weights_cli import add_weights_flag
+from models.identity_names import IDENTITIES
 
 DEFAULT_ROOT = "runs/destylize"
-IDENTITY_CHOICES = ("arcface", "none")  # models.destylize.identity.IDENTITIES (torch-free here)
 
 
 def _load(path: str, device, flag: str):
@@ -115,8 +115,9 @@ def add_verbs(verbs) -> None:
     p.add_argument("--project-steps", type=int, default=1000,
                    help="steps of each z+ projection into G (start code and re-encoding)")
     p.add_argument("--id-weight", type=float, default=0.1, help="identity term weight")
-    p.add_argument("--identity", choices=IDENTITY_CHOICES, default="arcface",
-                   help="face embedder of the identity term (none: no identity term)")
+    p.add_argument("--identity", choices=IDENTITIES, default="arcface",
+                   help="face embedder of the identity term: arcface (IR-SE50, as upstream), "
+                        "dlib (dlib's face ResNet, offline), none")
     p.add_argument("--truncation", type=float, default=0.7,
                    help="truncation (towards 0) of the destylized face's rendering in G")
     p.add_argument("--distance", choices=DISTANCES, default="lpips-vgg",

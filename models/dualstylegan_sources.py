@@ -188,10 +188,11 @@ def check_identity(identity) -> None:
 
 
 def load_identity(name: str, weights_file: str | None = None, device="cpu"):
-    """The identity network a CLI name selects (None for 'none'): arcface is the registry's
-    `arcface-ir-se50` (or `weights_file`)."""
-    if name == "none":
-        return None
-    from models.arcface import WEIGHTS_NAME, load_arcface
+    """The identity network a CLI name selects (None for 'none'), from its registry entry
+    (or `weights_file`)."""
+    from models.destylize.identity import load_identity as load
+    from models.identity_names import IDENTITY_WEIGHTS
 
-    return load_arcface({WEIGHTS_NAME: Path(weights_file)} if weights_file else None, device)
+    entry = IDENTITY_WEIGHTS.get(name)
+    overrides = {entry: Path(weights_file)} if weights_file and entry else None
+    return load(name, overrides, device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from ffhq_tools.runtime import add_device_flag
+from models.identity_names import IDENTITIES, IDENTITY_WEIGHTS
 
 FLAGS = {  # flag -> (option field, type, help)
     "--iters": ("iters", int, "iterations (pretrain 3000 in three stages: iters/10 at "
@@ -35,7 +36,7 @@ FLAGS = {  # flag -> (option field, type, help)
 }
 
 
-WEIGHT_ENTRIES = ("vgg19", "arcface-ir-se50")
+WEIGHT_ENTRIES = ("vgg19", *IDENTITY_WEIGHTS.values())
 
 
 def _weights_file(args, name: str, default: str | None) -> str | None:
@@ -62,7 +63,7 @@ def _options(args):
         code_source=args.code_source, encoder=args.encoder, identity=args.identity,
         noise_mode=args.noise_mode,
         vgg_weights=_weights_file(args, "vgg19", args.vgg_weights),
-        identity_weights=_weights_file(args, "arcface-ir-se50", None),
+        identity_weights=_weights_file(args, IDENTITY_WEIGHTS.get(args.identity), None),
         device=args.device, progress=not args.no_progress, **values)
 
 
@@ -94,16 +95,17 @@ def add_verbs(verbs) -> None:
                         "(a short W+ projection, or the pSp z+ --encoder as upstream)")
     p.add_argument("--encoder", help="pretrain with --code-source encoder: DualStyleGAN's pSp "
                                      "checkpoint (encoder.pt, z+ codes)")
-    p.add_argument("--identity", default="none", choices=("none", "arcface"),
-                   help="finetune: identity network (recorded in options.json)")
+    p.add_argument("--identity", default="none", choices=IDENTITIES,
+                   help="finetune: identity network, arcface (IR-SE50) or dlib (dlib's face "
+                        "ResNet, offline); recorded in options.json")
     p.add_argument("--noise-mode", default="random", choices=("random", "const"),
                    help="the generators' per-layer noise inputs while training (official: "
                         "random)")
     p.add_argument("--vgg-weights", help="a torchvision VGG19 state dict instead of the "
                                          "registry's vgg19 entry")
     p.add_argument("--weights", action="append", metavar="NAME=PATH",
-                   help="use this file for a registry entry: vgg19 or arcface-ir-se50 "
-                        "(repeatable)")
+                   help="use this file for a registry entry: "
+                        f"{', '.join(WEIGHT_ENTRIES)} (repeatable)")
     for flag, (field, kind, text) in FLAGS.items():
         p.add_argument(flag, dest=field, type=kind, help=text)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar on stderr")

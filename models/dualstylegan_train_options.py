@@ -20,11 +20,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from ffhq_tools.errors import FfhqToolsError
+from models.identity_names import IDENTITIES  # or any object with `embed(images)`
 
 STAGES = ("pretrain", "finetune")
 PRETRAIN_INJECTION = (7, 6, 5)
 CODE_SOURCES = ("projection", "encoder")  # or any object with `encode(images) -> W+`
-IDENTITIES = ("none", "arcface")  # plus any object with `embed(images) -> unit vectors`
 EMA_BETA = 0.5 ** (32 / (10 * 1000))
 COLOUR_RESAMPLE_FROM = 8
 MIN_STYLE_IMAGES = 8
@@ -80,7 +80,7 @@ class DualStyleGANTrainOptions:
     seed: int = 0
     mirror: bool = True
     vgg_weights: str | None = None  # a torchvision VGG19 state dict instead of the registry's
-    identity_weights: str | None = None  # an IR-SE50 state dict instead of the registry's
+    identity_weights: str | None = None  # a file for the identity's registry entry
     device: str = "auto"
     threads: int | None = None
     progress: bool = True

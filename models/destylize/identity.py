@@ -1,4 +1,5 @@
-"""The identity term of facial destylization: pSp's `IDLoss` (ArcFace IR-SE50 in DualStyleGAN).
+"""The identity term of facial destylization: pSp's `IDLoss` (ArcFace IR-SE50 in DualStyleGAN;
+dlib's face ResNet offline).
 
 `1 - <e(fake), e(target)>`, averaged over the batch, where `e` is any face embedder: an
 object with `embed(images float NCHW in [-1, 1], any size) -> (N, 512) unit vectors` that
@@ -15,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from ffhq_tools.errors import FfhqToolsError
+from models.identity_names import IDENTITIES
 
 CROP_REFERENCE = 256
 FACE_CROP = (35, 223, 32, 220)  # top, bottom, left, right at 256 px
 EMBED_INPUT = 112
-IDENTITIES = ("arcface", "none")
 
 
 @runtime_checkable
@@ -52,12 +53,16 @@ class IdentityTerm:
 
 
 def load_identity(name: str, overrides: dict | None = None, device="cpu") -> FaceEmbedder | None:
-    """The embedder for `--identity NAME` (None for 'none'); arcface comes from the weights
-    registry entry 'arcface-ir-se50' (or `overrides`), a clear error when it is missing."""
+    """The embedder for `--identity NAME` (None for 'none'), from its weights registry entry
+    (`models.identity_names.IDENTITY_WEIGHTS`, or `overrides`); a clear error when missing."""
     if name not in IDENTITIES:
         raise FfhqToolsError(f"--identity {name!r}: expected one of {', '.join(IDENTITIES)}")
     if name == "none":
         return None
+    if name == "dlib":
+        from models.dlib_face_resnet import load_dlib_identity
+
+        return load_dlib_identity(overrides, device)
     from models.arcface import load_arcface
 
     return load_arcface(overrides, device)
