@@ -40,12 +40,24 @@ def _out_dir(args, desc: str) -> Path:
     return Path(args.out) if args.out else create_run_dir(args.root, desc)
 
 
-def _options(args, infos: dict, used: dict, protocol) -> dict:
-    return {"networks": {flag: {"sha256": i["sha256"], "config": i["config"],
-                                "resolution": i["resolution"]} for flag, i in infos.items()},
-            "distance": args.distance, "identity": args.identity,
-            "weights": dict(sorted(used.items())), "protocol": protocol.to_dict(),
-            "init": None if args.init is None else str(args.init)}
+def _options(args, infos: dict, used: dict, protocol, encoder) -> dict:
+    options = {"networks": {flag: {"sha256": i["sha256"], "config": i["config"],
+                                   "resolution": i["resolution"]} for flag, i in infos.items()},
+               "distance": args.distance, "identity": args.identity,
+               "weights": dict(sorted(used.items())), "protocol": protocol.to_dict(),
+               "init": None if args.init is None else str(args.init)}
+    if encoder is not None:
+        options["encoder"] = encoder.describe()
+    return options
+
+
+def _encoder(args, device):
+    from models.dualstylegan_codes import CodeSpace
+    from models.psp_encoder import load_psp_encoder
+
+    if args.encoder is None:
+        return None
+    return load_psp_encoder(args.encoder, CodeSpace.Z_PLUS, device)
 
 
 def _with_threads(verb):
@@ -62,12 +74,15 @@ def _destylize(args) -> int:
     from ffhq_tools import weights
     from ffhq_tools.runtime import select_device
     from models.destylize import Destylizer, destylize_set, load_identity
+    from models.destylize.pipeline import BOTH_STARTS
     from models.dualstylegan_codes import read_codes
     from models.project.targets import collect_targets
     from models.project_cli import load_distance
 
     if not args.exemplars:
         raise FfhqToolsError("no EXEMPLAR given (an aligned folder, align.jsonl, .h5 or images)")
+    if args.init and args.encoder:
+        raise FfhqToolsError(BOTH_STARTS)
     protocol = _protocol(args)
     overrides = weights.parse_overrides(args.weights)
     device = select_device(args.device)
@@ -78,13 +93,15 @@ def _destylize(args) -> int:
     G, info = _load(args.original, device, "--original")
     G_prime, info_prime = _load(args.finetuned, device, "--finetuned")
     init = read_codes(args.init) if args.init else None
+    encoder = _encoder(args, device)
     distance = load_distance(args.distance, overrides, device, used)
-    destylizer = Destylizer(G, G_prime, distance, protocol, identity=identity, device=device,
-                            labels=(f"--original {args.original}",
-                                    f"--finetuned {args.finetuned}"))
+    labels = (f"--original {args.original}", f"--finetuned {args.finetuned}")
+    destylizer = Destylizer(G, G_prime, distance, protocol, identity=identity,
+                            encoder=encoder, device=device, labels=labels)
     targets = collect_targets(list(args.exemplars), G.img_resolution, args.limit)
     out = _out_dir(args, f"destylize-{Path(args.finetuned).stem}")
-    options = _options(args, {"original": info, "finetuned": info_prime}, used, protocol)
+    options = _options(args, {"original": info, "finetuned": info_prime}, used, protocol,
+                       encoder)
     summary = destylize_set(destylizer, targets, out, seed=args.seed, options=options,
                             init=init, progress=not args.quiet)
     print(f"{len(summary.done)} exemplars destylized ({summary.skipped} already done): "
@@ -111,6 +128,9 @@ def add_verbs(verbs) -> None:
     p.add_argument("--init", default=None, metavar="CODES",
                    help="start codes z+_e (exstyle .npy/.npz keyed by file name) instead of "
                         "projecting each exemplar into G")
+    p.add_argument("--encoder", default=None, metavar="ENCODER.pt",
+                   help="a z+ pSp encoder (DualStyleGAN's encoder.pt) whose codes of the "
+                        "exemplar and of the destylized face replace both projections")
     p.add_argument("--steps", type=int, default=300, help="destylization steps on G'")
     p.add_argument("--project-steps", type=int, default=1000,
                    help="steps of each z+ projection into G (start code and re-encoding)")

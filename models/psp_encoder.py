@@ -143,6 +143,21 @@ class PSPEncoder(nn.Module):
         return {"kind": "psp-encoder", **self.info.to_dict()}
 
 
+def check_encoder_fits(encoder: PSPEncoder, space: CodeSpace, num_ws: int, dim: int,
+                       takes: str) -> None:
+    """Refuses an encoder whose codes are not `space` codes [1, num_ws, dim], the codes the
+    network named by `takes` reads."""
+    info = encoder.info
+    if info.space is not space:
+        raise EncoderError(f"--encoder {info.path}: a {info.space.value} encoder, but {takes} "
+                           f"takes {space.value} codes (DualStyleGAN's encoder.pt gives z+, "
+                           "encoder_wplus.pt w+)")
+    if (info.n_styles, STYLE_DIM) != (num_ws, dim):
+        raise EncoderError(f"--encoder {info.path}: {space.value} codes of shape "
+                           f"[1, {info.n_styles}, {STYLE_DIM}], but {takes} takes "
+                           f"[1, {num_ws}, {dim}] (n_styles must equal num_ws)")
+
+
 def _opts(ckpt: dict, path: Path) -> dict:
     opts = ckpt.get("opts", {})
     if not isinstance(opts, dict):

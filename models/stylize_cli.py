@@ -220,25 +220,23 @@ def _exemplar(args, net, projections: Projections):
 
 def _encoded(args, net, faces):
     """[(code, jsonl record)] per content from the pSp encoder (z+, or w+ with --wplus)."""
-    import numpy as np
     import torch
 
     from models.dualstylegan_codes import Code, CodeSpace
-    from models.psp_encoder import STYLE_DIM, load_psp_encoder
-    from models.stylize import check_code
+    from models.psp_encoder import check_encoder_fits, load_psp_encoder
+    from models.stylize import code_dim
 
     space = CodeSpace.W_PLUS if args.wplus else CodeSpace.Z_PLUS
     device = next(net.parameters()).device
     encoder = load_psp_encoder(args.encoder, space, device)
-    shape = (1, encoder.info.n_styles, STYLE_DIM)
-    check_code(Code("", np.zeros(shape, np.float32), space), net, f"--encoder {args.encoder}")
+    check_encoder_fits(encoder, space, net.num_ws, code_dim(net, space),
+                       f"--model {args.model}")
     out = []
     for content, face, _ in faces:
         pixels = torch.tensor(face).permute(2, 0, 1)[None].to(device, torch.float32)
         with torch.no_grad():
             values = encoder.encode(pixels / 127.5 - 1).cpu().numpy()
         code = Code(content.name, values, space)
-        check_code(code, net, f"--encoder {args.encoder}")
         out.append((code, {"source": "encoder", "encoder": encoder.describe(),
                            **code.to_dict()}))
     return out

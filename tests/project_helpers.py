@@ -9,13 +9,22 @@ import torch
 RESOLUTION = 16
 
 
-def tiny_generator(seed: int = 0, noise_strength: float = 0.1, resolution: int = RESOLUTION):
+def tiny_config(latent_dim: int | None = None):
+    """The `tiny` config, with z_dim = w_dim = latent_dim when given (512: pSp's codes)."""
+    from models.configs import get_config
+
+    config = get_config("tiny")
+    return config if latent_dim is None else config.replace(z_dim=latent_dim, w_dim=latent_dim)
+
+
+def tiny_generator(seed: int = 0, noise_strength: float = 0.1, resolution: int = RESOLUTION,
+                   latent_dim: int | None = None):
     """The `tiny` config with its toRGB weights scaled by 0.3: image std ~0.33, under 2% of
     pixels beyond [-1, 1] (the default random init saturates a third of them)."""
-    from models.configs import build_networks, get_config
+    from models.configs import build_networks
 
     torch.manual_seed(seed)
-    G, D = build_networks(get_config("tiny"), resolution)
+    G, D = build_networks(tiny_config(latent_dim), resolution)
     with torch.no_grad():
         for name, p in G.named_parameters():
             if "noise_strength" in name:
@@ -49,10 +58,12 @@ def render_uint8(G, ws: torch.Tensor) -> np.ndarray:
         return to_uint8(G.synthesis(ws, noise_mode="const"))
 
 
-def save_tiny_checkpoint(path, G, D, resolution: int = RESOLUTION, config: str = "tiny"):
+def save_tiny_checkpoint(path, G, D, resolution: int = RESOLUTION, config: str = "tiny",
+                         latent_dim: int | None = None):
     from models.checkpoint import save_checkpoint
     from models.configs import get_config
 
-    save_checkpoint(path, config={"model": get_config(config).to_dict(),
-                                  "resolution": resolution}, G=G, D=D)
+    model = tiny_config(latent_dim) if config == "tiny" else get_config(config)
+    save_checkpoint(path, config={"model": model.to_dict(), "resolution": resolution},
+                    G=G, D=D)
     return path

@@ -1,4 +1,4 @@
-"""DualStyleGAN's facial destylization (destylize.py) in z+, with our projection as encoder.
+"""DualStyleGAN's facial destylization (destylize.py) in z+, with our projection or a pSp encoder.
 
     from models.destylize import Destylizer, DestylizeProtocol, destylize_set
 """

@@ -1,19 +1,21 @@
-"""Facial destylization of one exemplar (DualStyleGAN's destylize.py, with our projection in
-place of the pSp encoder):
+"""Facial destylization of one exemplar (DualStyleGAN's destylize.py; our projection stands in
+for the pSp encoder unless one is given):
 
-1. z+_e: the exemplar's code in the original G (a z+ projection from the central z, or given);
+1. z+_e: the exemplar's code in the original G (the encoder's z+ of the exemplar, a z+
+   projection from the central z, or given);
 2. z^+_e: z+ and the noise maps optimised on the fine-tuned G' from z+_e (distance + 0.1 x
    identity + std over layers + 1e5 x noise regularisation, 300 steps);
 3. layers 8.. of z^+_e replaced by z+_e's (the colour layers), rendered by G at truncation
    0.7 towards 0 with the optimised noise maps: the destylized face;
-4. z+_i: that face projected into G, its layers 8.. replaced by z+_e's again.
+4. z+_i: that face (clamped to [-1, 1]) encoded, or projected into G, its layers 8..
+   replaced by z+_e's again.
 
 `exstyle_code.npy` gets z+_e (the extrinsic code, as upstream), `instyle_code.npy` z+_i.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -21,14 +23,18 @@ import torch
 from ffhq_tools.errors import FfhqToolsError
 from models.destylize.identity import FaceEmbedder, IdentityTerm
 from models.destylize.zplus import Distance, Fit, FitSettings, central_z, fit_zplus, render_zplus
+from models.dualstylegan_codes import CodeSpace
 from models.project.projector import (
     area_downsample,
     check_projectable,
     network_dtype,
     pixels_to_tensor,
 )
+from models.psp_encoder import PSPEncoder, check_encoder_fits
 
 COLOUR_FROM = 8
+ENCODER, PROJECTION, INIT = "encoder", "projection", "init"
+BOTH_STARTS = "--init and --encoder both give the start codes z+_e; give one of the two"
 
 
 class DestylizeError(FfhqToolsError):
@@ -78,16 +84,17 @@ class ExemplarResult:
     noise: dict[str, np.ndarray]
     curves: dict[str, list[dict]]  # stage -> rows
     previews: list[np.ndarray]  # HWC uint8: target, G(z_e), G'(z^_e), destylized, G(z_i)
+    sources: dict[str, str] = field(default_factory=dict)  # z_e / z_i -> ENCODER, ...
 
 
 def check_pair(G, G_prime, labels: tuple[str, str]) -> None:
     """G and G' must be z+ generators of one shape (G' fine-tuned from G)."""
     for net, label in zip((G, G_prime), labels, strict=True):
         check_projectable(net, label)
-    for field in ("img_resolution", "img_channels", "num_ws", "z_dim", "w_dim"):
-        a, b = getattr(G, field), getattr(G_prime, field)
+    for attr in ("img_resolution", "img_channels", "num_ws", "z_dim", "w_dim"):
+        a, b = getattr(G, attr), getattr(G_prime, attr)
         if a != b:
-            raise DestylizeError(f"{labels[1]} has {field} {b} but {labels[0]} has {a}: the "
+            raise DestylizeError(f"{labels[1]} has {attr} {b} but {labels[0]} has {a}: the "
                                  "fine-tuned generator must be fine-tuned from the original "
                                  "one (same resolution and latent layout)")
 
@@ -106,18 +113,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 class Destylizer:
-    """`Destylizer(G, G_prime, distance, protocol, identity=None)`; `run(pixels, seed)`."""
+    """`Destylizer(G, G_prime, distance, protocol, identity=None, encoder=None)`;
+    `run(pixels, seed)`. With a z+ pSp `encoder`, z+_e and the re-encoding come from it."""
 
     def __init__(self, G, G_prime, distance: Distance, protocol: DestylizeProtocol, *,
-                 identity: FaceEmbedder | None = None, device="cpu",
-                 labels: tuple[str, str] = ("original G", "fine-tuned G'")):
+                 identity: FaceEmbedder | None = None, encoder: PSPEncoder | None = None,
+                 device="cpu", labels: tuple[str, str] = ("original G", "fine-tuned G'")):
         check_pair(G, G_prime, labels)
+        if encoder is not None:
+            check_encoder_fits(encoder, CodeSpace.Z_PLUS, G.num_ws, G.z_dim, labels[0])
         if protocol.id_weight and identity is None:
             raise DestylizeError(f"--id-weight {protocol.id_weight} needs an identity network "
                                  "(--identity); use --id-weight 0 or --identity none")
         self.G = G.eval().requires_grad_(False)
         self.G_prime = G_prime.eval().requires_grad_(False)
         self.distance, self.protocol, self.identity = distance, protocol, identity
+        self.encoder = encoder
         self.device = torch.device(device)
         self.dtype = network_dtype(G)
         self.colour_from = min(protocol.colour_from, G.num_ws)
@@ -146,32 +157,58 @@ class Destylizer:
                                  f"take z+ codes {list(shape)}")
         return torch.from_numpy(np.ascontiguousarray(code)).to(self.device, self.dtype)
 
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's z+ of images in about [-1, 1], clamped first (as destylize.py)."""
+        return self.encoder.encode(images.clamp(-1, 1).float()).to(self.dtype)
+
+    def extrinsic(self, pixels: np.ndarray, target: torch.Tensor, z_e: np.ndarray | None,
+                  seed: int, name: str, progress: bool):
+        """(z+_e, its source, the projection's curve or None)."""
+        if z_e is not None:
+            if self.encoder is not None:
+                raise DestylizeError(BOTH_STARTS)
+            return self.check_code(z_e, f"--init code of {name}"), INIT, None
+        if self.encoder is not None:
+            exemplar = pixels_to_tensor(pixels, self.device, self.dtype) / 127.5 - 1
+            return self.encode(exemplar), ENCODER, None
+        fit = self.project(target, seed, f"{name}: project into G", progress)
+        return fit.z, PROJECTION, fit.curve
+
+    def reencoded(self, destylized: torch.Tensor, seed: int, name: str, progress: bool):
+        """(the destylized face's code in G, its source, the projection's curve or None)."""
+        if self.encoder is not None:
+            return self.encode(destylized), ENCODER, None
+        fit = self.project(area_downsample(destylized, self.protocol.distance_resolution),
+                           seed + 2, f"{name}: re-encode", progress)
+        return fit.z, PROJECTION, fit.curve
+
+    def destylize(self, target: torch.Tensor, code_e: torch.Tensor, seed: int, name: str,
+                  progress: bool) -> Fit:
+        identity = IdentityTerm(self.identity, target) \
+            if self.identity is not None and self.protocol.id_weight else None
+        return fit_zplus(self.G_prime, self.distance, target, code_e,
+                         self.protocol.destylize_fit(), seed=seed + 1, identity=identity,
+                         desc=f"{name}: destylize on G'", progress=progress)
+
     def run(self, pixels: np.ndarray, seed: int, *, z_e: np.ndarray | None = None,
             name: str = "exemplar", progress: bool = True) -> ExemplarResult:
         target = self.target_tensor(pixels)
-        curves = {}
-        if z_e is None:
-            fit = self.project(target, seed, f"{name}: project into G", progress)
-            code_e, curves["project"] = fit.z, fit.curve
-        else:
-            code_e = self.check_code(z_e, f"--init code of {name}")
-        identity = IdentityTerm(self.identity, target) \
-            if self.identity is not None and self.protocol.id_weight else None
-        fit = fit_zplus(self.G_prime, self.distance, target, code_e,
-                        self.protocol.destylize_fit(), seed=seed + 1, identity=identity,
-                        desc=f"{name}: destylize on G'", progress=progress)
-        curves["destylize"] = fit.curve
+        code_e, source_e, start_curve = self.extrinsic(pixels, target, z_e, seed, name,
+                                                       progress)
+        fit = self.destylize(target, code_e, seed, name, progress)
         with torch.no_grad():
             copied = copy_colour_layers(fit.z, code_e, self.colour_from)
             destylized = render_zplus(self.G, copied, fit.noise, self.protocol.truncation)
-        reencoded = self.project(area_downsample(destylized, self.protocol.distance_resolution),
-                                 seed + 2, f"{name}: re-encode", progress)
-        curves["reencode"] = reencoded.curve
-        code_i = copy_colour_layers(reencoded.z, code_e, self.colour_from)
+        code, source_i, reencode_curve = self.reencoded(destylized, seed, name, progress)
+        code_i = copy_colour_layers(code, code_e, self.colour_from)
+        curves = {stage: curve for stage, curve in (
+            ("project", start_curve), ("destylize", fit.curve), ("reencode", reencode_curve))
+            if curve is not None}
         previews = self.previews(pixels, code_e, fit, destylized, code_i)
         return ExemplarResult(*(c.cpu().float().numpy() for c in (code_e, fit.z, code_i)),
                               {k: v.cpu().float().numpy()[0, 0] for k, v in fit.noise.items()},
-                              curves, previews)
+                              curves, previews, {"z_e": source_e, "z_i": source_i})
 
     @torch.no_grad()
     def previews(self, pixels, code_e, fit: Fit, destylized, code_i) -> list[np.ndarray]:

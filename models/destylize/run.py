@@ -2,7 +2,8 @@
 
 OUT/options.json freezes the options (a rerun with others is refused). OUT/<exemplar>/ gets
 codes.npz (z_e, z_hat, z_i, each float32 [1, L, z_dim]), noise.npz, preview.png (target |
-G(z+_e) | G'(z^+_e) | destylized | G(z+_i)), losses.jsonl and, last, result.json: an exemplar
+G(z+_e) | G'(z^+_e) | destylized | G(z+_i)), losses.jsonl and, last, result.json (with
+`codes_from`: where z_e and z_i came from, "encoder", "projection" or "init"): an exemplar
 with result.json is done and skipped on a rerun; a killed exemplar starts again. After each
 exemplar the set's files are rewritten: exstyle_code.npy / instyle_code.npy (upstream's
 layout: `np.save` of {file name: [1, L, z_dim] array}), exstyle_code.npz / instyle_code.npz
@@ -20,7 +21,7 @@ import numpy as np
 from ffhq_tools.atomic import atomic_path, write_json_atomic
 from ffhq_tools.images import ImageRejected
 from ffhq_tools.runs import freeze_folder_options
-from models.destylize.pipeline import DestylizeError, Destylizer, ExemplarResult
+from models.destylize.pipeline import BOTH_STARTS, DestylizeError, Destylizer, ExemplarResult
 from models.dualstylegan_codes import CodeSet, write_codes
 from models.project.outputs import save_npz, save_png
 from models.project.targets import Target, prepare_pixels
@@ -120,6 +121,7 @@ def write_exemplar(folder: Path, exemplar: Exemplar, result: ExemplarResult) -> 
     save_png(folder / "preview.png", np.concatenate(result.previews, axis=1))
     write_rows(folder / "losses.jsonl", loss_rows(exemplar, result))
     summary = {"exemplar": exemplar.key, "source": exemplar.target.source,
+               "codes_from": result.sources,
                "final": {stage: rows[-1] for stage, rows in result.curves.items()}}
     write_json_atomic(folder / RESULT_FILE, summary)
     return summary
@@ -158,6 +160,8 @@ def destylize_set(destylizer: Destylizer, targets: list[Target], out: str | Path
     exemplars = exemplars_of(targets)
     if not exemplars:
         raise DestylizeError("no exemplars given")
+    if init is not None and destylizer.encoder is not None:
+        raise DestylizeError(BOTH_STARTS)
     min_size = min(G.img_resolution, destylizer.protocol.distance_resolution)
     check_exemplars(exemplars, G.img_resolution, min_size)
     for exemplar in exemplars:
