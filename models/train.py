@@ -118,7 +118,8 @@ def _continued_config(options: TrainOptions, stored: dict, snapshot: Path, state
     config = ModelConfig.from_dict(stored["model"])
     if options.config and options.config != config.name:
         raise FfhqToolsError(f"--config {options.config}: the snapshot {snapshot} was "
-                             f"trained with {config.name}")
+                             f"trained with {config.name}; add --transfer to start a new run "
+                             "from its weights")
     if options.config_overrides:
         raise FfhqToolsError("--cfg cannot change the config of a resumed run (the "
                              "snapshot's config is used as stored)")
@@ -160,7 +161,11 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
         if options.resolution and options.resolution != stored["resolution"]:
             raise FfhqToolsError(f"--res {options.resolution}: the snapshot is at "
                                  f"{stored['resolution']}px")
-        transfer = not state
+        if options.transfer and continue_dir is not None:
+            raise FfhqToolsError(f"--transfer --resume {continue_dir}: a run folder continues "
+                                 "its own run; name a snapshot file to start a new run from "
+                                 "its weights")
+        transfer = options.transfer or not state
         if transfer and continue_dir is not None:
             raise FfhqToolsError(f"--resume {continue_dir}: its newest snapshot {snapshot.name} "
                                  "holds no training state")

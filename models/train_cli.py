@@ -33,7 +33,7 @@ def options_from_args(args):
         config=args.config or "", data=args.data, resolution=args.res, kimg=args.kimg,
         batch=args.batch, batch_gpu=args.batch_gpu, gamma=args.gamma, mirror=args.mirror,
         cond=args.cond,
-        metrics=_metric_names(args.metrics), resume=args.resume,
+        metrics=_metric_names(args.metrics), resume=args.resume, transfer=args.transfer,
         channels_last=args.channels_last, device=args.device, outdir=args.outdir,
         workers=args.workers, channel_max=args.channel_max, max_images=args.max_images,
         progress=not args.no_progress, config_overrides=parse_config_overrides(args.cfg),
@@ -182,6 +182,11 @@ def add_verbs(verbs) -> None:
                                     "it with its frozen options.json; flags given again "
                                     "override and are logged) or 'auto' (newest run of this "
                                     "data + config, if any)")
+    p.add_argument("--transfer", action="store_true",
+                   help="with --resume SNAPSHOT: start a new run from its weights only (new "
+                        "data, --config, optimisers and kimg from zero), as imported "
+                        "checkpoints always do; a snapshot with training state otherwise "
+                        "continues its run")
     p.add_argument("--precision", default=argparse.SUPPRESS, choices=("fp32", "bf16", "fp16"),
                    help="autocast for the main losses (fp16 needs CUDA; default: "
                         f"{_default('precision')})")

@@ -33,6 +33,7 @@ class TrainOptions:
     seed: int = 0
     metrics: tuple[str, ...] = ()
     resume: str | None = None
+    transfer: bool = False  # --resume SNAPSHOT: take only its weights into a new run
     precision: str = "fp32"
     channels_last: bool = False
     device: str = "auto"
@@ -146,10 +147,26 @@ def parse_config_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def _check_override(config, key: str, value) -> None:
+    """A `--cfg` value must have the type of the field it replaces (ints pass for floats)."""
+    if key not in getattr(config, "__dataclass_fields__", {}):
+        raise FfhqToolsError(f"--cfg {key}=...: {config.name} has no field {key!r}")
+    current = getattr(config, key)
+    if current is None or value is None:
+        return
+    wanted = (int, float) if type(current) is float else type(current)
+    if not isinstance(value, wanted) or (isinstance(value, bool) and type(current) is not bool):
+        kind = type(current).__name__
+        raise FfhqToolsError(f"--cfg {key}={value!r}: expected a value of type {kind} like "
+                             f"{current!r} (one FIELD=VALUE per --cfg)")
+
+
 def apply_overrides(config, overrides: dict):
     """ModelConfig.replace with the per-resolution tables' keys turned back into ints."""
     if not overrides:
         return config
+    for key, value in overrides.items():
+        _check_override(config, key, value)
     changes = dict(overrides)
     for key in ("minibatch_per_res", "lr_per_res"):
         if key in changes:

@@ -73,3 +73,43 @@ def dataclass_replace(options, **changes):
     import dataclasses
 
     return dataclasses.replace(options, **changes)
+
+
+def test_transfer_starts_a_new_run_from_a_trained_snapshot(imported, tmp_path, capsys):
+    from ffhq_tools.cli import main
+
+    ckpt, data = imported
+    common = ["--data", str(data), "--batch", "4", "--kimg", "0.004", "--tick", "0.004",
+              "--snap", "1", "--workers", "0", "--grid", "4", "--no-progress",
+              "--device", "cpu"]
+    assert main(["train", "--resume", str(ckpt), "--outdir", str(tmp_path / "a"), *common,
+                 "--config", "tiny"]) == 0
+    trained = next((tmp_path / "a").glob("*/network-snapshot-*.pt"))
+    assert load_checkpoint(trained).training_state  # a snapshot that could be continued
+    cfg = [x for key, value in TINY_NETWORK.items() for x in ("--cfg", f"{key}={value}")]
+    style = ["--config", "stylegan2-style-finetune", *cfg, "--outdir", str(tmp_path / "b")]
+    assert main(["train", "--resume", str(trained), *common, *style]) == 2
+    assert "add --transfer" in capsys.readouterr().err
+    assert main(["train", "--resume", str(trained), "--transfer", *common, *style]) == 0
+    run = next((tmp_path / "b").glob("00000-*"))
+    frozen = json.loads((run / "options.json").read_text())
+    assert frozen["transfer"] and frozen["model"]["name"] == "stylegan2-style-finetune"
+    source = load_checkpoint(trained).G.state_dict()
+    after = load_checkpoint(next(run.glob("network-snapshot-*.pt"))).G.state_dict()
+    key = "synthesis.b16.conv1.weight"
+    assert 0 < (after[key] - source[key]).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("item, message", [
+    ("z_dim=32,w_dim=32", "expected a value of type int"),
+    ("mixing_prob=true", "expected a value of type float"),
+    ("no_such_field=1", "has no field 'no_such_field'"),
+])
+def test_cfg_values_must_fit_the_field(imported, tmp_path, capsys, item, message):
+    from ffhq_tools.cli import main
+
+    _, data = imported
+    assert main(["train", "--config", "tiny", "--cfg", item, "--data", str(data),
+                 "--outdir", str(tmp_path), "--dry-run", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
