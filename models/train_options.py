@@ -148,14 +148,21 @@ def parse_config_overrides(items: list[str]) -> dict:
 
 
 def _check_override(config, key: str, value) -> None:
-    """A `--cfg` value must have the type of the field it replaces (ints pass for floats)."""
+    """A `--cfg` value must have the kind of the field it replaces (ints and floats mix)."""
     if key not in getattr(config, "__dataclass_fields__", {}):
-        raise FfhqToolsError(f"--cfg {key}=...: {config.name} has no field {key!r}")
+        raise FfhqToolsError(f"--cfg {key}=...: unknown config field(s): {key} "
+                             f"({config.name} has no such field)")
     current = getattr(config, key)
     if current is None or value is None:
         return
-    wanted = (int, float) if type(current) is float else type(current)
-    if not isinstance(value, wanted) or (isinstance(value, bool) and type(current) is not bool):
+    numeric = (int, float)
+    if type(current) is bool or isinstance(value, bool):
+        fits = type(value) is type(current)
+    elif isinstance(current, numeric):
+        fits = isinstance(value, numeric)
+    else:
+        fits = isinstance(value, type(current))
+    if not fits:
         kind = type(current).__name__
         raise FfhqToolsError(f"--cfg {key}={value!r}: expected a value of type {kind} like "
                              f"{current!r} (one FIELD=VALUE per --cfg)")

@@ -103,7 +103,7 @@ def test_transfer_starts_a_new_run_from_a_trained_snapshot(imported, tmp_path, c
 @pytest.mark.parametrize("item, message", [
     ("z_dim=32,w_dim=32", "expected a value of type int"),
     ("mixing_prob=true", "expected a value of type float"),
-    ("no_such_field=1", "has no field 'no_such_field'"),
+    ("no_such_field=1", "unknown config field(s): no_such_field"),
 ])
 def test_cfg_values_must_fit_the_field(imported, tmp_path, capsys, item, message):
     from ffhq_tools.cli import main
