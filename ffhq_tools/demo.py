@@ -38,6 +38,8 @@ class DemoOptions:
     device: str = "cpu"
     progress: bool = True
     resume: Path | None = None      # an interrupted demo's run folder: continue it
+    dualstylegan: bool = False      # also run DualStyleGAN's recipe (ffhq_tools.demo_dualstylegan)
+    weights: tuple[str, ...] = ()   # NAME=PATH files for registry entries (VGG16 / VGG19)
 
     def resolved(self) -> DemoOptions:
         quick = self.quick
@@ -48,7 +50,8 @@ class DemoOptions:
             kimg=self.kimg if self.kimg is not None else (0.064 if quick else 16.0),
             num_gen=self.num_gen or (24 if quick else 128),
             snapshot_num_gen=self.snapshot_num_gen or (8 if quick else 32), seed=self.seed,
-            device=self.device, progress=self.progress, resume=self.resume)
+            device=self.device, progress=self.progress, resume=self.resume,
+            dualstylegan=self.dualstylegan, weights=tuple(self.weights))
 
 
 @dataclass
@@ -81,8 +84,12 @@ class DemoState:
 
 STAGE_NEEDS = {
     "photos": (), "align": ("photos",), "pack": ("align",), "train": ("pack",),
-    "generate": ("train",), "score": ("train",),
+    "generate": ("train",), "score": ("train",), "dualstylegan": ("train",),
 }
+
+
+def stage_names(options: DemoOptions) -> list[str]:
+    return [n for n in STAGE_NEEDS if n != "dualstylegan" or options.dualstylegan]
 
 
 def _run_stage(state: DemoState, name: str, fn) -> None:
@@ -118,6 +125,7 @@ def _stored_options(run_dir: Path, progress: bool) -> DemoOptions:
     if unknown or "quick" not in stored:
         raise FfhqToolsError(f"--resume {run_dir}: not a demo run folder (options.json has "
                              f"{', '.join(unknown) or 'no demo options'})")
+    stored["weights"] = tuple(stored.get("weights", ()))
     for name in ("outdir", "photos"):
         stored[name] = Path(stored[name]) if stored.get(name) not in (None, "None") else None
     stored.update(resume=run_dir, progress=progress)
@@ -149,7 +157,7 @@ def run_demo(options: DemoOptions) -> DemoState:
     with capture_log(run_dir):
         print(f"[demo] {'resuming' if options.resume else 'run folder'} {run_dir}", flush=True)
         total = time.perf_counter()
-        for name in STAGE_NEEDS:
+        for name in stage_names(options):
             _run_stage(state, name, getattr(stages, f"stage_{name}"))
         report = stages.write_demo_report(state, time.perf_counter() - total)
         print(f"[demo] report: {report}", flush=True)
@@ -162,7 +170,8 @@ def _demo(args) -> int:
         outdir=Path(args.outdir), photos=Path(args.photos) if args.photos else None,
         quick=args.quick, resolution=args.res, kimg=args.kimg, num_gen=args.num_gen,
         seed=args.seed, device=args.device, progress=not args.no_progress,
-        resume=Path(args.resume) if args.resume else None))
+        resume=Path(args.resume) if args.resume else None, dualstylegan=args.dualstylegan,
+        weights=tuple(args.weights or ())))
     failed = [s.name for s in state.stages if s.status != "done"]
     if failed:
         print(f"demo: stages not completed: {', '.join(failed)} (see {state.run_dir}/report.html)")
@@ -186,5 +195,10 @@ def add_verbs(verbs) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted demo in its run folder (its options are kept)")
+    p.add_argument("--dualstylegan", action="store_true",
+                   help="also run DualStyleGAN's recipe on the demo's generator (style set, "
+                        "G', destylize, pretrain, finetune; needs VGG16 and VGG19 weights)")
+    p.add_argument("--weights", action="append", metavar="NAME=PATH",
+                   help="a file for a registry entry (vgg16, vgg19), repeatable")
     add_device_flag(p)
     p.set_defaults(func=_demo, device="cpu")

@@ -127,6 +127,13 @@ def _training_metric_fn(state):
                           state.options.snapshot_num_gen)
 
 
+def _dualstylegan_base(options) -> dict:
+    """DualStyleGAN's T_s takes mapping_layers - 6 layers: its base needs 8."""
+    from ffhq_tools.demo_dualstylegan import MAPPING_LAYERS
+
+    return {"mapping_layers": MAPPING_LAYERS} if options.dualstylegan else {}
+
+
 def stage_train(state) -> str:
     from models.train import TrainOptions, train
 
@@ -135,7 +142,8 @@ def stage_train(state) -> str:
         config=DEMO_CONFIG, data=str(state.dataset), resolution=o.resolution, kimg=o.kimg,
         tick_kimg=max(o.kimg / 4, 0.016), snap=2, seed=o.seed, device=o.device,
         outdir=str(state.run_dir / "train"), workers=0, progress=o.progress, grid_size=16,
-        metrics=(TRAINING_METRIC,), resume="auto")  # a resumed demo continues its training
+        metrics=(TRAINING_METRIC,), resume="auto",  # a resumed demo continues its training
+        config_overrides=_dualstylegan_base(o))
     state.train_dir = train(options, _training_metric_fn(state))
     snapshots = sorted(state.train_dir.glob("network-snapshot-*.pt"))
     if not snapshots:
@@ -212,6 +220,12 @@ def stage_score(state) -> str:
         done += f" (already on the leaderboard: {', '.join(reused)})"
     return (f"{done}; {len(state.skipped_metrics)} skipped for missing weights"
             + (f"; failed: {', '.join(failed)}" if failed else ""))
+
+
+def stage_dualstylegan(state) -> str:
+    from ffhq_tools.demo_dualstylegan import stage_dualstylegan as run
+
+    return run(state)
 
 
 def write_demo_report(state, seconds: float) -> Path:

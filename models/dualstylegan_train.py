@@ -146,10 +146,7 @@ class _Reals:
 def _face_reals(options, resolution: int, env, per_rank: int) -> _Reals:
     from models.train_data import open_training_set
 
-    dataset = open_training_set(options.data, None)
-    if dataset.resolution != resolution:
-        raise DualStyleGANTrainError(f"--data {options.data}: {dataset.resolution}px images, "
-                                     f"the base generator is {resolution}px")
+    dataset = open_training_set(options.data, resolution)  # the level at G's resolution
     return _Reals(lambda idx: torch.stack([dataset[i] for i in idx]), len(dataset), options,
                   env, per_rank)
 

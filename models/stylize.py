@@ -34,10 +34,14 @@ class StylizeError(FfhqToolsError):
     """Bad stylize input: weights, style id, code files."""
 
 
+def split_weights(net: DualStyleGAN, structure_weight: float, colour_weight: float) -> list[float]:
+    """One weight per layer: layers 0..res_index (fewer in a small model) take the first."""
+    structure = min(net.res_index + 1, net.num_ws)
+    return [structure_weight] * structure + [colour_weight] * (net.num_ws - structure)
+
+
 def default_weights(net: DualStyleGAN) -> list[float]:
-    structure = net.res_index + 1
-    return [DEFAULT_STRUCTURE_WEIGHT] * structure + \
-        [DEFAULT_COLOUR_WEIGHT] * (net.num_ws - structure)
+    return split_weights(net, DEFAULT_STRUCTURE_WEIGHT, DEFAULT_COLOUR_WEIGHT)
 
 
 def parse_weights(text: str, num_ws: int, flag: str = "--weight") -> list[float]:
@@ -145,14 +149,12 @@ def weight_sweep(net: DualStyleGAN, instyle: Code, exstyle: Code,
                  settings: StylizeSettings) -> torch.Tensor:
     """Images [R * C, ...]: row r = structure weight sweep[r] on layers 0..res_index, column
     c = colour weight sweep[c] on the others (the paper's weight-control figures)."""
-    structure = net.res_index + 1
     images = []
     with torch.no_grad():
         ex_w = extrinsic_w(net, instyle, exstyle, settings)
         for s in settings.sweep:
             for c in settings.sweep:
-                weights = [s] * structure + [c] * (net.num_ws - structure)
-                images.append(render(net, instyle, ex_w, weights, settings))
+                images.append(render(net, instyle, ex_w, split_weights(net, s, c), settings))
     return torch.cat(images)
 
 

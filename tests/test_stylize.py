@@ -17,8 +17,11 @@ from models.checkpoint import save_checkpoint
 from models.dualstylegan_codes import Code, CodeSet, CodeSpace, write_codes
 from models.generate import to_uint8
 from models.stylize import (
+    DEFAULT_COLOUR_WEIGHT,
+    DEFAULT_STRUCTURE_WEIGHT,
     StylizeError,
     StylizeSettings,
+    default_weights,
     parse_weights,
     stylize,
     weight_sweep,
@@ -105,6 +108,14 @@ def test_weight_parsing():
         parse_weights("0.75x7,1x10", 18)
     with pytest.raises(StylizeError, match="VALUExCOUNT"):
         parse_weights("a,b", 2)
+
+
+def test_default_weights_fit_a_model_with_fewer_layers_than_res_index():
+    net = small_net(resolution=16)
+    assert net.num_ws == 6 and net.res_index == 6
+    assert default_weights(net) == [DEFAULT_STRUCTURE_WEIGHT] * 6
+    assert default_weights(small_net()) == [DEFAULT_STRUCTURE_WEIGHT] * 7 + \
+        [DEFAULT_COLOUR_WEIGHT] * 3
 
 
 @pytest.mark.parametrize("extra,message", [
