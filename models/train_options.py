@@ -148,10 +148,10 @@ def parse_config_overrides(items: list[str]) -> dict:
 
 
 def _check_override(config, key: str, value) -> None:
-    """A `--cfg` value must have the kind of the field it replaces (ints and floats mix)."""
+    """A `--cfg` value must have the kind of the field it replaces (ints and floats mix);
+    unknown names are left to ModelConfig.replace, which reports them all."""
     if key not in getattr(config, "__dataclass_fields__", {}):
-        raise FfhqToolsError(f"--cfg {key}=...: unknown config field(s): {key} "
-                             f"({config.name} has no such field)")
+        return
     current = getattr(config, key)
     if current is None or value is None:
         return
