@@ -27,11 +27,12 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-class _Workspace:
-    """One reusable distance block: no large allocation (and page faults) per block."""
+class Workspace:
+    """Reusable distance and scratch blocks: no large allocation (and page faults) per block."""
 
     def __init__(self, rows: int, cols: int, dtype: torch.dtype, device):
         self.flat = torch.empty(rows * cols, dtype=dtype, device=device)
+        self.scratch = torch.empty(rows * cols, dtype=dtype, device=device)
 
     def squared_distances(self, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
                           b_sq: torch.Tensor) -> torch.Tensor:
@@ -40,13 +41,25 @@ class _Workspace:
         d.add_(a_sq.unsqueeze(1))
         return d.clamp_(min=0.0)
 
+    def transposed(self, d: torch.Tensor) -> torch.Tensor:
+        """d.T as a contiguous block (top-k along a strided dimension is ~3x slower)."""
+        out = self.scratch[:d.numel()].view(d.shape[1], d.shape[0])
+        return out.copy_(d.T)
 
-def _merge_smallest(best: torch.Tensor | None, candidates: torch.Tensor, keep: int) -> torch.Tensor:
+    def below(self, d: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        """1.0 where d < radii (broadcast), else 0.0, in the scratch block."""
+        return torch.lt(d, radii, out=self.scratch[:d.numel()].view_as(d))
+
+    def minus(self, d: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        """d - radii (broadcast) in the scratch block; it is <= 0 exactly where d <= radii
+        (a difference of finite floats is never rounded to zero or across it)."""
+        return torch.sub(d, radii, out=self.scratch[:d.numel()].view_as(d))
+
+
+def _merge_smallest(best: torch.Tensor, candidates: torch.Tensor, keep: int) -> torch.Tensor:
     """Keep the `keep` smallest values per row of `best` and `candidates` together."""
     keep_now = min(keep, candidates.shape[1])
     top = torch.topk(candidates, keep_now, dim=1, largest=False).values
-    if best is None:
-        return top
     merged = torch.cat([best, top], dim=1)
     return torch.topk(merged, min(keep, merged.shape[1]), dim=1, largest=False).values
 
@@ -75,6 +88,7 @@ def _mean(features, dtype: torch.dtype, device) -> tuple[torch.Tensor, int]:
 
 
 def kth_neighbour_sq_radii(features, k: int = 3, *, row_batch: int = DEFAULT_ROW_BATCH,
+                           col_batch: int = DEFAULT_COL_BATCH,
                            dtype: torch.dtype = torch.float32, device="cpu",
                            progress=None) -> torch.Tensor:
     """Squared distance of every sample to its k-th nearest neighbour, itself excluded.
@@ -83,58 +97,52 @@ def kth_neighbour_sq_radii(features, k: int = 3, *, row_batch: int = DEFAULT_ROW
     sample itself), as in the reference code; with duplicates a twin counts as a neighbour.
     """
     x = _Centered(features, _mean(features, dtype, device)[0], dtype, device, row_batch)
-    block = min(row_batch, len(x))
-    return _self_radii(x, k, row_batch, _Workspace(block, block, dtype, device), progress)
+    rows, cols = min(row_batch, len(x)), min(col_batch, len(x))
+    return _self_radii(x, k, row_batch, col_batch, Workspace(rows, cols, dtype, device),
+                       progress)
 
 
 def _world() -> tuple[int, int]:
-    """(rank, world size) under torch.distributed; block pairs are dealt out round-robin."""
+    """(rank, world size) under torch.distributed; blocks are dealt out round-robin."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
 
-def _merge_over_ranks(best: list[torch.Tensor | None], blocks, keep: int, like: torch.Tensor):
-    """Every rank's partial k-smallest lists of every block, merged (inf where a rank had none)."""
-    def padded(b, rows):
-        pad = torch.full((rows, keep), float("inf"), dtype=like.dtype, device=like.device)
-        if b is not None:
-            pad[:, :b.shape[1]] = b
-        return pad
-
-    local = torch.cat([padded(b, i1 - i0) for b, (i0, i1) in zip(best, blocks, strict=True)])
-    parts = [torch.empty_like(local) for _ in range(_world()[1])]
-    torch.distributed.all_gather(parts, local)
-    return torch.topk(torch.cat(parts, dim=1), keep, dim=1, largest=False).values
+def _self_panels(n: int, row_batch: int, col_batch: int) -> list[tuple[tuple, tuple]]:
+    """(rows, columns) covering the upper triangle of a set's distances: each row block
+    against the columns from its own start on, in panels of at most `col_batch` columns
+    (wide matrix products run nearer the machine's peak than square blocks)."""
+    return [((i0, i1), (c0, min(c0 + col_batch, n)))
+            for i0, i1 in _blocks(n, row_batch) for c0 in range(i0, n, col_batch)]
 
 
-def _self_radii(x: _Centered, k, row_batch, work: _Workspace, progress) -> torch.Tensor:
-    n = len(x)
-    if n < k + 1:
+def _self_radii(x: _Centered, k, row_batch, col_batch, work: Workspace,
+                progress) -> torch.Tensor:
+    n, keep = len(x), k + 1
+    if n < keep:
         raise ValueError(f"need more than k={k} samples to find a k-th neighbour (got {n})")
     rank, world = _world()
-    best: list[torch.Tensor | None] = [None] * len(_blocks(n, row_batch))
-    blocks = _blocks(n, row_batch)
-    pair = -1
-    for i, (i0, i1) in enumerate(blocks):
-        rows = x.block(i0, i1)
-        for j in range(i, len(blocks)):
-            pair += 1
-            if pair % world != rank:
-                continue
-            j0, j1 = blocks[j]
-            cols = rows if j == i else x.block(j0, j1)
-            d = work.squared_distances(rows, cols, x.sq[i0:i1], x.sq[j0:j1])
-            if i == j:
-                d.diagonal().zero_()  # self-distance is exactly 0, whatever the rounding
-            best[i] = _merge_smallest(best[i], d, k + 1)
-            if j != i:
-                best[j] = _merge_smallest(best[j], d.T, k + 1)
-            if progress is not None:
-                progress.update(world)
+    best = torch.full((n, keep), float("inf"), dtype=x.sq.dtype, device=x.sq.device)
+    for index, ((i0, i1), (c0, c1)) in enumerate(_self_panels(n, row_batch, col_batch)):
+        if index % world != rank:
+            continue
+        d = work.squared_distances(x.block(i0, i1), x.block(c0, c1), x.sq[i0:i1], x.sq[c0:c1])
+        lo, hi = max(i0, c0), min(i1, c1)
+        if lo < hi:  # self-distance is exactly 0, whatever the rounding
+            d[lo - i0:hi - i0, lo - c0:hi - c0].diagonal().zero_()
+        best[i0:i1] = _merge_smallest(best[i0:i1], d, keep)
+        later = max(i1, c0)  # columns of later row blocks take the transposed part
+        if later < c1:
+            best[later:c1] = _merge_smallest(best[later:c1],
+                                             work.transposed(d[:, later - c0:]), keep)
+        if progress is not None:
+            progress.update(world)
     if world > 1:
-        return _merge_over_ranks(best, blocks, k + 1, x.sq)[:, k]
-    return torch.cat([b[:, k] for b in best])
+        parts = [torch.empty_like(best) for _ in range(world)]
+        torch.distributed.all_gather(parts, best)
+        best = torch.topk(torch.cat(parts, dim=1), keep, dim=1, largest=False).values
+    return best[:, k]
 
 
 @dataclass
@@ -164,9 +172,9 @@ def precision_recall(real, gen, k: int = 3, *, row_batch: int = DEFAULT_ROW_BATC
     g = _Centered(gen, center, dtype, device, row_batch)
     bar = _progress_bar(progress, n_r, n_g, row_batch, col_batch)
     rows = min(row_batch, max(n_r, n_g))
-    work = _Workspace(rows, max(rows, min(col_batch, n_r)), dtype, device)
-    real_radii = _self_radii(r, k, row_batch, work, bar)
-    gen_radii = _self_radii(g, k, row_batch, work, bar)
+    work = Workspace(rows, min(col_batch, max(n_r, n_g)), dtype, device)
+    real_radii = _self_radii(r, k, row_batch, col_batch, work, bar)
+    gen_radii = _self_radii(g, k, row_batch, col_batch, work, bar)
     inside_real = torch.zeros(n_g, dtype=torch.bool, device=device)
     inside_gen = torch.zeros(n_r, dtype=torch.bool, device=device)
     rank, world = _world()
@@ -176,8 +184,9 @@ def precision_recall(real, gen, k: int = 3, *, row_batch: int = DEFAULT_ROW_BATC
         gen_rows = g.block(g0, g1)
         for r0, r1 in _blocks(n_r, col_batch):
             d = work.squared_distances(gen_rows, r.block(r0, r1), g.sq[g0:g1], r.sq[r0:r1])
-            inside_real[g0:g1] |= (d <= real_radii[r0:r1].unsqueeze(0)).any(dim=1)
-            inside_gen[r0:r1] |= (d <= gen_radii[g0:g1].unsqueeze(1)).any(dim=0)
+            # a minimum of differences: one pass less than a boolean block and any()
+            inside_real[g0:g1] |= work.minus(d, real_radii[r0:r1].unsqueeze(0)).amin(dim=1) <= 0
+            inside_gen[r0:r1] |= d.sub_(gen_radii[g0:g1].unsqueeze(1)).amin(dim=0) <= 0
             if bar is not None:
                 bar.update(world)
     if bar is not None:
@@ -198,8 +207,7 @@ def _progress_bar(enabled: bool, n_real: int, n_gen: int, row_batch: int, col_ba
     from tqdm import tqdm
 
     def triangle(n):
-        b = len(_blocks(n, row_batch))
-        return b * (b + 1) // 2
+        return len(_self_panels(n, row_batch, col_batch))
 
     total = (triangle(n_real) + triangle(n_gen)
              + len(_blocks(n_gen, row_batch)) * len(_blocks(n_real, col_batch)))

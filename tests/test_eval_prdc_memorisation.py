@@ -11,7 +11,7 @@ import torch
 from eval import fd_infinity as fdi
 from eval.frechet import frechet_distance_sqrtm
 from eval.memorisation import authpct, feature_likelihood, kde_nll
-from eval.prdc import prdc
+from eval.prdc import density_coverage, prdc
 
 
 def _sets(seed: int, n_real: int, n_fake: int, dim: int):
@@ -31,6 +31,15 @@ def test_prdc_equals_the_prdc_package(k, capsys):
     assert 0 < ours["precision"] < 1 and 0 < ours["coverage"] < 1  # not a degenerate case
     ours32 = prdc(real.astype(np.float32), fake.astype(np.float32), k)
     assert ours32 == pytest.approx(ours, abs=2 / 450)  # float32 may flip a near tie
+
+
+def test_density_coverage_alone_equals_the_prdc_package():
+    reference = pytest.importorskip("prdc")
+    real, fake = _sets(9, 640, 510, 20)
+    expected = reference.compute_prdc(real, fake, 4)
+    ours = density_coverage(real, fake, 4, dtype=torch.float64, block=100, col_block=250)
+    assert ours == {key: float(expected[key]) for key in ("density", "coverage")}
+    assert 0 < ours["coverage"] < 1 and ours["density"] > 0
 
 
 def test_prdc_of_a_set_with_itself():
