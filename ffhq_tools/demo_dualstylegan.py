@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.runs import SNAPSHOT_GLOB, newest_snapshot
 
 MAPPING_LAYERS = 8
 STYLE_COUNT = 8
@@ -82,10 +83,10 @@ def _run(argv: list[str]) -> None:
 
 
 def _newest(folder: Path) -> Path:
-    snapshots = sorted(folder.glob("*/network-snapshot-*.pt"))
-    if not snapshots:
+    snapshot = newest_snapshot(folder, f"*/{SNAPSHOT_GLOB}")
+    if snapshot is None:
         raise FfhqToolsError(f"{folder}: no snapshot was written")
-    return snapshots[-1]
+    return snapshot
 
 
 def _network_flags() -> list[str]:

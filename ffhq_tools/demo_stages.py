@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.runs import newest_snapshot
 
 DEMO_CONFIG = "tiny"
 TRAINING_METRIC = "fd_dlib_face"  # offline: measured at every snapshot for the kimg plot
@@ -145,10 +146,9 @@ def stage_train(state) -> str:
         metrics=(TRAINING_METRIC,), resume="auto",  # a resumed demo continues its training
         config_overrides=_dualstylegan_base(o))
     state.train_dir = train(options, _training_metric_fn(state))
-    snapshots = sorted(state.train_dir.glob("network-snapshot-*.pt"))
-    if not snapshots:
+    state.snapshot = newest_snapshot(state.train_dir)
+    if state.snapshot is None:
         raise FfhqToolsError(f"{state.train_dir}: training wrote no snapshot")
-    state.snapshot = snapshots[-1]
     return f"{DEMO_CONFIG} at {o.resolution}px for {o.kimg} kimg -> {state.snapshot.name}"
 
 

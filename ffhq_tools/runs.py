@@ -19,6 +19,12 @@ from ffhq_tools.errors import FfhqToolsError
 
 RUN_NAME = re.compile(r"^(\d{5,})-")
 DESC_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+SNAPSHOT_GLOB = "network-snapshot-*.pt"
+
+
+def newest_snapshot(folder: str | Path, pattern: str = SNAPSHOT_GLOB) -> Path | None:
+    """The last snapshot in `folder` by name (snapshot names are zero-padded), or None."""
+    return max(Path(folder).glob(pattern), default=None)
 
 
 def _used_numbers(root: Path) -> set[int]:

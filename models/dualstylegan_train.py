@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ffhq_tools.runs import SNAPSHOT_GLOB, newest_snapshot
 from models.dualstylegan_train_options import (
     DualStyleGANTrainError,
     DualStyleGANTrainOptions,
@@ -34,18 +35,16 @@ from models.dualstylegan_train_options import (
 
 __all__ = ["DualStyleGANTrainOptions", "train_dualstylegan", "describe_run"]
 
-SNAPSHOT_GLOB = "network-snapshot-*.pt"
-
 
 def snapshot_name(iteration: int) -> str:
     return f"network-snapshot-{iteration:06d}.pt"
 
 
 def _newest_snapshot(folder: Path) -> Path:
-    snapshots = sorted(folder.glob(SNAPSHOT_GLOB))
-    if not snapshots:
+    snapshot = newest_snapshot(folder)
+    if snapshot is None:
         raise DualStyleGANTrainError(f"--resume {folder}: the folder holds no {SNAPSHOT_GLOB}")
-    return snapshots[-1]
+    return snapshot
 
 
 def _resumed_options(options: DualStyleGANTrainOptions) -> DualStyleGANTrainOptions:

@@ -77,3 +77,14 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(FfhqToolsError, match="CUDA is not available"):
             runtime.select_device("cuda:0")
+
+
+def test_newest_snapshot_is_the_highest_padded_name(tmp_path):
+    assert runs.newest_snapshot(tmp_path) is None
+    for kimg in (0.016, 10.0, 2.5):  # the trainer's kimg names, zero-padded
+        (tmp_path / f"network-snapshot-{kimg:010.3f}.pt").touch()
+    (tmp_path / "network-snapshot-notes.txt").touch()
+    assert runs.newest_snapshot(tmp_path).name == "network-snapshot-000010.000.pt"
+    (tmp_path / "00003-run").mkdir()
+    (tmp_path / "00003-run" / "network-snapshot-000001.pt").touch()
+    assert runs.newest_snapshot(tmp_path, f"*/{runs.SNAPSHOT_GLOB}").parent.name == "00003-run"
