@@ -10,7 +10,12 @@ path-length step, each with Adam. Our networks run the trainer's memory format
 The two sides take turns in one process (ROUNDS interleaved blocks, fastest block kept), so
 a shared machine's load drifts cancel in the ratio; times are CPU seconds of the process
 (one thread by default, so the other tenants' load does not count). Memory per image =
-(peak RSS at batch 16 - at batch 8) / 8, each in its own child process.
+(peak RSS at batch 16 - at batch 8) / 8, each in its own child process. With
+BENCH_TRAIN_ADA_COMPILE=1 a third side joins the turns: ours under `train --compile`
+(models.train_compile: G's synthesis and D compiled, the regularisers eager), its compile
+time spent in the warm-up. With BENCH_TRAIN_ADA_FUSED=1 another: ours with the modulation
+fused into one grouped convolution of per-sample weights (the trainer's default, as ada's,
+scales the activations around one shared convolution).
 
     .venv/bin/python -m bench bench_train_ada
 """
@@ -36,6 +41,10 @@ ROUNDS = int(os.environ.get("BENCH_TRAIN_ADA_ROUNDS", "4"))
 THREADS = int(os.environ.get("BENCH_TRAIN_ADA_THREADS", "1"))
 ONLY_RES = int(os.environ.get("BENCH_TRAIN_ADA_RES", "0"))  # run one resolution's row
 CHANNELS_LAST = os.environ.get("BENCH_TRAIN_ADA_CL", "1") == "1"
+COMPILE = os.environ.get("BENCH_TRAIN_ADA_COMPILE", "0") == "1"
+FUSED = os.environ.get("BENCH_TRAIN_ADA_FUSED", "0") == "1"
+SIDES = ("ours", "ada") + (("ours-compiled",) if COMPILE else ()) + (("ours-fused",) if FUSED
+                                                                     else ())
 
 
 def ours(resolution: int, channel_max: int):
@@ -66,10 +75,12 @@ def peer(resolution: int, channel_max: int):
 class Step:
     """One training step of (G, D) with the losses of StyleGAN2 (shared by both sides)."""
 
-    def __init__(self, G, D, batch: int, resolution: int, channels_last: bool):
+    def __init__(self, G, D, batch: int, resolution: int, channels_last: bool,
+                 compiled: bool = False):
         import torch
 
         self.G, self.D, self.batch, self.channels_last = G, D, batch, channels_last
+        self.compiled = compiled
         self.opt_g = torch.optim.Adam(G.parameters(), lr=0.002, betas=(0.0, 0.99))
         self.opt_d = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99))
         gen = torch.Generator().manual_seed(1)
@@ -106,9 +117,12 @@ class Step:
         loss_d = F.softplus(D(fake, None)).mean() + F.softplus(-D(self.reals, None)).mean()
         self._update(self.opt_d, loss_d)
         if reg:
-            self._r1()
-            self._phase(G)
-            self._path_length()
+            from models.train_compile import eager_passes
+
+            with eager_passes(self.compiled):  # double backward: eager, as the trainer does
+                self._r1()
+                self._phase(G)
+                self._path_length()
 
     def _r1(self) -> None:
         import torch
@@ -141,18 +155,24 @@ def _block(step: Step, reg: bool, steps: int) -> float:
 def _build(side: str, resolution: int, channel_max: int, batch: int) -> Step:
     import torch
 
-    G, D = (ours if side == "ours" else peer)(resolution, channel_max)
-    cl = CHANNELS_LAST and side == "ours"
+    G, D = (peer if side == "ada" else ours)(resolution, channel_max)
+    cl = CHANNELS_LAST and side != "ada"
     if cl:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    return Step(G, D, batch, resolution, cl)
+    if side == "ours-fused":
+        G.synthesis.fused_modconv = True
+    if side == "ours-compiled":
+        from models.train_compile import compile_networks
+
+        compile_networks(G, D, progressive=False)
+    return Step(G, D, batch, resolution, cl, compiled=side == "ours-compiled")
 
 
 def _speeds(resolution: int, channel_max: int, batch: int, queue) -> None:
     import torch
 
     torch.set_num_threads(THREADS)
-    steps = {side: _build(side, resolution, channel_max, batch) for side in ("ours", "ada")}
+    steps = {side: _build(side, resolution, channel_max, batch) for side in SIDES}
     best = {}
     for step in steps.values():
         for variant in VARIANTS:
@@ -188,6 +208,10 @@ def main() -> None:
             o, a = speeds[("ours", variant)], speeds[("ada", variant)]
             print(f"{res}px ch {cmax} batch {batch} {variant:4s}: ours {o:8.1f} sec/kimg, "
                   f"ada {a:8.1f} sec/kimg, ours {a / o:4.2f}x", flush=True)
+            for side in SIDES[2:]:
+                c = speeds[(side, variant)]
+                print(f"{res}px ch {cmax} batch {batch} {variant:4s}: {side} {c:8.1f} sec/kimg, "
+                      f"{a / c:4.2f}x ada, {o / c:4.2f}x ours", flush=True)
         if os.environ.get("BENCH_TRAIN_ADA_MEMORY", "1") == "1":
             for side in ("ours", "ada"):
                 full = in_spawned_child(_peak_rss, side, res, cmax, 16)

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 from ffhq_tools.errors import FfhqToolsError
+from ffhq_tools.runs import SNAPSHOT_GLOB, newest_snapshot
+from models.train_compile import check_compilable
 from models.train_options import TrainingPlan, TrainOptions, apply_overrides, resolve_plan
 
 __all__ = ["TrainOptions", "TrainingPlan", "resolve_run", "train", "find_snapshot"]
 
-SNAPSHOT_GLOB = "network-snapshot-*.pt"
 FP16_CONV_CLAMP = 256.0
 
 
@@ -58,10 +59,10 @@ def find_snapshot(resume: str | Path) -> tuple[Path, Path | None]:
     """(snapshot file, run folder to continue in or None) for `--resume`."""
     path = Path(resume)
     if path.is_dir():
-        snapshots = sorted(path.glob(SNAPSHOT_GLOB))
-        if not snapshots:
+        snapshot = newest_snapshot(path)
+        if snapshot is None:
             raise FfhqToolsError(f"--resume {path}: the folder holds no {SNAPSHOT_GLOB}")
-        return snapshots[-1], path
+        return snapshot, path
     if path.is_file():
         return path, None
     raise FfhqToolsError(f"--resume {path}: no such snapshot file or run folder")
@@ -81,7 +82,7 @@ def latest_run(outdir: str | Path, desc: str) -> Path | None:
     if not outdir.is_dir():
         return None
     runs = [p for p in outdir.iterdir() if p.is_dir() and RUN_NAME.match(p.name)
-            and p.name.split("-", 1)[1] == desc and any(p.glob(SNAPSHOT_GLOB))]
+            and p.name.split("-", 1)[1] == desc and newest_snapshot(p) is not None]
     return max(runs, key=lambda p: int(RUN_NAME.match(p.name).group(1)), default=None)
 
 
@@ -202,6 +203,8 @@ def resolve_run(options: TrainOptions) -> ResolvedRun:
         plan = dataclasses.replace(plan, ema_rampup=None)  # as stylegan2-ada on --resume
     if options.freezed < 0:
         raise FfhqToolsError(f"--freezed {options.freezed}: must be non-negative")
+    if options.compile:
+        check_compilable(plan.progressive)  # before any data is read or network built
     augment = augment_settings(options, transfer)
     return ResolvedRun(options, config, plan, dataset, img_channels, c_dim, snapshot,
                        continue_dir, augment, transfer)
@@ -292,7 +295,8 @@ def _train(options: TrainOptions, env, metric_fn) -> Path:
     settings = LoopSettings(
         total_kimg=opts.kimg, tick_kimg=opts.tick_kimg, snap=opts.snap, seed=opts.seed,
         mirror=opts.mirror, precision=opts.precision, channels_last=opts.channels_last,
-        workers=opts.workers, metrics=tuple(opts.metrics), grid_size=opts.grid_size,
+        compile=opts.compile, workers=opts.workers, metrics=tuple(opts.metrics),
+        grid_size=opts.grid_size,
         progress=opts.progress and env.is_main, augment=run.augment, freeze_d=opts.freezed,
         checkpoint_config={"model": run.config.to_dict(), "resolution": plan.resolution,
                            "c_dim": run.c_dim, "img_channels": run.img_channels,

@@ -33,6 +33,12 @@ def _resume_line(run, trainer, copied: dict | None) -> str | None:
     return f"transfer   weights of {run.resume_snapshot} ({parts}{fresh_d}), kimg 0"
 
 
+def _execution(settings) -> str:
+    layout = "channels_last" if settings.channels_last else "contiguous"
+    mode = "compiled (R1 / path length eager)" if settings.compile else "eager"
+    return f"{settings.precision}, {layout}, {mode}"
+
+
 def banner(run, trainer, folder: Path, copied: dict | None = None) -> str:
     """Multi-line summary printed (and logged to log.txt) when training starts."""
     import torch
@@ -42,7 +48,7 @@ def banner(run, trainer, folder: Path, copied: dict | None = None) -> str:
     lines = [
         f"run folder {folder}",
         f"device     {env.device} x {env.world_size} rank(s), {torch.get_num_threads()} "
-        f"thread(s) per rank",
+        f"thread(s) per rank, {_execution(trainer.settings)}",
         f"config     {run.config.name} at {plan.resolution}px, batch {plan.batch}, "
         f"gamma {plan.r1_gamma:g}, lr {plan.lr:g}, EMA {plan.ema_kimg:g} kimg",
         f"networks   G {parameter_count(trainer.G):,} parameters, D "

@@ -34,7 +34,8 @@ def options_from_args(args):
         batch=args.batch, batch_gpu=args.batch_gpu, gamma=args.gamma, mirror=args.mirror,
         cond=args.cond,
         metrics=_metric_names(args.metrics), resume=args.resume, transfer=args.transfer,
-        channels_last=args.channels_last, device=args.device, outdir=args.outdir,
+        channels_last=args.channels_last, compile=args.compile, device=args.device,
+        outdir=args.outdir,
         workers=args.workers, channel_max=args.channel_max, max_images=args.max_images,
         progress=not args.no_progress, config_overrides=parse_config_overrides(args.cfg),
         p=args.p, target=args.target,
@@ -191,6 +192,9 @@ def add_verbs(verbs) -> None:
                    help="autocast for the main losses (fp16 needs CUDA; default: "
                         f"{_default('precision')})")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile G's synthesis network and D for the main passes (the "
+                        "R1 / path-length passes stay eager); StyleGAN2 configs only")
     p.add_argument("--outdir", default="runs")
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
     p.add_argument("--channel-max", type=int, help="cap network widths (small runs)")

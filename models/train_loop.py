@@ -23,6 +23,7 @@ from models import distributed as distrib
 from models import schedule, train_phases
 from models.augment_control import AdaController, AugmentSettings
 from models.ema import update_ema
+from models.train_compile import compile_networks, eager_passes
 from models.train_data import ItemStream, StepBatchSampler, make_loader, prepare_reals, step_layout
 from models.train_options import TrainingPlan
 from models.train_state import LoopState, all_finite, gather_rng, restore_rank_rng
@@ -43,6 +44,7 @@ class LoopSettings:
     mirror: bool = False
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False  # torch.compile G's synthesis and D (models.train_compile)
     workers: int = 0
     metrics: tuple[str, ...] = ()
     grid_size: int = 16
@@ -67,6 +69,8 @@ class Trainer:
         distrib.broadcast_module(self.G, env)
         distrib.broadcast_module(self.D, env)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if settings.compile:
+            compile_networks(self.G, self.D, plan.progressive)
         self.g_lazy = plan.pl_weight > 0 and plan.pl_interval > 1
         self.d_lazy = plan.r1_interval > 1
         self.frozen_d = frozen_layers(self.D, settings.freeze_d)
@@ -178,16 +182,18 @@ class Trainer:
                                                     precision, self.augmentation)
             total, stats = total + terms.mean(), {**stats, **st}
         if phase in ("Greg", "Gboth"):
-            terms, self.pl_mean, st = train_phases.generator_path_length(
-                self.G, s, rand("Greg"), n, self.pl_mean)
+            with eager_passes(self.settings.compile):
+                terms, self.pl_mean, st = train_phases.generator_path_length(
+                    self.G, s, rand("Greg"), n, self.pl_mean)
             total, stats = total + terms.mean() * gain, {**stats, **st}
         if phase in ("Dmain", "Dboth"):
             terms, st = train_phases.discriminator_main(
                 self.G, self.D, s, rand("Dmain"), reals, real_c, precision, self.augmentation)
             total, stats = total + terms.mean(), {**stats, **st}
         if phase in ("Dreg", "Dboth"):
-            terms, st = train_phases.discriminator_reg(self.G, self.D, s, rand("Dreg"), reals,
-                                                       real_c, self.augmentation)
+            with eager_passes(self.settings.compile):
+                terms, st = train_phases.discriminator_reg(self.G, self.D, s, rand("Dreg"),
+                                                           reals, real_c, self.augmentation)
             total, stats = total + terms.mean() * gain, {**stats, **st}
         for key, value in stats.items():
             self.tick_stats.setdefault(key, []).append(value.detach().float())

@@ -36,6 +36,7 @@ class TrainOptions:
     transfer: bool = False  # --resume SNAPSHOT: take only its weights into a new run
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the main passes (machine-side: not frozen)
     device: str = "auto"
     outdir: str = "runs"
     workers: int = 2

@@ -38,6 +38,15 @@ def test_dry_run_prints_resolved_plan(shapes16, capsys):
     assert described["options"]["kimg"] == 25000 and described["dataset_size"] == 32
 
 
+def test_compile_flag_reaches_the_run_and_progressive_configs_refuse_it(shapes16, capsys):
+    assert main(["train", "--config", "tiny", "--data", str(shapes16), "--compile",
+                 "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["options"]["compile"] is True
+    assert main(["train", "--config", "stylegan-A", "--data", str(shapes16), "--compile",
+                 "--dry-run"]) == 2
+    assert "--compile: progressive growing" in capsys.readouterr().err
+
+
 def test_cond_takes_c_dim_from_the_labels(shapes16, tmp_path, capsys):
     import h5py
 
