@@ -23,8 +23,17 @@ DEFAULT_ROW_BATCH = 2048
 DEFAULT_COL_BATCH = 10000
 
 
-def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+def blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of at most `size` covering range(n)."""
     return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
+                      b_sq: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """|a_i - b_j|^2 for rows of a and b (a_sq, b_sq: their squared norms), clamped at 0,
+    written into `out` when given."""
+    d = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0, out=out)
+    return d.add_(a_sq.unsqueeze(1)).clamp_(min=0.0)
 
 
 class Workspace:
@@ -37,9 +46,7 @@ class Workspace:
     def squared_distances(self, a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
                           b_sq: torch.Tensor) -> torch.Tensor:
         d = self.flat[:a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])
-        torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0, out=d)
-        d.add_(a_sq.unsqueeze(1))
-        return d.clamp_(min=0.0)
+        return squared_distances(a, b, a_sq, b_sq, out=d)
 
     def transposed(self, d: torch.Tensor) -> torch.Tensor:
         """d.T as a contiguous block (top-k along a strided dimension is ~3x slower)."""
@@ -73,7 +80,7 @@ class _Centered:
         self.x = torch.as_tensor(features).to(device=device, dtype=dtype)
         self.center = center
         self.sq = torch.cat([self.block(i0, i1).square().sum(dim=1)
-                             for i0, i1 in _blocks(len(self), block)])
+                             for i0, i1 in blocks(len(self), block)])
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -114,7 +121,7 @@ def _self_panels(n: int, row_batch: int, col_batch: int) -> list[tuple[tuple, tu
     against the columns from its own start on, in panels of at most `col_batch` columns
     (wide matrix products run nearer the machine's peak than square blocks)."""
     return [((i0, i1), (c0, min(c0 + col_batch, n)))
-            for i0, i1 in _blocks(n, row_batch) for c0 in range(i0, n, col_batch)]
+            for i0, i1 in blocks(n, row_batch) for c0 in range(i0, n, col_batch)]
 
 
 def _self_radii(x: _Centered, k, row_batch, col_batch, work: Workspace,
@@ -178,11 +185,11 @@ def precision_recall(real, gen, k: int = 3, *, row_batch: int = DEFAULT_ROW_BATC
     inside_real = torch.zeros(n_g, dtype=torch.bool, device=device)
     inside_gen = torch.zeros(n_r, dtype=torch.bool, device=device)
     rank, world = _world()
-    for index, (g0, g1) in enumerate(_blocks(n_g, row_batch)):
+    for index, (g0, g1) in enumerate(blocks(n_g, row_batch)):
         if index % world != rank:
             continue
         gen_rows = g.block(g0, g1)
-        for r0, r1 in _blocks(n_r, col_batch):
+        for r0, r1 in blocks(n_r, col_batch):
             d = work.squared_distances(gen_rows, r.block(r0, r1), g.sq[g0:g1], r.sq[r0:r1])
             # a minimum of differences: one pass less than a boolean block and any()
             inside_real[g0:g1] |= work.minus(d, real_radii[r0:r1].unsqueeze(0)).amin(dim=1) <= 0
@@ -210,5 +217,5 @@ def _progress_bar(enabled: bool, n_real: int, n_gen: int, row_batch: int, col_ba
         return len(_self_panels(n, row_batch, col_batch))
 
     total = (triangle(n_real) + triangle(n_gen)
-             + len(_blocks(n_gen, row_batch)) * len(_blocks(n_real, col_batch)))
+             + len(blocks(n_gen, row_batch)) * len(blocks(n_real, col_batch)))
     return tqdm(total=total, desc="precision/recall blocks", unit="block", leave=False)

@@ -21,7 +21,6 @@ import math
 import torch
 
 from eval import defaults, knn
-from eval.prdc import squared_distances
 
 DEFAULT_BLOCK = 4096
 
@@ -41,12 +40,10 @@ def nearest(queries: torch.Tensor, points: torch.Tensor, block: int = DEFAULT_BL
     q_sq, p_sq = q.square().sum(dim=1), p.square().sum(dim=1)
     best = torch.full((q.shape[0],), float("inf"), dtype=q.dtype, device=q.device)
     index = torch.zeros(q.shape[0], dtype=torch.int64, device=q.device)
-    for q0 in range(0, q.shape[0], block):
-        q1 = min(q0 + block, q.shape[0])
-        for p0 in range(0, p.shape[0], block):
-            p1 = min(p0 + block, p.shape[0])
-            values, where = squared_distances(q[q0:q1], p[p0:p1], q_sq[q0:q1],
-                                              p_sq[p0:p1]).min(dim=1)
+    for q0, q1 in knn.blocks(q.shape[0], block):
+        for p0, p1 in knn.blocks(p.shape[0], block):
+            values, where = knn.squared_distances(q[q0:q1], p[p0:p1], q_sq[q0:q1],
+                                                  p_sq[p0:p1]).min(dim=1)
             better = values < best[q0:q1]
             best[q0:q1] = torch.where(better, values, best[q0:q1])
             index[q0:q1] = torch.where(better, where + p0, index[q0:q1])
@@ -65,7 +62,7 @@ def authpct(train, gen, *, dtype: torch.dtype = torch.float32, device="cpu",
 
 
 def _all_squared_distances(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    return squared_distances(x, kernel, x.square().sum(dim=1), kernel.square().sum(dim=1))
+    return knn.squared_distances(x, kernel, x.square().sum(dim=1), kernel.square().sum(dim=1))
 
 
 def kde_nll(dists: torch.Tensor, log_sigmas: torch.Tensor, dim: int) -> torch.Tensor:

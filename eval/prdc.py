@@ -32,17 +32,6 @@ def _as_matrix(features, name: str, dtype: torch.dtype, device) -> torch.Tensor:
     return x.to(device=device, dtype=dtype)
 
 
-def _blocks(n: int, size: int):
-    return [(start, min(start + size, n)) for start in range(0, n, size)]
-
-
-def squared_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor,
-                      b_sq: torch.Tensor) -> torch.Tensor:
-    """|a_i - b_j|^2 for rows of a and b (a_sq, b_sq: their squared norms), clamped at 0."""
-    d = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0)
-    return d.add_(a_sq.unsqueeze(1)).clamp_(min=0.0)
-
-
 class _CrossTally:
     """What the real x fake pass accumulates; `real_in_fake_ball` only with fake radii."""
 
@@ -72,8 +61,8 @@ def _cross_pass(real: torch.Tensor, fake: torch.Tensor, real_radii: torch.Tensor
     rows, cols = min(block, fake.shape[0]), min(col_block, real.shape[0])
     work = knn.Workspace(rows, cols, real.dtype, real.device)
     tally = _CrossTally(real.shape[0], fake.shape[0], col_block, real.device, real.dtype)
-    for f0, f1 in _blocks(fake.shape[0], block):
-        for r0, r1 in _blocks(real.shape[0], col_block):
+    for f0, f1 in knn.blocks(fake.shape[0], block):
+        for r0, r1 in knn.blocks(real.shape[0], col_block):
             d = work.squared_distances(fake_c[f0:f1], real_c[r0:r1], fake_sq[f0:f1],
                                        real_sq[r0:r1])
             tally.add(d, work, (f0, f1), (r0, r1), real_radii, fake_radii)
