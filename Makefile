@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Locally the slow tail is skipped; CI (CI=true) and `make test-all` run everything.
 PYTEST_MARK := $(if $(filter true 1 yes,$(CI)),,-m "not slow")
+# One pytest worker per core (pytest-xdist); idle workers take queued tests from busy ones.
+PYTEST_WORKERS := -n auto --dist worksteal
 
 .PHONY: venv demo test test-all bench lint clean
 
@@ -19,10 +21,10 @@ demo: $(STAMP)
 	$(VENV)/bin/ffhq-tools demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_MARK)
+	$(PY) -m pytest -q $(PYTEST_WORKERS) $(PYTEST_MARK)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_WORKERS)
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -227,8 +227,6 @@ class Trainer:
             from models.layers import downscale_to_lod
 
             reals = downscale_to_lod(reals, level.lod)
-        if self.settings.channels_last:
-            reals = reals.contiguous(memory_format=torch.channels_last)
         if labels is None:
             return [(r, None) for r in reals.split(layout.batch_gpu)]
         labels = labels.to(self.env.device, torch.float32)

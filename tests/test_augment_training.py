@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ports import free_port
 from train_standins import (
     build_trainer,
     flat_params,
@@ -68,12 +68,6 @@ def test_fixed_and_bad_settings():
         AugmentSettings("sometimes")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 ADA_FAST = AugmentSettings("ada", pipeline="bgc", target=0.6, ada_kimg=0.1)
 
 
@@ -106,7 +100,7 @@ def _rank_worker(rank, world, port, steps, out_path):
 
 def test_two_gloo_ranks_share_p_and_equal_one_process(tmp_path):
     steps, out = 8, tmp_path / "ranks"
-    mp.start_processes(_rank_worker, args=(2, _free_port(), steps, str(out)), nprocs=2,
+    mp.start_processes(_rank_worker, args=(2, free_port(), steps, str(out)), nprocs=2,
                        join=True, start_method="fork")
     r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1))
     # signs [1,1,1,1] and [-1,-1,-1,1]: r_t = 2 / 8 over both ranks (rank 0 alone: 1, p up)

@@ -17,6 +17,7 @@ from dualstylegan_train_fixtures import (
     write_faces,
     write_style_set,
 )
+from ports import free_port
 from train_standins import one_thread  # noqa: F401 - autouse fixture
 
 from models.checkpoint import load_checkpoint, load_generator
@@ -196,7 +197,6 @@ def test_bad_inputs_fail_with_clear_errors(inputs, tmp_path, astronaut):
                            vgg=vgg)
 
 
-
 def test_cli_dry_run_and_one_line_errors(inputs, tmp_path, capsys):
     from ffhq_tools.cli import main
 
@@ -222,14 +222,6 @@ def test_cli_dry_run_and_one_line_errors(inputs, tmp_path, capsys):
     assert "starts from a pretrained DualStyleGAN" in err
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_equal_one_process(inputs, tmp_path):
     """One iteration with the batch split over two Gloo ranks vs one process. D (updated
     first, from the same G) must agree but for the rare weight whose first Adam step
@@ -243,7 +235,7 @@ def test_two_gloo_ranks_equal_one_process(inputs, tmp_path):
     base = write_base_without_mbstd_groups(tmp_path / "base.pt")
     settings = dict(iters=1, batch=4, noise_mode="const")
     options = pretrain_options(base, inputs["faces"], tmp_path / "two", **settings)
-    mp.start_processes(gloo_pretrain_worker, args=(2, _free_port(), options.to_dict()),
+    mp.start_processes(gloo_pretrain_worker, args=(2, free_port(), options.to_dict()),
                        nprocs=2, join=True, start_method="fork")
     two = next((tmp_path / "two").iterdir())
     assert json.loads((two / "options.json").read_text())["world_size"] == 2

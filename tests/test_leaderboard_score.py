@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from ports import free_port
 
 from ffhq_tools.atomic import read_jsonl
 from ffhq_tools.cli import main
@@ -81,14 +82,6 @@ def test_missing_weights_fail_score_with_the_fetch_command(tiny_checkpoint, real
     assert "ffhq-tools weights fetch inception-fid" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_score_under_torchrun_matches_one_process(tiny_checkpoint, real_folder, tmp_path):
     import os
@@ -102,7 +95,7 @@ def test_score_under_torchrun_matches_one_process(tiny_checkpoint, real_folder, 
     assert main(["score", *common, "--board", str(single)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
                     "-m", "ffhq_tools", "score", *common, "--board", str(double)],
                    check=True, env=env, timeout=300, cwd=os.getcwd())
     one, two = read_board(single), read_board(double)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ports import free_port
 from train_standins import (
     one_thread,  # noqa: F401 - autouse fixture
     write_shapes_h5,
@@ -128,12 +128,6 @@ def _assert_tensorboard_matches(run: Path, metric_rows: list[dict]) -> None:
                       for r in metric_rows]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_ranks_match_one_process(shapes16, tmp_path):
     """The real CLI under torchrun (Gloo, 2 CPU ranks) vs one process, same global batch.
@@ -150,7 +144,7 @@ def test_torchrun_two_ranks_match_one_process(shapes16, tmp_path):
               "--cfg", "mbstd_group=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", str(_free_port()), "-m", "ffhq_tools", "train", *common,
+                    "--master_port", str(free_port()), "-m", "ffhq_tools", "train", *common,
                     "--outdir", str(tmp_path / "ddp")], check=True, cwd=REPO, env=env,
                    capture_output=True, timeout=300)
     assert main(["train", *common, "--outdir", str(tmp_path / "one")]) == 0

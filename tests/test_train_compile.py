@@ -26,6 +26,7 @@ from ffhq_tools.errors import FfhqToolsError
 from models import train_compile
 
 STEPS = 4  # with pl_interval = r1_interval = 2: G main, G reg, D main and D reg all run
+RESOLUTION = 8  # two blocks per network keep inductor's compile short
 
 
 def _stylegan2_trainer(compiled: bool):
@@ -35,13 +36,14 @@ def _stylegan2_trainer(compiled: bool):
     from models.train_options import TrainOptions, resolve_plan
 
     torch.manual_seed(0)
-    G, D = build_networks(get_config("stylegan2-F"), 16, channel_max=32)
+    G, D = build_networks(get_config("stylegan2-F"), RESOLUTION, channel_max=32)
     config = tiny_config(pl_interval=2, r1_interval=2)
-    plan = resolve_plan(config, TrainOptions(config="tiny-standin", data="memory", batch=4), 16)
+    plan = resolve_plan(config, TrainOptions(config="tiny-standin", data="memory", batch=4),
+                        RESOLUTION)
     settings = LoopSettings(total_kimg=1.0, tick_kimg=0.004, snap=0, seed=0,
                             channels_last=True, compile=compiled)
-    return Trainer(G, D, plan, RandomImages(resolution=16), DistEnv(0, 1, 0, torch.device("cpu")),
-                   None, settings)
+    return Trainer(G, D, plan, RandomImages(resolution=RESOLUTION),
+                   DistEnv(0, 1, 0, torch.device("cpu")), None, settings)
 
 
 def _train(compiled: bool):

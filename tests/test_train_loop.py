@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ports import free_port
 from train_standins import (
     build_trainer,
     ddp_worker,
@@ -104,16 +103,10 @@ def test_nan_guard_stops_with_clear_message():
         trainer._end_tick(0.1, False, None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_equal_one_process(tmp_path):
     steps, changes = 4, {"batch": 4}
     out = tmp_path / "params"
-    mp.start_processes(ddp_worker, args=(2, _free_port(), steps, str(out), changes), nprocs=2,
+    mp.start_processes(ddp_worker, args=(2, free_port(), steps, str(out), changes), nprocs=2,
                        join=True, start_method="fork")  # fork: no re-import per rank
     rank0 = torch.load(f"{out}.0", weights_only=True)
     rank1 = torch.load(f"{out}.1", weights_only=True)
