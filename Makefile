@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Locally the slow tail is skipped; CI (CI=true) and `make test-all` run everything.
 PYTEST_MARK := $(if $(filter true 1 yes,$(CI)),,-m "not slow")
-# One pytest worker per core (pytest-xdist); idle workers take queued tests from busy ones.
-PYTEST_WORKERS := -n auto --dist worksteal
+# One pytest worker per core up to 4 (pytest-xdist; each heavy test peaks near 2.5 GB), idle
+# workers take queued tests from busy ones; `make test PYTEST_WORKERS=` runs them one by one.
+PYTEST_WORKERS ?= -n auto --maxprocesses 4 --dist worksteal
 
 .PHONY: venv demo test test-all bench lint clean
 
