@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -18,9 +19,12 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
+    """Removed after the test: weights a test installs (hundreds of MB for the real
+    architectures) would otherwise pile up for the whole session."""
     cache = tmp_path_factory.mktemp("ffhq-tools-cache")
     monkeypatch.setenv("FFHQ_TOOLS_CACHE", str(cache))
-    return cache
+    yield cache
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -58,15 +58,22 @@ def make_inception_file(folder: Path, seed: int = 7, calibration_images: int = 8
     return path
 
 
+_SHARED: dict[str, Path] = {}  # weights files made once per test session
+
+
 def seeded_inception_file(tmp_path_factory) -> Path:
     """The architecture-exact FID Inception with default initialisation after
-    torch.manual_seed(0), uncalibrated (its features barely spread: for plumbing tests)."""
+    torch.manual_seed(0), uncalibrated (its features barely spread: for plumbing tests).
+    One file per test session, made without touching the global RNG."""
     from eval.features.inception import FIDInception
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("raw") / INCEPTION_FILENAME
-    torch.save(FIDInception().state_dict(), path)
-    return path
+    if "seeded" not in _SHARED:
+        path = tmp_path_factory.mktemp("raw") / INCEPTION_FILENAME
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            torch.save(FIDInception().state_dict(), path)
+        _SHARED["seeded"] = path
+    return _SHARED["seeded"]
 
 
 class MomentExtractor:
@@ -82,9 +89,6 @@ class MomentExtractor:
         moments = torch.cat([x.mean((2, 3)), x.std((2, 3)), x[:, :, :, :2].mean((2, 3))], 1)
         pool = (moments @ self.project.double()).float()
         return pool, torch.softmax(pool[:, :1008].double(), 1) if want_probs else None
-
-
-_SHARED: dict[str, Path] = {}
 
 
 def shared_inception_file(tmp_path_factory) -> Path:

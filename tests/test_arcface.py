@@ -172,7 +172,7 @@ def test_missing_and_wrong_files_give_clear_errors(tmp_path):
 def test_destylize_with_arcface_records_its_hash(tmp_path, arcface_file, astronaut, capsys):
     from PIL import Image
     from project_helpers import save_tiny_checkpoint, tiny_generator
-    from test_eval_lpips import random_vgg16_state
+    from vgg_helpers import write_random_vgg16
 
     from ffhq_tools.cli import main
 
@@ -180,7 +180,7 @@ def test_destylize_with_arcface_records_its_hash(tmp_path, arcface_file, astrona
     for name, seed in (("G", 0), ("G_prime", 5)):
         G, D = tiny_generator(seed, resolution=32)
         paths[name] = str(save_tiny_checkpoint(tmp_path / f"{name}.pt", G, D, resolution=32))
-    torch.save(random_vgg16_state(classifier=False), tmp_path / "vgg16.pth")
+    write_random_vgg16(tmp_path / "vgg16.pth")
     style = tmp_path / "style"
     style.mkdir()
     Image.fromarray(np.ascontiguousarray(astronaut[:256, 120:376])).save(style / "a.png")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ffhq_tools.demo import STAGE_NEEDS, DemoOptions, DemoState, stage_names
@@ -36,9 +35,9 @@ def test_missing_vgg_weights_stop_before_any_work(tmp_path):
 @pytest.mark.slow
 def test_quick_demo_with_dualstylegan(tmp_path):
     from dualstylegan_train_fixtures import write_torchvision_vgg19
-    from test_eval_lpips import random_vgg16_state
+    from vgg_helpers import write_random_vgg16
 
-    torch.save(random_vgg16_state(classifier=False), tmp_path / "vgg16.pth")
+    write_random_vgg16(tmp_path / "vgg16.pth")
     write_torchvision_vgg19(tmp_path / "vgg19.pth")
     options = DemoOptions(outdir=tmp_path / "demo", quick=True, progress=False,
                           dualstylegan=True, weights=(f"vgg16={tmp_path / 'vgg16.pth'}",

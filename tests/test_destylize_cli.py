@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from project_helpers import save_tiny_checkpoint, tiny_generator
 
@@ -27,11 +26,9 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory):
-    from test_eval_lpips import random_vgg16_state
+    from vgg_helpers import write_random_vgg16
 
-    path = tmp_path_factory.mktemp("vgg") / "vgg16-random.pth"
-    torch.save(random_vgg16_state(classifier=False), path)
-    return path
+    return write_random_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16-random.pth")
 
 
 def test_destylize_verb_writes_the_code_files_and_resumes(tmp_path, checkpoints, vgg_file,

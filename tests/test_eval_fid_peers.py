@@ -21,9 +21,9 @@ def folders(tmp_path_factory):
 
 
 @pytest.fixture()
-def torch_home(tmp_path_factory, monkeypatch):
+def torch_home(tmp_path_factory, tmp_path, monkeypatch):
     inception = shared_inception_file(tmp_path_factory)
-    checkpoints = tmp_path_factory.mktemp("torch_home") / "hub" / "checkpoints"
+    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / inception.name).write_bytes(inception.read_bytes())
     (checkpoints / "weights-inception-2015-12-05-6726825d.pth").write_bytes(

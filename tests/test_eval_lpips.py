@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from vgg_helpers import random_vgg16_state, write_random_vgg16
 
 lpips_pkg = pytest.importorskip("lpips")
 
@@ -16,26 +17,6 @@ def _photos(size: int = 64) -> torch.Tensor:
              data.coffee()[:256, :256], data.astronaut()[200:456, 200:456]]
     batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
     return torch.nn.functional.interpolate(batch, size=(size, size), mode="area")
-
-
-def random_vgg16_state(seed: int = 1234, classifier: bool = True) -> dict:
-    """A deterministic He-initialised VGG16 state dict (architecture-exact, random weights).
-
-    classifier=False zeroes the fully connected layers (LPIPS never reads them; 120M fewer
-    random numbers)."""
-    from eval.features.vgg16 import empty_vgg16
-
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, tensor in empty_vgg16().state_dict().items():
-        if name.startswith("classifier") and not classifier:
-            state[name] = torch.zeros(tensor.shape)
-        elif name.endswith("bias"):
-            state[name] = torch.randn(tensor.shape, generator=generator) * 0.01
-        else:
-            fan_in = tensor[0].numel()
-            state[name] = torch.randn(tensor.shape, generator=generator) * (2 / fan_in) ** 0.5
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +33,8 @@ def vgg_path(random_vgg_state, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_vgg_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vgg") / "vgg16-random-full.pth"
-    torch.save(random_vgg16_state(), path)
-    return path
+    return write_random_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16-random-full.pth",
+                              classifier=True)
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from test_eval_lpips import random_vgg16_state
 from test_eval_ppl import LinearGenerator
+from vgg_helpers import write_random_vgg16
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def vgg_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vgg") / "vgg16-random.pth"
-    torch.save(random_vgg16_state(), path)
-    return path
+    return write_random_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16-random.pth")
 
 
 def test_ppl_wend_row_records_protocol_and_weights(vgg_path):

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_eval_lpips import random_vgg16_state
 from test_eval_ppl import LinearGenerator
+from vgg_helpers import write_random_vgg16
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,7 @@ def test_pr50k3_row_matches_features_computed_directly(tmp_path):
     from eval.stats import FeatureStats
     from ffhq_tools import weights
 
-    vgg_path = tmp_path / "vgg16-random.pth"
-    torch.save(random_vgg16_state(), vgg_path)
+    vgg_path = write_random_vgg16(tmp_path / "vgg16-random.pth", classifier=True)
     rng = np.random.default_rng(0)
     reals = rng.integers(0, 256, size=(10, 3, 32, 32)).astype(np.uint8)
     data = tmp_path / "reals.h5"

@@ -27,11 +27,9 @@ def tiny_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory):
-    from test_eval_lpips import random_vgg16_state
+    from vgg_helpers import write_random_vgg16
 
-    path = tmp_path_factory.mktemp("vgg") / "vgg16-random.pth"
-    torch.save(random_vgg16_state(classifier=False), path)
-    return path
+    return write_random_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16-random.pth")
 
 
 def crops(astronaut) -> list[np.ndarray]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from dualstylegan_fixtures import SMALL, small_net, write_code_dict
 from PIL import Image
+from vgg_helpers import write_random_vgg16
 
 from ffhq_tools.cli import main
 from models.checkpoint import save_checkpoint
@@ -29,24 +30,6 @@ from models.stylize import StylizeSettings, default_weights, stylize
 STEPS = "3"
 
 
-def random_vgg16_features_file(path, seed: int = 5):
-    """torchvision VGG16 layout: random He-initialised convs, zero classifier stored as
-    stride-0 views (LPIPS reads only the convs), so the file stays small."""
-    from eval.features.vgg16 import empty_vgg16
-
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, tensor in empty_vgg16().state_dict().items():
-        if name.startswith("classifier"):
-            state[name] = torch.zeros(1).expand(tensor.shape)
-        elif name.endswith("bias"):
-            state[name] = torch.randn(tensor.shape, generator=gen) * 0.01
-        else:
-            state[name] = torch.randn(tensor.shape, generator=gen) * (2 / tensor[0].numel()) ** 0.5
-    torch.save(state, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from skimage import data
@@ -61,7 +44,7 @@ def files(tmp_path_factory):
     Image.fromarray(style).save(folder / "coffee.png")
     exstyles = write_code_dict(folder / "exstyle_code.npy", ["s0.jpg", "s1.jpg"], net.num_ws,
                                32, seed=1)
-    vgg = random_vgg16_features_file(folder / "vgg16-random.pth")
+    vgg = write_random_vgg16(folder / "vgg16-random.pth", seed=5)
     return folder, net, exstyles, vgg
 
 
