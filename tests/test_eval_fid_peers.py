@@ -25,9 +25,10 @@ def torch_home(tmp_path_factory, tmp_path, monkeypatch):
     inception = shared_inception_file(tmp_path_factory)
     checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / inception.name).write_bytes(inception.read_bytes())
-    (checkpoints / "weights-inception-2015-12-05-6726825d.pth").write_bytes(
-        inception.read_bytes())  # torch-fidelity's name for the same file
+    network = inception.read_bytes()
+    (checkpoints / inception.name).write_bytes(network)
+    # torch-fidelity's name for the same file
+    (checkpoints / "weights-inception-2015-12-05-6726825d.pth").write_bytes(network)
     monkeypatch.setenv("TORCH_HOME", str(checkpoints.parent.parent))
     return inception
 

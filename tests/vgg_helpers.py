@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 
-def random_vgg16_state(seed: int = 1234, classifier: bool = True) -> dict:
+def random_vgg16_state(seed: int = 1234, *, classifier: bool = False) -> dict:
     """A He-initialised VGG16 state dict in torchvision's layout.
 
     classifier=False zeroes the fully connected layers, which LPIPS never reads. They are
@@ -28,6 +28,6 @@ def random_vgg16_state(seed: int = 1234, classifier: bool = True) -> dict:
     return state
 
 
-def write_random_vgg16(path: Path, seed: int = 1234, classifier: bool = False) -> Path:
-    torch.save(random_vgg16_state(seed, classifier), path)
+def write_random_vgg16(path: Path, seed: int = 1234, *, classifier: bool = False) -> Path:
+    torch.save(random_vgg16_state(seed, classifier=classifier), path)
     return path
